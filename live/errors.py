@@ -1,0 +1,86 @@
+"""One tree of domain errors, each with a stable contract code and an HTTP status.
+
+Domain modules raise these; ``live.transport.http`` and ``live.transport.sio`` are the only
+places that turn them into HTTP JSON errors and Socket.IO acks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class LiveError(Exception):
+    """Base of every error a client may see."""
+
+    code = "INVALID"
+    status = 400
+
+    def __init__(self, message: str = "", **extra: Any) -> None:
+        super().__init__(message or self.code)
+        self.message = message or self.code.replace("_", " ").lower()
+        self.extra = extra
+
+    def to_dict(self) -> dict[str, Any]:
+        """The contract's error object: ``{"code","message", ...extra}``."""
+        return {"code": self.code, "message": self.message, **self.extra}
+
+
+class Invalid(LiveError):
+    code, status = "INVALID", 400
+
+
+class Unauthorized(LiveError):
+    code, status = "UNAUTHORIZED", 401
+
+
+class Forbidden(LiveError):
+    code, status = "FORBIDDEN", 403
+
+
+class NotFound(LiveError):
+    code, status = "NOT_FOUND", 404
+
+
+class Conflict(LiveError):
+    code, status = "CONFLICT", 409
+
+
+class RateLimited(LiveError):
+    code, status = "RATE_LIMITED", 429
+
+
+class SoldOut(LiveError):
+    code, status = "SOLD_OUT", 409
+
+
+class LimitExceeded(LiveError):
+    code, status = "LIMIT_EXCEEDED", 409
+
+
+class NotOnSale(LiveError):
+    code, status = "NOT_ON_SALE", 409
+
+
+class Blocked(LiveError):
+    """Content refused by moderation; ``reason`` says why (e.g. ``private_trading``)."""
+
+    code, status = "BLOCKED", 422
+
+    def __init__(self, message: str = "", *, reason: str, **extra: Any) -> None:
+        super().__init__(message or f"blocked: {reason}", reason=reason, **extra)
+        self.reason = reason
+
+
+class Muted(LiveError):
+    code, status = "MUTED", 403
+
+
+class Unavailable(LiveError):
+    code, status = "UNAVAILABLE", 503
+
+
+BY_CODE: dict[str, type[LiveError]] = {
+    cls.code: cls
+    for cls in (Invalid, Unauthorized, Forbidden, NotFound, Conflict, RateLimited, SoldOut,
+                LimitExceeded, NotOnSale, Muted, Unavailable)
+}

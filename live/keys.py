@@ -1,0 +1,125 @@
+"""Every Redis key and channel the server uses, in one place.
+
+Keys that one Lua script touches together share a hash tag (``{card:ID}``, ``{room:ID}``)
+so that each script's keys live in one slot and the scripts run on Redis Cluster.
+"""
+
+from __future__ import annotations
+
+PREFIX = "live"
+
+
+# --- processes & presence ------------------------------------------------------------
+PROCS = f"{PREFIX}:procs"  # ZSET proc_id -> last heartbeat (ms)
+
+
+def proc_rooms(proc: str) -> str:
+    """SET of room ids in which process ``proc`` holds connections."""
+    return f"{PREFIX}:proc:{proc}:rooms"
+
+
+def room_users(room: str) -> str:
+    """HASH user_id -> number of connections (any process) in the room."""
+    return f"{PREFIX}:{{room:{room}}}:users"
+
+
+def room_proc_users(room: str, proc: str) -> str:
+    """HASH user_id -> number of connections that process ``proc`` holds in the room."""
+    return f"{PREFIX}:{{room:{room}}}:proc:{proc}"
+
+
+def room_tick(room: str, what: str) -> str:
+    """Short-lived NX lock: one process per interval pushes a coalesced ``what`` update."""
+    return f"{PREFIX}:{{room:{room}}}:tick:{what}"
+
+
+# --- flash-buy -------------------------------------------------------------------------
+def card_state(card: str) -> str:
+    """HASH status, stock (incl. restocks), left, limit, price, room, starts_ms, ends_ms."""
+    return f"{PREFIX}:{{card:{card}}}:state"
+
+
+def card_bought(card: str) -> str:
+    """HASH user_id -> units held (orders not cancelled/expired)."""
+    return f"{PREFIX}:{{card:{card}}}:bought"
+
+
+def card_requests(card: str) -> str:
+    """HASH "user_id:request_id" -> order_id (idempotency of retries)."""
+    return f"{PREFIX}:{{card:{card}}}:req"
+
+
+def card_orders(card: str) -> str:
+    """HASH order_id -> packed order (user, qty, status, created_ms, pay_by_ms, request)."""
+    return f"{PREFIX}:{{card:{card}}}:orders"
+
+
+def card_deadlines(card: str) -> str:
+    """ZSET order_id -> pay_by (ms) of orders awaiting payment."""
+    return f"{PREFIX}:{{card:{card}}}:deadlines"
+
+
+def card_stream(card: str) -> str:
+    """STREAM of order events (created / paid / cancelled / expired) for the SQL persister."""
+    return f"{PREFIX}:{{card:{card}}}:events"
+
+
+def card_dead(card: str) -> str:
+    """STREAM of events the persister gave up on after too many deliveries."""
+    return f"{PREFIX}:{{card:{card}}}:dead"
+
+
+def card_tick(card: str) -> str:
+    return f"{PREFIX}:{{card:{card}}}:tick"
+
+
+ACTIVE_CARDS = f"{PREFIX}:cards:active"  # SET of card ids whose streams/deadlines need work
+PERSIST_GROUP = "persister"
+
+
+def user_bucket(user: str, what: str) -> str:
+    """Token bucket of a user for ``what`` (buy, chat)."""
+    return f"{PREFIX}:{{user:{user}}}:bucket:{what}"
+
+
+# --- chat -------------------------------------------------------------------------------------
+def room_chat(room: str) -> str:
+    """LIST of the last N chat messages (JSON), newest first."""
+    return f"{PREFIX}:{{room:{room}}}:chat"
+
+
+def room_slowmode(room: str) -> str:
+    return f"{PREFIX}:{{room:{room}}}:slowmode"
+
+
+def room_last_msg(room: str, user: str) -> str:
+    return f"{PREFIX}:{{room:{room}}}:last:{user}"
+
+
+def room_muted(room: str, user: str) -> str:
+    return f"{PREFIX}:{{room:{room}}}:muted:{user}"
+
+
+def room_banned(room: str) -> str:
+    """SET of user ids banned from the room."""
+    return f"{PREFIX}:{{room:{room}}}:banned"
+
+
+def user_chat_ban(user: str) -> str:
+    return f"{PREFIX}:{{user:{user}}}:chat_ban"
+
+
+def user_listing_ban(user: str) -> str:
+    return f"{PREFIX}:{{user:{user}}}:listing_ban"
+
+
+def user_violations(user: str) -> str:
+    return f"{PREFIX}:{{user:{user}}}:violations"
+
+
+CHAT_STREAM = f"{PREFIX}:chat:events"  # STREAM of chat messages/deletions for the SQL persister
+
+
+# --- pub/sub channels ----------------------------------------------------------------
+CH_CARD_HINTS = f"{PREFIX}:ch:card-hints"  # "card_id status" -> fast reject on every process
+CH_KICK = f"{PREFIX}:ch:kick"  # "room_id user_id" -> disconnect a banned user everywhere

@@ -1,0 +1,133 @@
+"""Rooms: a streamer's live show. Create, go live, end, list, snapshot."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from live.auth import Principal
+from live.errors import Conflict, Forbidden, NotFound
+from live.ids import iso, new_id, utcnow
+from live.models import Room, User
+from live.presence import Presence
+from live.push import Pusher
+
+
+class CardsProvider(Protocol):
+    async def room_cards(self, room_id: str) -> list[dict[str, Any]]: ...
+
+
+class RoomService:
+    def __init__(self, db: async_sessionmaker[AsyncSession], pusher: Pusher, presence: Presence) -> None:
+        self._db = db
+        self._pusher = pusher
+        self._presence = presence
+        self.cards: CardsProvider | None = None  # the flash-buy service, set by the app
+        self.title_guard: Callable[[str], None] | None = None  # trust & safety, set by the app
+        self.on_end: list[Callable[[str], Awaitable[None]]] = []  # e.g. media stops publishing
+        # Checks before a user joins (e.g. chat bans); each raises a LiveError to refuse.
+        self.join_checks: list[Callable[[str, Principal], Awaitable[None]]] = []
+        # Recent chat for the join ack, set by the chat module.
+        self.history: Callable[[str], Awaitable[list[dict[str, Any]]]] | None = None
+
+    async def join(self, room_id: str, who: Principal) -> dict[str, Any]:
+        """What a joining viewer receives: the snapshot and the recent chat."""
+        for check in self.join_checks:
+            await check(room_id, who)
+        snap = await self.snapshot(room_id)
+        chat = await self.history(room_id) if self.history else []
+        return {"room": snap, "chat": chat}
+
+    async def create(self, who: Principal, title: str) -> dict[str, Any]:
+        if who.role != "streamer":
+            raise Forbidden("only streamers create rooms")
+        if self.title_guard:
+            self.title_guard(title)
+        room = Room(id=new_id(), title=title, streamer_id=who.id, status="scheduled", pinned_card_id=None,
+                    created_at=utcnow())
+        async with self._db() as s, s.begin():
+            s.add(room)
+        return await self.snapshot(room.id)
+
+    async def get(self, room_id: str) -> Room:
+        async with self._db() as s:
+            room = await s.get(Room, room_id)
+        if room is None:
+            raise NotFound("no such room")
+        return room
+
+    async def require_owner(self, who: Principal, room_id: str) -> Room:
+        """The room, if ``who`` is its streamer; moderators pass too."""
+        room = await self.get(room_id)
+        if room.streamer_id != who.id and not who.is_moderator:
+            raise Forbidden("not your room")
+        return room
+
+    async def _set_status(self, who: Principal, room_id: str, status: str) -> dict[str, Any]:
+        async with self._db() as s, s.begin():
+            room = await s.get(Room, room_id, with_for_update=True)
+            if room is None:
+                raise NotFound("no such room")
+            if room.streamer_id != who.id:
+                raise Forbidden("not your room")
+            if room.status == "ended":
+                raise Conflict("room has ended")
+            if room.status != status:
+                room.status = status
+                if status == "live":
+                    room.started_at = utcnow()
+                else:
+                    room.ended_at = utcnow()
+        await self._pusher.to_room(room_id, "room:status", {"room_id": room_id, "status": status})
+        if status == "ended":
+            for hook in self.on_end:
+                await hook(room_id)
+        return await self.snapshot(room_id)
+
+    async def go_live(self, who: Principal, room_id: str) -> dict[str, Any]:
+        return await self._set_status(who, room_id, "live")
+
+    async def end(self, who: Principal, room_id: str) -> dict[str, Any]:
+        return await self._set_status(who, room_id, "ended")
+
+    async def set_pinned(self, room_id: str, card_id: str | None) -> None:
+        async with self._db() as s, s.begin():
+            room = await s.get(Room, room_id)
+            if room is None:
+                raise NotFound("no such room")
+            room.pinned_card_id = card_id
+
+    async def list_live(self, limit: int = 100) -> list[dict[str, Any]]:
+        async with self._db() as s:
+            rows = (await s.execute(
+                select(Room, User).join(User, User.id == Room.streamer_id)
+                .where(Room.status == "live").order_by(Room.started_at.desc()).limit(limit))).all()
+        return [await self._render(room, user, with_cards=False) for room, user in rows]
+
+    async def snapshot(self, room_id: str) -> dict[str, Any]:
+        """The contract's room snapshot, with live viewer count and cards."""
+        async with self._db() as s:
+            row = (await s.execute(
+                select(Room, User).join(User, User.id == Room.streamer_id).where(Room.id == room_id))).first()
+        if row is None:
+            raise NotFound("no such room")
+        return await self._render(row[0], row[1], with_cards=True)
+
+    async def _render(self, room: Room, streamer: User, *, with_cards: bool) -> dict[str, Any]:
+        cards: list[dict[str, Any]] = []
+        if with_cards and self.cards is not None:
+            cards = await self.cards.room_cards(room.id)
+        return {
+            "id": room.id,
+            "title": room.title,
+            "streamer": {"id": streamer.id, "name": streamer.name},
+            "status": room.status,
+            "viewers": await self._presence.count(room.id),
+            "cards": cards,
+            "pinned_card_id": room.pinned_card_id,
+            "created_at": iso(room.created_at),
+            "started_at": iso(room.started_at),
+        }

@@ -1,0 +1,191 @@
+"""Settings: ``config/default.toml`` → optional ``--config`` file → ``LIVE_*`` environment.
+
+Later sources win. Values are validated by a typed model, and a bad value stops start-up with
+a message that names the setting.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+DEFAULT_FILE = Path(__file__).resolve().parent.parent / "config" / "default.toml"
+ENV_PREFIX = "LIVE_"
+
+
+class SettingsError(Exception):
+    """A setting has a bad value; the message names it."""
+
+
+class Settings(BaseModel):
+    """Every setting of the server. See ``config/default.toml`` for what each one means."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    data_dir: Path = Path("./var")
+    redis_url: str = ""
+    redis_cluster: bool = False
+    redis_max_connections: int = Field(256, ge=4)
+    redis_pool_timeout_s: float = Field(5.0, gt=0)
+    redis_appendfsync: Literal["everysec", "always"] = "everysec"
+    database_url: str = ""
+    socketio_redis_manager: Literal["auto", "on", "off"] = "auto"
+
+    secret: str = ""
+    admin_token: str = ""
+    token_ttl_s: int = Field(604800, ge=60)
+    cors_origins: str = ""
+
+    heartbeat_interval_s: float = Field(5.0, gt=0)
+    heartbeat_dead_after_s: float = Field(15.0, gt=0)
+    viewers_push_interval_s: float = Field(1.0, gt=0)
+
+    default_limit_per_user: int = Field(1, ge=1)
+    max_qty_per_buy: int = Field(10, ge=1)
+    max_stock: int = Field(1_000_000, ge=1)
+    max_price: Decimal = Decimal("1000000.00")
+    payment_timeout_s: float = Field(900, gt=0)
+    sweeper_interval_s: float = Field(1.0, gt=0)
+    stock_push_interval_s: float = Field(0.25, gt=0)
+    buy_rate_per_s: float = Field(20.0, gt=0)
+    buy_rate_burst: int = Field(20, ge=1)
+    persister_batch: int = Field(500, ge=1)
+    persister_claim_idle_ms: int = Field(30000, ge=100)
+    persister_max_deliveries: int = Field(5, ge=1)
+    reconcile_interval_s: float = Field(60.0, gt=0)
+
+    max_upload_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    max_image_pixels: int = Field(40_000_000, ge=10_000)
+    image_display_px: int = Field(1080, ge=64)
+    image_thumb_px: int = Field(320, ge=32)
+
+    chat_max_len: int = Field(200, ge=1)
+    chat_history: int = Field(50, ge=0)
+    chat_rate_per_s: float = Field(1.0, gt=0)
+    chat_rate_burst: int = Field(5, ge=1)
+    penalties: list[str] = Field(default_factory=lambda: ["warn", "mute:300", "mute:3600", "chat_ban"])
+
+    whep_max_viewers: int = Field(20, ge=0)
+    hls_enabled: bool = True
+    hls_segment_s: float = Field(1.0, gt=0)
+    hls_playlist_size: int = Field(6, ge=2)
+    ice_servers: list[str] = Field(default_factory=list)
+
+    log_level: str = "INFO"
+
+    # Set by run_server.py, not by files: how many worker processes share this port.
+    workers: int = Field(1, ge=1)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, v: str) -> str:
+        if v and not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return v
+
+    @field_validator("penalties")
+    @classmethod
+    def _penalties(cls, v: list[str]) -> list[str]:
+        for p in v:
+            kind, _, arg = p.partition(":")
+            if kind not in {"warn", "mute", "chat_ban", "listing_ban"}:
+                raise ValueError(f"unknown penalty {p!r}")
+            if kind == "mute" and not arg.isdigit():
+                raise ValueError(f"mute needs seconds, e.g. mute:300 (got {p!r})")
+        return v
+
+    @property
+    def embedded_redis(self) -> bool:
+        """True when the server starts and owns its own redis-server."""
+        return not self.redis_url
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'live.db').resolve()}"
+
+    @property
+    def use_redis_manager(self) -> bool:
+        """Whether Socket.IO fan-out goes through Redis pub/sub (needed across processes)."""
+        if self.socketio_redis_manager == "auto":
+            return bool(self.redis_url) or self.workers > 1
+        return self.socketio_redis_manager == "on"
+
+    def __repr__(self) -> str:  # secrets never reach a log line
+        shown = self.model_dump()
+        for k in ("secret", "admin_token"):
+            if shown.get(k):
+                shown[k] = "***"
+        for k in ("redis_url", "database_url"):
+            shown[k] = _hide_password(shown[k])
+        return f"Settings({shown})"
+
+    __str__ = __repr__
+
+
+def _hide_password(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
+    return url
+
+
+def _coerce_env(name: str, raw: str, annotation: Any) -> Any:
+    """Environment values are strings; lists are given as JSON or comma-separated."""
+    origin = getattr(annotation, "__origin__", None)
+    if origin is list:
+        raw = raw.strip()
+        if raw.startswith("["):
+            return orjson.loads(raw)
+        return [x.strip() for x in raw.split(",") if x.strip()]
+    return raw
+
+
+def load_settings(
+    config_file: str | os.PathLike[str] | None = None,
+    env: dict[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Merge the three sources (plus explicit overrides, e.g. from the command line)."""
+    env = dict(os.environ) if env is None else env
+    merged: dict[str, Any] = {}
+    files = [DEFAULT_FILE] if DEFAULT_FILE.exists() else []
+    if config_file:
+        files.append(Path(config_file))
+    for f in files:
+        try:
+            merged.update(tomllib.loads(Path(f).read_text(encoding="utf-8")))
+        except FileNotFoundError as e:
+            raise SettingsError(f"config file {f} not found") from e
+        except tomllib.TOMLDecodeError as e:
+            raise SettingsError(f"config file {f} is not valid TOML: {e}") from e
+    for name, field in Settings.model_fields.items():
+        key = ENV_PREFIX + name.upper()
+        if key in env:
+            try:
+                merged[name] = _coerce_env(name, env[key], field.annotation)
+            except orjson.JSONDecodeError as e:
+                raise SettingsError(f"{key}: not valid JSON ({e})") from e
+    merged.update({k: v for k, v in overrides.items() if v is not None})
+    unknown = set(merged) - set(Settings.model_fields)
+    if unknown:
+        raise SettingsError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])} (LIVE_{str(err['loc'][0]).upper()}): {err['msg']}"
+            for err in e.errors()
+        )
+        raise SettingsError(f"invalid settings: {problems}") from e

@@ -1,0 +1,140 @@
+"""HTTP routes of the foundation: health, metrics, identity, rooms."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+from live.db import ping
+from live.errors import Forbidden
+from live.metrics import CONTENT_TYPE_LATEST
+from live.transport.http import body, json_response, principal, services
+
+routes = web.RouteTableDef()
+
+
+class GuestIn(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+    name: str = Field(min_length=1, max_length=32)
+
+
+class RegisterIn(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+    username: str = Field(min_length=3, max_length=32)
+    password: str = Field(min_length=8, max_length=256)
+    role: str = Field("viewer", pattern="^(viewer|streamer)$")
+
+
+class LoginIn(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=256)
+
+
+class RoleIn(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+    role: str = Field(pattern="^(viewer|streamer|moderator)$")
+
+
+class RoomIn(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+    title: str = Field(min_length=1, max_length=120)
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    svc = services(request)
+
+    async def redis_ok() -> bool:
+        try:
+            async with asyncio.timeout(2):
+                return bool(await svc.redis.ping())
+        except Exception:
+            return False
+
+    checks: dict[str, Awaitable[bool]] = {"redis": redis_ok(), "database": ping(svc.engine)}
+    checks.update({name: fn() for name, fn in svc.health.items()})
+    results = dict(zip(checks, await asyncio.gather(*checks.values()), strict=True))
+    ok = all(results.values())
+    if ok:
+        return json_response({"status": "ok"})
+    return json_response({"status": "unavailable", "checks": results,
+                          "error": {"code": "UNAVAILABLE", "message": "a backend does not answer"}}, status=503)
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    resp = web.Response(body=services(request).metrics.render())
+    resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return resp
+
+
+# --- identity ---------------------------------------------------------------------------
+@routes.post("/api/auth/guest")
+async def guest(request: web.Request) -> web.Response:
+    p = await body(request, GuestIn)
+    return json_response(await services(request).auth.guest(p.name.strip() or "guest"))
+
+
+@routes.post("/api/auth/register")
+async def register(request: web.Request) -> web.Response:
+    p = await body(request, RegisterIn)
+    return json_response(await services(request).auth.register(p.username, p.password, p.role), status=201)
+
+
+@routes.post("/api/auth/login")
+async def login(request: web.Request) -> web.Response:
+    p = await body(request, LoginIn)
+    return json_response(await services(request).auth.login(p.username, p.password))
+
+
+@routes.get("/api/me")
+async def me(request: web.Request) -> web.Response:
+    return json_response({"user": principal(request).public()})
+
+
+@routes.post("/api/auth/refresh")
+async def refresh(request: web.Request) -> web.Response:
+    return json_response(await services(request).auth.refresh(principal(request)))
+
+
+@routes.post("/api/users/{user_id}/role")
+async def set_role(request: web.Request) -> web.Response:
+    who = principal(request)
+    p = await body(request, RoleIn)
+    return json_response(await services(request).auth.set_role(who, request.match_info["user_id"], p.role))
+
+
+# --- rooms ---------------------------------------------------------------------------------
+@routes.post("/api/rooms")
+async def create_room(request: web.Request) -> web.Response:
+    who = principal(request)
+    if who.role != "streamer":
+        raise Forbidden("only streamers create rooms")
+    p = await body(request, RoomIn)
+    return json_response(await services(request).rooms.create(who, p.title.strip()), status=201)
+
+
+@routes.get("/api/rooms")
+async def list_rooms(request: web.Request) -> web.Response:
+    return json_response(await services(request).rooms.list_live())
+
+
+@routes.get("/api/rooms/{room_id}")
+async def get_room(request: web.Request) -> web.Response:
+    return json_response(await services(request).rooms.snapshot(request.match_info["room_id"]))
+
+
+@routes.post("/api/rooms/{room_id}/live")
+async def go_live(request: web.Request) -> web.Response:
+    who = principal(request)
+    return json_response(await services(request).rooms.go_live(who, request.match_info["room_id"]))
+
+
+@routes.post("/api/rooms/{room_id}/end")
+async def end_room(request: web.Request) -> web.Response:
+    who = principal(request)
+    return json_response(await services(request).rooms.end(who, request.match_info["room_id"]))

@@ -1,0 +1,168 @@
+"""Socket.IO transport: the server, connect-time auth, and a decorator that turns a handler's
+result or domain error into the contract's ack.
+
+Domain-specific events live in their own modules (``sio_rooms``, ``sio_flash``, ``sio_chat``)
+and register through :func:`SocketApp.event`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import orjson
+import socketio
+from pydantic import BaseModel, ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from live import keys
+from live.auth import Principal
+from live.errors import Invalid, LiveError, Unauthorized
+from live.push import room_channel, user_channel
+from live.settings import Settings
+from live.transport.http import validation_message
+
+log = logging.getLogger(__name__)
+M = TypeVar("M", bound=BaseModel)
+
+
+class OrjsonShim:
+    """python-socketio's JSON hook wants ``dumps`` to return ``str``."""
+
+    @staticmethod
+    def dumps(obj: Any, *args: Any, **kwargs: Any) -> str:
+        return orjson.dumps(obj).decode()
+
+    @staticmethod
+    def loads(s: str | bytes, *args: Any, **kwargs: Any) -> Any:
+        return orjson.loads(s)
+
+
+def make_server(settings: Settings, redis_url: str | None) -> socketio.AsyncServer:
+    """The Socket.IO server; with ``redis_url`` its emits reach clients on every process."""
+    manager = None
+    if redis_url:
+        manager = socketio.AsyncRedisManager(redis_url, channel=f"{keys.PREFIX}:socketio")
+    origins: Any = [o.strip() for o in settings.cors_origins.split(",") if o.strip()] or None
+    return socketio.AsyncServer(
+        async_mode="aiohttp",
+        client_manager=manager,
+        json=OrjsonShim,
+        cors_allowed_origins=origins,
+        ping_interval=20,
+        ping_timeout=20,
+        max_http_buffer_size=64 * 1024,
+        logger=False,
+        engineio_logger=False,
+    )
+
+
+Handler = Callable[[str, Principal, Any], Awaitable[dict[str, Any] | None]]
+
+
+class SocketApp:
+    """Connections, their principals, and event registration with uniform acks."""
+
+    def __init__(self, sio: socketio.AsyncServer, ref: Any) -> None:
+        self.sio = sio
+        self._ref = ref
+        self.users: dict[str, Principal] = {}
+        self.on_disconnect: list[Callable[[str, Principal], Awaitable[None]]] = []
+        sio.on("connect", self._connect)
+        sio.on("disconnect", self._disconnect)
+        # Hooks run once the services exist (bus subscriptions and the like).
+        self.on_start: list[Callable[[Any], Awaitable[None] | None]] = []
+
+    @property
+    def svc(self) -> Any:
+        """The running app's services (see ``live.appkeys.ServicesRef``)."""
+        return self._ref.get()
+
+    async def _connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        token = auth.get("token") if isinstance(auth, dict) else None
+        try:
+            who = self.svc.auth.verify(token)
+        except Unauthorized as e:
+            raise socketio.exceptions.ConnectionRefusedError(e.to_dict()) from None
+        self.users[sid] = who
+        await self.sio.enter_room(sid, user_channel(who.id))
+        self.svc.metrics.connections.inc()
+
+    async def _disconnect(self, sid: str, *args: Any) -> None:
+        who = self.users.pop(sid, None)
+        if who is None:
+            return
+        self.svc.metrics.connections.dec()
+        for hook in self.on_disconnect:
+            try:
+                await hook(sid, who)
+            except Exception:
+                log.exception("disconnect hook failed")
+
+    def event(self, name: str, model: type[M] | None = None) -> Callable[[Handler], Handler]:
+        """Register ``handler(sid, principal, payload) -> dict`` for event ``name``.
+
+        The ack is ``{"ok": true, **result}`` or ``{"ok": false, "error": {...}}``; a bad
+        payload is ``INVALID`` and never drops the connection.
+        """
+        def deco(fn: Handler) -> Handler:
+            async def wrapped(sid: str, *args: Any) -> dict[str, Any]:
+                t0 = time.perf_counter()
+                metrics = self.svc.metrics
+                metrics.events.labels(name).inc()
+                try:
+                    who = self.users.get(sid)
+                    if who is None:
+                        raise Unauthorized("not connected")
+                    if len(args) > 1:
+                        raise Invalid("expected one payload object")
+                    data = args[0] if args else None
+                    payload: Any = data
+                    if model is not None:
+                        if not isinstance(data, dict):
+                            raise Invalid("expected a JSON object")
+                        try:
+                            payload = model.model_validate(data)
+                        except ValidationError as e:
+                            raise Invalid(validation_message(e)) from e
+                    result = await fn(sid, who, payload)
+                    return {"ok": True, **(result or {})}
+                except LiveError as e:
+                    metrics.errors.labels("socket", e.code).inc()
+                    return {"ok": False, "error": e.to_dict()}
+                except (RedisConnectionError, RedisTimeoutError, TimeoutError) as e:
+                    log.warning("%s: backend unavailable: %s", name, e)
+                    metrics.errors.labels("socket", "UNAVAILABLE").inc()
+                    return {"ok": False, "error": {"code": "UNAVAILABLE", "message": "backend unavailable; retry"}}
+                except Exception:
+                    log.exception("%s failed", name)
+                    metrics.errors.labels("socket", "INTERNAL").inc()
+                    return {"ok": False, "error": {"code": "INTERNAL", "message": "internal error"}}
+                finally:
+                    metrics.latency.labels(f"sio {name}").observe(time.perf_counter() - t0)
+
+            self.sio.on(name, wrapped)
+            return fn
+
+        return deco
+
+
+class SioPusher:
+    """Implements ``live.push.Pusher`` on Socket.IO (through its Redis manager when set)."""
+
+    def __init__(self, sio: socketio.AsyncServer) -> None:
+        self.sio = sio
+        self.kick_handler: Callable[[str, str], Awaitable[None]] | None = None
+
+    async def to_room(self, room_id: str, event: str, data: Any) -> None:
+        await self.sio.emit(event, data, room=room_channel(room_id))
+
+    async def to_user(self, user_id: str, event: str, data: Any) -> None:
+        await self.sio.emit(event, data, room=user_channel(user_id))
+
+    async def kick(self, room_id: str, user_id: str) -> None:
+        if self.kick_handler is not None:
+            await self.kick_handler(room_id, user_id)

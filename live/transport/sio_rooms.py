@@ -1,0 +1,61 @@
+"""Socket.IO events of rooms: ``room:join``, ``room:leave``; presence on disconnect; kicks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from live import keys
+from live.auth import Principal
+from live.push import room_channel
+from live.transport.sio import SioPusher, SocketApp
+
+
+class RoomRef(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+    room_id: str = Field(min_length=1, max_length=64)
+
+
+def register(app: SocketApp) -> None:
+    sio = app.sio
+
+    @app.event("room:join", RoomRef)
+    async def join(sid: str, who: Principal, p: RoomRef) -> dict[str, Any]:
+        svc = app.svc
+        result = await svc.rooms.join(p.room_id, who)
+        await sio.enter_room(sid, room_channel(p.room_id))
+        n = await svc.presence.join(p.room_id, sid, who.id)
+        result["room"]["viewers"] = n
+        return result
+
+    @app.event("room:leave", RoomRef)
+    async def leave(sid: str, who: Principal, p: RoomRef) -> dict[str, Any]:
+        svc = app.svc
+        await sio.leave_room(sid, room_channel(p.room_id))
+        await svc.presence.leave(p.room_id, sid)
+        return {}
+
+    async def on_disconnect(sid: str, who: Principal) -> None:
+        await app.svc.presence.disconnect(sid)
+
+    app.on_disconnect.append(on_disconnect)
+
+    # A kick (ban) must reach the user's connections on every process.
+    async def kick(room_id: str, user_id: str) -> None:
+        await app.svc.bus.publish(keys.CH_KICK, f"{room_id} {user_id}")
+
+    async def on_kick(message: str) -> None:
+        svc = app.svc
+        room_id, _, user_id = message.partition(" ")
+        for sid in svc.presence.sids_in(room_id, user_id):
+            await sio.leave_room(sid, room_channel(room_id))
+            await svc.presence.leave(room_id, sid)
+            await sio.emit("room:kicked", {"room_id": room_id}, to=sid)
+
+    def start(svc: Any) -> None:
+        pusher: SioPusher = svc.pusher
+        pusher.kick_handler = kick
+        svc.bus.subscribe(keys.CH_KICK, on_kick)
+
+    app.on_start.append(start)
