@@ -13,6 +13,7 @@ entry) is moved to a dead-letter stream after ``max_deliveries`` attempts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -178,7 +179,5 @@ class StreamConsumer:
                 log.warning("stream persister: %s; retrying in %.1fs", e, backoff)
                 delay = backoff
                 backoff = min(backoff * 2, 5.0)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
-            except TimeoutError:
-                pass
