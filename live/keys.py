@@ -118,6 +118,18 @@ def user_violations(user: str) -> str:
 
 
 CHAT_STREAM = f"{PREFIX}:chat:events"  # STREAM of chat messages/deletions for the SQL persister
+CHAT_DEAD = f"{PREFIX}:chat:dead"  # STREAM of chat events the persister gave up on
+MOD_BLOCKED = f"{PREFIX}:mod:blocked"  # HASH reason -> pieces of content refused by the guard (all processes)
+
+
+def user_muted(user: str) -> str:
+    """STRING until (ms) of a platform-wide mute earned by violations; expires with it."""
+    return f"{PREFIX}:{{user:{user}}}:muted"
+
+
+def chat_message(msg: str) -> str:
+    """STRING "room_id user_id" of a recent message (finds it for deletes before SQL has it)."""
+    return f"{PREFIX}:chat:msg:{msg}"
 
 
 # --- pub/sub channels ----------------------------------------------------------------
