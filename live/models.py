@@ -60,7 +60,7 @@ class Order(Base):
         UniqueConstraint("card_id", "user_id", "request_id", name="uq_orders_request"),
         Index("ix_orders_card_status", "card_id", "status"),
     )
-    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # "<card id>-<12 hex>"
     card_id: Mapped[str] = mapped_column(ForeignKey("cards.id"))
     room_id: Mapped[str] = mapped_column(String(32), index=True)
     user_id: Mapped[str] = mapped_column(String(32), index=True)

@@ -123,7 +123,7 @@ class Presence:
             push = await self._scripts.coalesce(
                 keys=[keys.room_tick(room_id, "viewers:last"), keys.room_tick(room_id, "viewers")],
                 args=[n, self._push_ms])
-            if int(push):
+            if int(push) == 1:
                 await self._on_count(room_id, n)
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -124,7 +124,7 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_cards_room_id'), ['room_id'], unique=False)
 
     op.create_table('orders',
-    sa.Column('id', sa.String(length=32), nullable=False),
+    sa.Column('id', sa.String(length=64), nullable=False),
     sa.Column('card_id', sa.String(length=32), nullable=False),
     sa.Column('room_id', sa.String(length=32), nullable=False),
     sa.Column('user_id', sa.String(length=32), nullable=False),

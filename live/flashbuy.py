@@ -1,0 +1,432 @@
+"""Flash-buy (闪电购): put a product on air and sell it to a buy storm without overselling.
+
+The rules of a sale live here; the atomic stock work is in ``live.inventory`` (Lua), the
+order lifecycle and its durability in ``live.orders``.
+
+Hot path of a tap: local checks (known sold-out, rate) → one Lua script in Redis (which
+checks sale window, idempotency, limit and stock before it writes, and appends the order to
+the card's stream) → ack. SQL is written behind, by the persister, from that stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections import OrderedDict
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select
+
+from live import keys
+from live.auth import Principal
+from live.errors import (
+    Blocked,
+    Conflict,
+    Forbidden,
+    Invalid,
+    LimitExceeded,
+    NotFound,
+    NotOnSale,
+    RateLimited,
+    SoldOut,
+    Unavailable,
+)
+from live.ids import iso, new_id, now_ms, utcnow
+from live.images import ImagePipeline
+from live.inventory import CardState, Inventory
+from live.models import Card, Room
+from live.storage import LocalStorage
+
+log = logging.getLogger(__name__)
+
+
+def cents(price: Decimal) -> int:
+    return int((price * 100).to_integral_value())
+
+
+def money(cents_: int) -> str:
+    return f"{cents_ // 100}.{cents_ % 100:02d}"
+
+
+def order_view(card_id: str, o: dict[str, Any]) -> dict[str, Any]:
+    """The contract's order object from the compact form kept in Redis."""
+    return {
+        "id": o["id"],
+        "card_id": card_id,
+        "user_id": o["u"],
+        "qty": int(o["q"]),
+        "amount": money(int(o["a"])),
+        "status": o["s"],
+        "created_at": iso(datetime.fromtimestamp(int(o["c"]) / 1000, UTC)),
+        "pay_by": iso(datetime.fromtimestamp(int(o["p"]) / 1000, UTC)),
+        "request_id": o.get("r"),
+    }
+
+
+def card_of_order(order_id: str) -> str:
+    """Order ids are ``<card id>-<12 hex>``: the card (and so its Redis slot) is in the id."""
+    card_id, sep, tail = order_id.rpartition("-")
+    if not sep or not card_id or len(tail) != 12 or len(order_id) > 64:
+        raise NotFound("no such order")
+    return card_id
+
+
+class LocalBuckets:
+    """Per-user token buckets in this process's memory: a tap storm is throttled without a
+    Redis round trip. Bounded (least recently used users are forgotten)."""
+
+    def __init__(self, rate: float, burst: int, max_users: int = 200_000) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.max_users = max_users
+        self._b: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def take(self, user_id: str) -> bool:
+        now = time.monotonic()
+        tokens, ts = self._b.pop(user_id, (float(self.burst), now))
+        tokens = min(self.burst, tokens + (now - ts) * self.rate)
+        ok = tokens >= 1
+        self._b[user_id] = (tokens - 1 if ok else tokens, now)
+        if len(self._b) > self.max_users:
+            self._b.popitem(last=False)
+        return ok
+
+
+class FlashService:
+    def __init__(self, svc: Any) -> None:
+        self.svc = svc
+        self.settings = svc.settings
+        self.inventory = Inventory(svc.redis, svc.scripts)
+        self.images = ImagePipeline(max_bytes=svc.settings.max_upload_bytes,
+                                    max_pixels=svc.settings.max_image_pixels,
+                                    display_px=svc.settings.image_display_px,
+                                    thumb_px=svc.settings.image_thumb_px)
+        self.storage = LocalStorage(svc.settings.data_dir / "media")
+        self.buckets = LocalBuckets(svc.settings.buy_rate_per_s, svc.settings.buy_rate_burst)
+        # Fast reject: cards known (from any process, via the bus) to be sold out or closed.
+        self.unavailable: dict[str, str] = {}
+        # Cards whose stock changed on this process since the last coalesced push.
+        self._dirty: set[str] = set()
+        self._dirty_event = asyncio.Event()
+        self._card_rooms: dict[str, str] = {}
+        self.orders: Any = None  # live.orders.OrderService, set by install()
+
+    # --- listing --------------------------------------------------------------------------
+    async def create_card(self, who: Principal, room_id: str, *, price: Decimal, stock: int,
+                          image: bytes | None, snapshot: bool, title: str = "", code: str = "",
+                          limit_per_user: int | None = None, starts_at: datetime | None = None,
+                          duration_s: int | None = None) -> dict[str, Any]:
+        room = await self.svc.rooms.get(room_id)
+        if room.streamer_id != who.id:
+            raise Forbidden("not your room")
+        if room.status == "ended":
+            raise Conflict("room has ended")
+        if await self.svc.redis.exists(keys.user_listing_ban(who.id)):
+            raise Forbidden("listing is suspended for this account")
+        if price <= 0 or price > self.settings.max_price or price.as_tuple().exponent < -2:  # type: ignore[operator]
+            raise Invalid(f"price: more than 0, at most {self.settings.max_price}, at most 2 decimals")
+        if not 1 <= stock <= self.settings.max_stock:
+            raise Invalid(f"stock: an integer from 1 to {self.settings.max_stock}")
+        limit = limit_per_user or self.settings.default_limit_per_user
+        guard = self.svc.guard
+        for text in (title, code):
+            if text and guard is not None:
+                guard.check_or_raise(text)
+        if snapshot:
+            media = self.svc.media
+            frame = media.latest_jpeg(room_id) if media is not None else None
+            if frame is None:
+                raise Conflict("no live video frame to take a snapshot from: go live with video first, "
+                               "or upload a photo")
+            image = frame
+        if image is None:
+            raise Invalid("image: upload a photo (JPEG/PNG/WebP) or set \"snapshot\": true")
+        processed = await asyncio.to_thread(self.images.process, image)
+        await self._refuse_qr(processed.display, who)
+        now = utcnow()
+        start = starts_at or now
+        if start.tzinfo is None:
+            start = start.replace(tzinfo=UTC)
+        if start < now:
+            start = now
+        ends = start + timedelta(seconds=duration_s) if duration_s else None
+        card_id = new_id()
+        image_key = f"{card_id}"
+        await self.storage.put(f"{image_key}.jpg", processed.display)
+        await self.storage.put(f"{image_key}-thumb.jpg", processed.thumb)
+        status = "scheduled" if start > now + timedelta(milliseconds=500) else "on_sale"
+        card = Card(id=card_id, room_id=room_id, title=title, code=code, image_key=image_key,
+                    price_cents=cents(price), stock=stock, restocked=0, limit_per_user=limit, status=status,
+                    starts_at=start, ends_at=ends, created_at=now)
+        async with self.svc.db() as s, s.begin():
+            s.add(card)
+            r = await s.get(Room, room_id)
+            if r is not None:
+                r.pinned_card_id = card_id  # the newest card is pinned
+        state = CardState(status, stock, stock, limit, card.price_cents, int(start.timestamp() * 1000),
+                          int(ends.timestamp() * 1000) if ends else 0, room_id)
+        await self.inventory.init_card(card_id, state)
+        view = self.view(card, state)
+        await self.svc.pusher.to_room(room_id, "flash:card", view)
+        return view
+
+    async def _refuse_qr(self, image: bytes, who: Principal) -> None:
+        try:
+            from live.qr import find_qr_codes
+        except ImportError:  # the guard's QR module is optional at import time
+            return
+        found = await asyncio.to_thread(find_qr_codes, image)
+        if found:
+            self.svc.metrics.blocked.labels("image", "private_trading").inc()
+            raise Blocked("product photos must not carry QR codes or barcodes", reason="private_trading",
+                          detail="qr_code")
+
+    def view(self, card: Card, state: CardState | None) -> dict[str, Any]:
+        """The contract's card object; live numbers come from Redis when it has them."""
+        stock = state.stock if state else card.stock + card.restocked
+        left = state.left if state else 0
+        return {
+            "id": card.id,
+            "room_id": card.room_id,
+            "title": card.title,
+            "code": card.code,
+            "image_url": self.storage.url(f"{card.image_key}.jpg"),
+            "thumb_url": self.storage.url(f"{card.image_key}-thumb.jpg"),
+            "price": money(card.price_cents),
+            "stock": stock,
+            "left": left,
+            "sold": stock - left,
+            "limit_per_user": card.limit_per_user,
+            "status": self._status(state.status if state else card.status, state),
+            "starts_at": iso(card.starts_at),
+            "ends_at": iso(card.ends_at),
+        }
+
+    @staticmethod
+    def _status(status: str, state: CardState | None) -> str:
+        # The stored status lags the clock by up to one scheduler tick; show what buying would do.
+        if state is None or status in ("closed",):
+            return status
+        now = now_ms()
+        if state.ends_ms and now >= state.ends_ms:
+            return "closed"
+        if status == "scheduled" and now >= state.starts_ms:
+            return "on_sale" if state.left > 0 else "sold_out"
+        return status
+
+    async def _card_row(self, card_id: str) -> Card:
+        async with self.svc.db() as s:
+            card = await s.get(Card, card_id)
+        if card is None:
+            raise NotFound("no such card")
+        return card
+
+    async def card(self, card_id: str) -> dict[str, Any]:
+        card = await self._card_row(card_id)
+        return self.view(card, await self.inventory.state(card_id))
+
+    async def room_cards(self, room_id: str) -> list[dict[str, Any]]:
+        async with self.svc.db() as s:
+            cards = list((await s.execute(
+                select(Card).where(Card.room_id == room_id).order_by(Card.created_at))).scalars())
+        states = await self.inventory.states([c.id for c in cards])
+        return [self.view(c, states.get(c.id)) for c in cards]
+
+    async def _owned(self, who: Principal, card_id: str) -> Card:
+        card = await self._card_row(card_id)
+        room = await self.svc.rooms.get(card.room_id)
+        if room.streamer_id != who.id:
+            raise Forbidden("not your card")
+        return card
+
+    async def pin(self, who: Principal, card_id: str) -> dict[str, Any]:
+        card = await self._owned(who, card_id)
+        await self.svc.rooms.set_pinned(card.room_id, card.id)
+        view = self.view(card, await self.inventory.state(card_id))
+        await self.svc.pusher.to_room(card.room_id, "flash:pin", {"room_id": card.room_id, "card_id": card.id,
+                                                                  "card": view})
+        return view
+
+    async def close(self, who: Principal, card_id: str) -> dict[str, Any]:
+        card = await self._owned(who, card_id)
+        code, _ = await self.inventory.set_status(card_id, "closed", now_ms())
+        if code == "NOT_FOUND":
+            await self.orders.rebuild(card_id)
+            code, _ = await self.inventory.set_status(card_id, "closed", now_ms())
+        if code == "OK":
+            await self._status_changed(card.room_id, card_id, "closed")
+        return await self.card(card_id)
+
+    async def restock(self, who: Principal, card_id: str, add: int) -> dict[str, Any]:
+        card = await self._owned(who, card_id)
+        if not 1 <= add <= self.settings.max_stock:
+            raise Invalid(f"add: an integer from 1 to {self.settings.max_stock}")
+        code, _, _, status = await self.inventory.restock(card_id, add)
+        if code == "NOT_FOUND":
+            await self.orders.rebuild(card_id)
+            code, _, _, status = await self.inventory.restock(card_id, add)
+        if code == "CLOSED":
+            raise Conflict("the sale is closed")
+        await self._status_changed(card.room_id, card_id, status)
+        self.mark_dirty(card_id, card.room_id)
+        return await self.card(card_id)
+
+    # --- buying ------------------------------------------------------------------------------
+    async def buy(self, who: Principal, card_id: str, qty: int, request_id: str) -> dict[str, Any]:
+        """Take stock for one tap. Returns ``{"order", "left"}`` or raises the contract's error."""
+        metrics = self.svc.metrics
+        if not 1 <= qty <= self.settings.max_qty_per_buy:
+            raise Invalid(f"qty: an integer from 1 to {self.settings.max_qty_per_buy}")
+        known = self.unavailable.get(card_id)
+        if known is not None:
+            metrics.buys.labels("fast_reject").inc()
+            raise SoldOut("sold out") if known == "sold_out" else NotOnSale("the sale is closed")
+        if not self.buckets.take(who.id):
+            metrics.buys.labels("rate_limited").inc()
+            raise RateLimited("too many taps; slow down")
+        now = now_ms()
+        pay_by = now + int(self.settings.payment_timeout_s * 1000)
+        for _ in range(3):
+            order_id = f"{card_id}-{secrets.token_hex(6)}"
+            res = await self.inventory.buy(card_id, who.id, qty, request_id, order_id, now, pay_by)
+            if res.code == "NOT_FOUND" and await self.orders.rebuild(card_id):
+                continue  # Redis lost the card (data loss): rebuilt from SQL, try again
+            if res.code != "RETRY":
+                break
+        metrics.buys.labels(res.code.lower()).inc()
+        if res.code in ("OK", "DUP"):
+            if res.order is None:
+                raise Unavailable("order record missing; retry")
+            if res.code == "OK":
+                room_id = await self._room_of(card_id)
+                self.mark_dirty(card_id, room_id)
+                if res.left == 0:
+                    await self._status_changed(room_id, card_id, "sold_out")
+            return {"order": order_view(card_id, res.order), "left": res.left}
+        if res.code == "SOLD_OUT":
+            self._remember(card_id, "sold_out")
+            raise SoldOut("sold out", left=res.left)
+        if res.code == "LIMIT_EXCEEDED":
+            raise LimitExceeded("purchase limit reached for this product")
+        if res.code == "NOT_ON_SALE":
+            raise NotOnSale("this product is not on sale now")
+        if res.code == "NOT_FOUND":
+            raise NotFound("no such card")
+        raise Unavailable(f"unexpected buy result {res.code}")
+
+    async def _room_of(self, card_id: str) -> str:
+        room = self._card_rooms.get(card_id)
+        if room is None:
+            state = await self.inventory.state(card_id)
+            room = state.room_id if state else (await self._card_row(card_id)).room_id
+            if len(self._card_rooms) > 100_000:
+                self._card_rooms.clear()
+            self._card_rooms[card_id] = room
+        return room
+
+    # --- pushes and hints --------------------------------------------------------------------
+    def _remember(self, card_id: str, status: str) -> None:
+        if status in ("sold_out", "closed"):
+            self.unavailable[card_id] = status
+        else:
+            self.unavailable.pop(card_id, None)
+
+    async def _status_changed(self, room_id: str, card_id: str, status: str) -> None:
+        """Tell the room and every process (fast reject) that a sale's status changed."""
+        self._remember(card_id, status)
+        await self.svc.bus.publish(keys.CH_CARD_HINTS, f"{card_id} {status}")
+        await self.svc.pusher.to_room(room_id, "flash:status", {"card_id": card_id, "status": status})
+
+    async def on_hint(self, message: str) -> None:
+        card_id, _, status = message.partition(" ")
+        self._remember(card_id, status)
+
+    def mark_dirty(self, card_id: str, room_id: str) -> None:
+        self._card_rooms[card_id] = room_id
+        self._dirty.add(card_id)
+        self._dirty_event.set()
+
+    async def push_stock_loop(self, stop: asyncio.Event) -> None:
+        """Coalesced ``flash:stock``: at most one push per card per interval, across processes."""
+        interval = self.settings.stock_push_interval_s
+        interval_ms = max(1, int(interval * 1000))
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._dirty_event.wait(), 1.0)
+            self._dirty_event.clear()
+            try:
+                dirty, self._dirty = self._dirty, set()
+                states = await self.inventory.states(sorted(dirty))
+                for card_id, state in states.items():
+                    if state is None:
+                        continue
+                    value = f"{state.left}:{state.sold}"
+                    push = await self.svc.scripts.coalesce(
+                        keys=[keys.card_tick(card_id) + ":last", keys.card_tick(card_id)],
+                        args=[value, interval_ms])
+                    if int(push) == 1:
+                        await self.svc.pusher.to_room(state.room_id, "flash:stock",
+                                                      {"card_id": card_id, "left": state.left, "sold": state.sold})
+                    elif int(push) == 0:
+                        self._dirty.add(card_id)  # another push was within the interval: later
+                if self._dirty:
+                    self._dirty_event.set()
+            except Exception:
+                log.exception("stock push failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+
+    async def scheduler_loop(self, stop: asyncio.Event) -> None:
+        """Open scheduled sales when their time comes and close them when it ends."""
+        while not stop.is_set():
+            try:
+                now = now_ms()
+                cards = await self.inventory.active_cards()
+                states = await self.inventory.states(cards)
+                for card_id, st in states.items():
+                    if st is None:
+                        continue
+                    target = None
+                    if st.status == "scheduled" and now >= st.starts_ms:
+                        target = "on_sale"
+                    elif st.status in ("on_sale", "sold_out", "scheduled") and st.ends_ms and now >= st.ends_ms:
+                        target = "closed"
+                    if target:
+                        code, status = await self.inventory.set_status(card_id, target, now)
+                        if code == "OK":
+                            await self._status_changed(st.room_id, card_id, status)
+            except Exception:
+                log.exception("scheduler failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.25)
+
+
+def install(svc: Any) -> None:
+    """Build the flash-buy and order services and their loops."""
+    from live.orders import OrderService
+
+    flash = FlashService(svc)
+    orders = OrderService(svc, flash)
+    flash.orders = orders
+    svc.flash = flash
+    svc.orders = orders
+    svc.storage = flash.storage
+    svc.images = flash.images
+    svc.rooms.cards = flash
+    svc.bus.subscribe(keys.CH_CARD_HINTS, flash.on_hint)
+    svc.loops += [("flash-stock", flash.push_stock_loop), ("flash-scheduler", flash.scheduler_loop),
+                  ("order-persister", orders.persister.run), ("order-sweeper", orders.sweeper_loop),
+                  ("reconcile", orders.reconcile_loop), ("rebuild-missing", orders.rebuild_missing_once)]
+
+    async def persister_ok() -> bool:
+        return orders.persister.healthy
+
+    svc.health["order_persister"] = persister_ok
+
+
+SCRIPTS = ["buy", "release", "pay", "restock", "card_status"]

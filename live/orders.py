@@ -1,0 +1,406 @@
+"""Orders: durable behind the buy path, paid or cancelled by the buyer, expired when unpaid.
+
+Durability: the buy script appends each order to its card's Redis Stream in the same atomic
+step that takes the stock. The persister (a consumer group, ``live.streams``) writes stream
+entries to SQL in batches — idempotently, keyed by the order id — and acknowledges them only
+after the commit. While the database is down, orders wait in the stream.
+
+Expiry: orders awaiting payment sit in the card's deadlines sorted set; the sweeper (any
+process, idempotent) releases those past ``pay_by``. Payment and expiry are both Lua scripts
+on the same keys, so a payment racing an expiry ends in exactly one outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from live import keys
+from live.auth import Principal
+from live.errors import Conflict, Forbidden, NotFound
+from live.flashbuy import FlashService, card_of_order, money, order_view
+from live.ids import iso, now_ms, utcnow
+from live.inventory import Inventory, card_keys
+from live.models import Card, Order, Room
+from live.streams import Entry, StreamConsumer
+
+log = logging.getLogger(__name__)
+ACTIVE = ("pending_payment", "paid")
+
+
+def _dt(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+class OrderService:
+    def __init__(self, svc: Any, flash: FlashService) -> None:
+        self.svc = svc
+        self.flash = flash
+        self.inventory: Inventory = flash.inventory
+        s = svc.settings
+        self.persister = StreamConsumer(
+            svc.redis, group=keys.PERSIST_GROUP, consumer=svc.proc_id, apply=self._apply,
+            streams=self._streams, dead_key=self._dead_key,
+            on_dead=lambda stream: svc.metrics.dead_letters.labels("orders").inc(),
+            batch=s.persister_batch, claim_idle_ms=s.persister_claim_idle_ms,
+            max_deliveries=s.persister_max_deliveries)
+        self._rebuild_locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    # --- persistence ----------------------------------------------------------------------
+    async def _streams(self) -> list[str]:
+        return [keys.card_stream(c) for c in await self.inventory.active_cards()]
+
+    @staticmethod
+    def _dead_key(stream: str) -> str:
+        return stream.rsplit(":", 1)[0] + ":dead"
+
+    async def _apply(self, stream: str, entries: list[Entry]) -> None:
+        """Write a batch of one card's events to SQL in one transaction (idempotent)."""
+        card_id = stream.split("{card:", 1)[1].split("}", 1)[0]
+        creates: dict[str, dict[str, Any]] = {}
+        updates: list[tuple[str, str, int]] = []
+        card_updates: dict[str, Any] = {}
+        for _, f in entries:
+            t = f.get("t")
+            if t == "created":
+                o = orjson.loads(f["o"])
+                creates[o["id"]] = o
+            elif t == "status":
+                if f["id"] in creates and creates[f["id"]]["s"] == "pending_payment":
+                    creates[f["id"]]["s"] = f["s"]
+                else:
+                    updates.append((f["id"], f["s"], int(f["at"])))
+            elif t == "stock":
+                card_updates["stock_total"] = int(f["stock"])
+            elif t == "card":
+                card_updates["status"] = f["s"]
+        room_id = await self.flash._room_of(card_id) if creates else ""
+        async with self.svc.db() as s, s.begin():
+            if creates:
+                rows = [{
+                    "id": o["id"], "card_id": card_id, "room_id": room_id, "user_id": o["u"],
+                    "request_id": o["r"], "qty": int(o["q"]), "amount_cents": int(o["a"]), "status": o["s"],
+                    "created_at": _dt(int(o["c"])), "pay_by": _dt(int(o["p"])), "updated_at": utcnow(),
+                } for o in creates.values()]
+                dialect = s.bind.dialect.name
+                ins = (postgresql.insert(Order) if dialect == "postgresql" else sqlite.insert(Order))
+                await s.execute(ins.on_conflict_do_nothing(index_elements=["id"]), rows)
+            for order_id, status, at in updates:
+                # Status only moves forward from pending_payment: a replay changes nothing.
+                await s.execute(update(Order).where(Order.id == order_id, Order.status == "pending_payment")
+                                .values(status=status, updated_at=_dt(at)))
+            if card_updates:
+                card = await s.get(Card, card_id)
+                if card is not None:
+                    if "stock_total" in card_updates:
+                        card.restocked = card_updates["stock_total"] - card.stock
+                    if "status" in card_updates:
+                        card.status = card_updates["status"]
+        self.svc.metrics.orders_persisted.inc(len(entries))
+
+    async def flush(self, timeout: float = 2.0) -> None:
+        """Persist what is in the streams now (used before reading orders from SQL)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self.persister.drain_once()
+
+    async def backlog(self, card_id: str) -> int:
+        return int(await self.svc.redis.xlen(keys.card_stream(card_id)))
+
+    # --- reading -------------------------------------------------------------------------------
+    async def get(self, who: Principal, order_id: str) -> dict[str, Any]:
+        card_id = card_of_order(order_id)
+        o = await self.inventory.order(card_id, order_id)
+        view = order_view(card_id, o) if o else await self._sql_order(order_id)
+        if view["user_id"] != who.id and not await self._can_see_card(who, card_id):
+            raise NotFound("no such order")  # not yours: do not reveal that it exists
+        return view
+
+    async def _sql_order(self, order_id: str) -> dict[str, Any]:
+        async with self.svc.db() as s:
+            row = await s.get(Order, order_id)
+        if row is None:
+            raise NotFound("no such order")
+        return self._row_view(row)
+
+    @staticmethod
+    def _row_view(row: Order) -> dict[str, Any]:
+        return {"id": row.id, "card_id": row.card_id, "user_id": row.user_id, "qty": row.qty,
+                "amount": money(row.amount_cents), "status": row.status, "created_at": iso(row.created_at),
+                "pay_by": iso(row.pay_by), "request_id": row.request_id}
+
+    async def _can_see_card(self, who: Principal, card_id: str) -> bool:
+        if who.is_moderator:
+            return True
+        async with self.svc.db() as s:
+            row = (await s.execute(select(Room.streamer_id).join(Card, Card.room_id == Room.id)
+                                   .where(Card.id == card_id))).first()
+        return row is not None and row[0] == who.id
+
+    async def mine(self, who: Principal, limit: int = 100) -> list[dict[str, Any]]:
+        await self.flush()
+        async with self.svc.db() as s:
+            rows = list((await s.execute(select(Order).where(Order.user_id == who.id)
+                                         .order_by(Order.created_at.desc()).limit(limit))).scalars())
+        views = [self._row_view(r) for r in rows]
+        # Redis is the authority for live orders: show the newest status even before SQL has it.
+        for v in views:
+            if v["status"] == "pending_payment":
+                o = await self.inventory.order(v["card_id"], v["id"])
+                if o:
+                    v["status"] = o["s"]
+        return views
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    async def pay(self, who: Principal, order_id: str) -> dict[str, Any]:
+        card_id = card_of_order(order_id)
+        res = await self.inventory.pay(card_id, order_id, who.id, now_ms())
+        if res.code == "NOT_FOUND":
+            raise NotFound("no such order")
+        if res.code == "FORBIDDEN":
+            raise NotFound("no such order")
+        if res.code == "DUE":
+            await self._release(card_id, order_id, "expired")
+            raise Conflict("the payment window has passed; the order expired", status="expired")
+        if res.code == "STATE":
+            assert res.order is not None
+            raise Conflict(f"order is {res.order['s']}", status=res.order["s"])
+        assert res.order is not None
+        view = order_view(card_id, res.order)
+        await self.svc.pusher.to_user(view["user_id"], "order:update", view)
+        return view
+
+    async def cancel(self, who: Principal, order_id: str) -> dict[str, Any]:
+        card_id = card_of_order(order_id)
+        res = await self.inventory.release(card_id, order_id, "cancelled", now_ms(), who.id)
+        if res.code in ("NOT_FOUND", "FORBIDDEN"):
+            raise NotFound("no such order")
+        if res.code == "STATE":
+            assert res.order is not None
+            raise Conflict(f"order is {res.order['s']}", status=res.order["s"])
+        return await self._released(card_id, res)
+
+    async def _release(self, card_id: str, order_id: str, status: str) -> dict[str, Any] | None:
+        res = await self.inventory.release(card_id, order_id, status, now_ms())
+        if res.code != "OK":
+            return None
+        if status == "expired":
+            self.svc.metrics.orders_expired.inc()
+        return await self._released(card_id, res)
+
+    async def _released(self, card_id: str, res: Any) -> dict[str, Any]:
+        view = order_view(card_id, res.order)
+        room_id = await self.flash._room_of(card_id)
+        self.flash.mark_dirty(card_id, room_id)
+        if res.status:  # a sold-out card is back on sale
+            await self.flash._status_changed(room_id, card_id, res.status)
+        await self.svc.pusher.to_user(view["user_id"], "order:update", view)
+        return view
+
+    async def sweep_once(self) -> int:
+        """Expire every order past its pay_by; returns how many this call expired."""
+        n = 0
+        now = now_ms()
+        for card_id in await self.inventory.active_cards():
+            for order_id in await self.inventory.due(card_id, now):
+                if await self._release(card_id, order_id, "expired") is not None:
+                    n += 1
+        return n
+
+    async def sweeper_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.sweep_once()
+                await self._retire_cards()
+            except Exception:
+                log.exception("sweeper failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.svc.settings.sweeper_interval_s)
+
+    async def _retire_cards(self) -> None:
+        """Closed cards with nothing left to expire or persist leave the loops' working set."""
+        for card_id in await self.inventory.active_cards():
+            st = await self.inventory.state(card_id)
+            if st is None or st.status != "closed":
+                continue
+            if await self.svc.redis.zcard(keys.card_deadlines(card_id)) == 0 and await self.backlog(card_id) == 0:
+                await self.svc.redis.srem(keys.ACTIVE_CARDS, card_id)
+
+    # --- invariant ----------------------------------------------------------------------------------
+    async def reconcile(self, card_id: str) -> dict[str, Any]:
+        """Check the stock invariant of one card across Redis and SQL; report every mismatch."""
+        problems: list[str] = []
+        async with self.svc.db() as s:
+            card = await s.get(Card, card_id)
+            if card is None:
+                raise NotFound("no such card")
+            sql_orders = list((await s.execute(select(Order).where(Order.card_id == card_id))).scalars())
+        state = await self.inventory.state(card_id)
+        redis_orders = await self.inventory.orders(card_id)
+        bought = {k: int(v) for k, v in (await self.svc.redis.hgetall(keys.card_bought(card_id))).items()}
+        backlog = await self.backlog(card_id)
+        sql_active = sum(o.qty for o in sql_orders if o.status in ACTIVE)
+        result: dict[str, Any] = {"card_id": card_id, "pending_persist": backlog,
+                                  "sql_stock": card.stock + card.restocked, "sql_active_units": sql_active,
+                                  "sql_orders": len(sql_orders)}
+        if state is None:
+            problems.append("redis has no state for this card")
+        else:
+            redis_active = sum(int(o["q"]) for o in redis_orders.values() if o["s"] in ACTIVE)
+            result.update(stock=state.stock, left=state.left, sold=state.sold, redis_active_units=redis_active)
+            if state.left < 0:
+                problems.append(f"left is negative ({state.left})")
+            if state.left + redis_active != state.stock:
+                problems.append(f"redis: left {state.left} + active {redis_active} != stock {state.stock}")
+            per_user: dict[str, int] = defaultdict(int)
+            for o in redis_orders.values():
+                if o["s"] in ACTIVE:
+                    per_user[o["u"]] += int(o["q"])
+            if dict(per_user) != bought:
+                problems.append("redis: bought-per-user does not match the orders")
+            over = [u for u, q in per_user.items() if q > state.limit]
+            if over:
+                problems.append(f"{len(over)} user(s) over the limit of {state.limit}")
+            if backlog == 0:
+                if state.stock != card.stock + card.restocked:
+                    problems.append(f"sql stock {card.stock + card.restocked} != redis stock {state.stock}")
+                sql_status = {o.id: o.status for o in sql_orders}
+                redis_status = {k: o["s"] for k, o in redis_orders.items()}
+                if sql_status != redis_status:
+                    missing = set(redis_status) - set(sql_status)
+                    differ = [k for k in set(sql_status) & set(redis_status) if sql_status[k] != redis_status[k]]
+                    problems.append(f"sql vs redis orders: {len(missing)} missing in sql, {len(differ)} differ, "
+                                    f"{len(set(sql_status) - set(redis_status))} unknown to redis")
+                if sql_active + state.left != state.stock:
+                    problems.append(f"sql: left {state.left} + active {sql_active} != stock {state.stock}")
+        result["problems"] = problems
+        result["ok"] = not problems
+        return result
+
+    async def reconcile_all(self) -> list[dict[str, Any]]:
+        reports = [await self.reconcile(c) for c in await self.inventory.active_cards()]
+        self.svc.metrics.reconcile_mismatches.set(sum(1 for r in reports if not r["ok"]))
+        return reports
+
+    async def reconcile_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.svc.settings.reconcile_interval_s)
+            if stop.is_set():
+                return
+            try:
+                for r in await self.reconcile_all():
+                    if not r["ok"] and r["pending_persist"] == 0:
+                        log.error("reconcile: card %s: %s", r["card_id"], "; ".join(r["problems"]))
+            except Exception:
+                log.exception("reconcile failed")
+
+    async def audit(self, who: Principal, card_id: str, order_ids: list[str]) -> dict[str, Any]:
+        """The server's own verdict on a sale, for load testers (the card's streamer or a moderator)."""
+        if not await self._can_see_card(who, card_id):
+            raise Forbidden("not your card")
+        await self.flush()
+        rec = await self.reconcile(card_id)
+        async with self.svc.db() as s:
+            dups = (await s.execute(
+                select(func.count()).select_from(
+                    select(Order.user_id, Order.request_id).where(Order.card_id == card_id)
+                    .group_by(Order.user_id, Order.request_id).having(func.count() > 1).subquery()))).scalar_one()
+            known: set[str] = set()
+            ids = list(dict.fromkeys(order_ids))
+            for i in range(0, len(ids), 500):
+                chunk = ids[i:i + 500]
+                known |= set((await s.execute(select(Order.id).where(Order.id.in_(chunk)))).scalars())
+            sold_sql = (await s.execute(select(func.coalesce(func.sum(Order.qty), 0)).where(
+                Order.card_id == card_id, Order.status.in_(ACTIVE)))).scalar_one()
+            over_limit = (await s.execute(
+                select(func.count()).select_from(
+                    select(Order.user_id).where(Order.card_id == card_id, Order.status.in_(ACTIVE))
+                    .group_by(Order.user_id).having(func.sum(Order.qty) > func.max(Card.limit_per_user))
+                    .join(Card, Card.id == Order.card_id).subquery()))).scalar_one()
+        stock = rec.get("stock", rec["sql_stock"])
+        return {
+            "card_id": card_id, "stock": stock, "left": rec.get("left"), "sold": rec.get("sold"),
+            "orders": rec["sql_orders"], "sold_in_sql": int(sold_sql), "pending_persist": rec["pending_persist"],
+            "oversold": max(0, int(sold_sql) - stock, -(rec.get("left") or 0)),
+            "missing_order_ids": [i for i in ids if i not in known],
+            "duplicate_orders": int(dups), "over_limit_users": int(over_limit),
+            "invariant_ok": rec["ok"], "problems": rec["problems"],
+        }
+
+    # --- recovery -------------------------------------------------------------------------------------
+    async def rebuild(self, card_id: str) -> bool:
+        """Rebuild a card's Redis state from SQL (after Redis lost data). False if SQL has no card.
+
+        First persists whatever the card's stream still holds, so SQL is complete, then rewrites
+        every key of the card in one transaction.
+        """
+        async with self._rebuild_locks[card_id]:
+            if await self.inventory.state(card_id) is not None:
+                return True  # somebody rebuilt it meanwhile
+            stream = keys.card_stream(card_id)
+            await self.persister.ensure_group(stream)
+            for _ in range(100):
+                if await self.persister.process(stream, await self.persister._read(stream, "0")) + \
+                        await self.persister.process(stream, await self.persister._read(stream, ">")) == 0:
+                    break
+            async with self.svc.db() as s:
+                card = await s.get(Card, card_id)
+                if card is None:
+                    return False
+                orders = list((await s.execute(select(Order).where(Order.card_id == card_id))).scalars())
+            stock = card.stock + card.restocked
+            active = [o for o in orders if o.status in ACTIVE]
+            left = stock - sum(o.qty for o in active)
+            status = card.status
+            if status != "closed":
+                status = "sold_out" if left <= 0 else ("on_sale" if status == "sold_out" else status)
+            k = card_keys(card_id)
+            pipe = self.svc.redis.pipeline(transaction=True)
+            pipe.delete(k[0], k[1], k[2], k[3], k[4])
+            pipe.hset(k[0], mapping={
+                "status": status, "stock": stock, "left": left, "limit": card.limit_per_user,
+                "price": card.price_cents, "starts_ms": int(card.starts_at.replace(tzinfo=UTC).timestamp() * 1000),
+                "ends_ms": int(card.ends_at.replace(tzinfo=UTC).timestamp() * 1000) if card.ends_at else 0,
+                "room": card.room_id})
+            bought: dict[str, int] = defaultdict(int)
+            for o in orders:
+                compact = {"id": o.id, "u": o.user_id, "q": o.qty, "s": o.status,
+                           "c": int(o.created_at.replace(tzinfo=UTC).timestamp() * 1000),
+                           "p": int(o.pay_by.replace(tzinfo=UTC).timestamp() * 1000), "r": o.request_id,
+                           "a": o.amount_cents}
+                pipe.hset(k[3], o.id, orjson.dumps(compact))
+                pipe.hset(k[2], f"{o.user_id}:{o.request_id}", o.id)
+                if o.status in ACTIVE:
+                    bought[o.user_id] += o.qty
+                if o.status == "pending_payment":
+                    pipe.zadd(k[4], {o.id: compact["p"]})
+            if bought:
+                pipe.hset(k[1], mapping=dict(bought))
+            await pipe.execute()
+            await self.svc.redis.sadd(keys.ACTIVE_CARDS, card_id)
+            log.warning("rebuilt redis state of card %s from SQL: stock %d, left %d, %d orders",
+                        card_id, stock, left, len(orders))
+            return True
+
+    async def rebuild_missing_once(self, stop: asyncio.Event) -> None:
+        """At start-up: cards SQL knows as selling but Redis has lost (data loss) are rebuilt."""
+        try:
+            async with self.svc.db() as s:
+                ids = list((await s.execute(select(Card.id).where(Card.status != "closed"))).scalars())
+            states = await self.inventory.states(ids)
+            for card_id, st in states.items():
+                if stop.is_set():
+                    return
+                if st is None:
+                    await self.rebuild(card_id)
+        except Exception:
+            log.exception("rebuild of missing cards failed")

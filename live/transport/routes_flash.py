@@ -1,0 +1,237 @@
+"""Flash-buy transport: cards, buys (HTTP and Socket.IO), orders, audit, product images."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from aiohttp import BodyPartReader, web
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from live.auth import Principal
+from live.errors import Invalid, NotFound
+from live.transport.http import body, json_response, parse, principal, read_json, services
+from live.transport.sio import SocketApp
+
+routes = web.RouteTableDef()
+REQUEST_ID = r"^[A-Za-z0-9_\-:.]{1,64}$"
+
+
+class BuyIn(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+    card_id: str = Field(min_length=1, max_length=64)
+    qty: int = Field(1)
+    request_id: str = Field(pattern=REQUEST_ID)
+
+
+class HttpBuyIn(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+    qty: int = Field(1)
+    request_id: str = Field(pattern=REQUEST_ID)
+
+
+class RestockIn(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+    add: int
+
+
+class AuditIn(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+    order_ids: list[str] = Field(default_factory=list, max_length=1_000_000)
+
+
+class CardIn(BaseModel):
+    """A listing: price, stock and an image (upload or snapshot); the rest optional."""
+
+    model_config = ConfigDict(extra="ignore")
+    price: Decimal
+    stock: int
+    snapshot: bool = False
+    title: str = Field("", max_length=120)
+    code: str = Field("", max_length=64)
+    limit_per_user: int | None = Field(None, ge=1, le=1000)
+    starts_at: datetime | None = None
+    duration_s: int | None = Field(None, ge=1, le=7 * 24 * 3600)
+
+    @field_validator("price", mode="before")
+    @classmethod
+    def _price(cls, v: Any) -> Decimal:
+        if isinstance(v, bool) or not isinstance(v, str | int | float):
+            raise ValueError("a decimal string or a number")
+        try:
+            d = Decimal(str(v).strip())
+        except InvalidOperation as e:
+            raise ValueError("not a number") from e
+        if not d.is_finite() or d <= 0:
+            raise ValueError("must be more than 0")
+        if d.as_tuple().exponent < -2:  # type: ignore[operator]
+            raise ValueError("at most 2 decimals")
+        return d
+
+    @field_validator("stock", "limit_per_user", "duration_s", mode="before")
+    @classmethod
+    def _integer(cls, v: Any) -> Any:
+        if v is None:
+            return v
+        if isinstance(v, bool | float):
+            raise ValueError("an integer")
+        if isinstance(v, str):
+            if not re.fullmatch(r"\s*\d{1,9}\s*", v):
+                raise ValueError("an integer")
+            return int(v)
+        return v
+
+    @field_validator("stock")
+    @classmethod
+    def _stock(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("at least 1")
+        return v
+
+    @field_validator("snapshot", mode="before")
+    @classmethod
+    def _flag(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            if v.lower() in ("true", "1", "yes", "on"):
+                return True
+            if v.lower() in ("false", "0", "no", "off", ""):
+                return False
+            raise ValueError("true or false")
+        if not isinstance(v, bool):
+            raise ValueError("true or false")
+        return v
+
+    @field_validator("starts_at", mode="before")
+    @classmethod
+    def _when(cls, v: Any) -> Any:
+        if v in (None, ""):
+            return None
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            return datetime.fromtimestamp(v, UTC)  # epoch seconds
+        return v
+
+
+async def _card_form(request: web.Request) -> tuple[CardIn, bytes | None]:
+    max_bytes = services(request).settings.max_upload_bytes
+    if request.content_type.startswith("multipart/"):
+        fields: dict[str, Any] = {}
+        image: bytes | None = None
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader):
+                raise Invalid("nested multipart is not supported")
+            name = part.name or ""
+            if name == "image":
+                data = bytearray()
+                while chunk := await part.read_chunk(65536):
+                    data += chunk
+                    if len(data) > max_bytes:
+                        raise Invalid(f"image: larger than {max_bytes // (1024 * 1024)} MiB")
+                image = bytes(data)
+            elif name:
+                text = await part.text()
+                if len(text) > 1000:
+                    raise Invalid(f"{name}: too long")
+                fields[name] = text
+        return parse(CardIn, fields), image
+    data = await read_json(request)
+    if isinstance(data, dict) and "image" in data:
+        raise Invalid("image: send the photo as a multipart upload (field 'image'), or use \"snapshot\": true")
+    return parse(CardIn, data), None
+
+
+@routes.post("/api/rooms/{room_id}/cards")
+async def create_card(request: web.Request) -> web.Response:
+    who = principal(request)
+    form, image = await _card_form(request)
+    card = await services(request).flash.create_card(
+        who, request.match_info["room_id"], price=form.price, stock=form.stock, image=image,
+        snapshot=form.snapshot, title=form.title.strip(), code=form.code.strip(),
+        limit_per_user=form.limit_per_user, starts_at=form.starts_at, duration_s=form.duration_s)
+    return json_response(card, status=201)
+
+
+@routes.get("/api/cards/{card_id}")
+async def get_card(request: web.Request) -> web.Response:
+    return json_response(await services(request).flash.card(request.match_info["card_id"]))
+
+
+@routes.post("/api/cards/{card_id}/pin")
+async def pin(request: web.Request) -> web.Response:
+    return json_response(await services(request).flash.pin(principal(request), request.match_info["card_id"]))
+
+
+@routes.post("/api/cards/{card_id}/close")
+async def close(request: web.Request) -> web.Response:
+    return json_response(await services(request).flash.close(principal(request), request.match_info["card_id"]))
+
+
+@routes.post("/api/cards/{card_id}/restock")
+async def restock(request: web.Request) -> web.Response:
+    who = principal(request)
+    p = await body(request, RestockIn)
+    return json_response(await services(request).flash.restock(who, request.match_info["card_id"], p.add))
+
+
+@routes.post("/api/cards/{card_id}/buy")
+async def buy(request: web.Request) -> web.Response:
+    who = principal(request)
+    p = await body(request, HttpBuyIn)
+    result = await services(request).flash.buy(who, request.match_info["card_id"], p.qty, p.request_id)
+    return json_response({"ok": True, **result})
+
+
+@routes.post("/api/cards/{card_id}/audit")
+async def audit(request: web.Request) -> web.Response:
+    who = principal(request)
+    p = await body(request, AuditIn)
+    return json_response(await services(request).orders.audit(who, request.match_info["card_id"], p.order_ids))
+
+
+@routes.get("/api/cards/{card_id}/reconcile")
+async def reconcile(request: web.Request) -> web.Response:
+    who = principal(request)
+    svc = services(request)
+    card_id = request.match_info["card_id"]
+    await svc.flash._owned(who, card_id) if not who.is_moderator else None
+    return json_response(await svc.orders.reconcile(card_id))
+
+
+@routes.get("/api/orders/{order_id}")
+async def get_order(request: web.Request) -> web.Response:
+    return json_response(await services(request).orders.get(principal(request), request.match_info["order_id"]))
+
+
+@routes.get("/api/me/orders")
+async def my_orders(request: web.Request) -> web.Response:
+    return json_response(await services(request).orders.mine(principal(request)))
+
+
+@routes.post("/api/orders/{order_id}/pay")
+async def pay(request: web.Request) -> web.Response:
+    return json_response(await services(request).orders.pay(principal(request), request.match_info["order_id"]))
+
+
+@routes.post("/api/orders/{order_id}/cancel")
+async def cancel(request: web.Request) -> web.Response:
+    return json_response(await services(request).orders.cancel(principal(request), request.match_info["order_id"]))
+
+
+@routes.get("/media/{name}")
+async def media(request: web.Request) -> web.StreamResponse:
+    data = await services(request).storage.get(request.match_info["name"])
+    if data is None:
+        raise NotFound("no such image")
+    # Names are content-unique (a new card gets a new id): cache forever.
+    return web.Response(body=data, content_type="image/jpeg",
+                        headers={"Cache-Control": "public, max-age=31536000, immutable"})
+
+
+def setup(app: web.Application, socket_app: SocketApp) -> None:
+    app.router.add_routes(routes)
+
+    @socket_app.event("flash:buy", BuyIn)
+    async def sio_buy(sid: str, who: Principal, p: BuyIn) -> dict[str, Any]:
+        return await socket_app.svc.flash.buy(who, p.card_id, p.qty, p.request_id)
