@@ -47,6 +47,7 @@ SCRIPTS = ["bucket", "presence_join", "presence_leave", "presence_reap", "coales
 # ``install(services)`` (builds its service, adds loops/closers); the transport module has
 # ``setup(app, socket_app)`` (routes and Socket.IO events, at creation time).
 DOMAINS: list[tuple[str, str]] = [
+    ("live.flashbuy", "live.transport.routes_flash"),
 ]
 
 
