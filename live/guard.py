@@ -94,7 +94,7 @@ _DETECTORS: list[tuple[str, str]] = [
         r"绿泡泡|绿色软件|公众号",
         r"(?:加|\+)\s*(?:个|我|下|一下)?\s*(?:我的?)?\s*(?:v|薇|威|卫星|徽)(?![a-z0-9领脸字型])",
         r"(?:加|\+)\s*(?:个|我|下|一下)?\s*(?:我的?)?\s*微" + _NOT_WX_AFTER_WEI,
-        r"(?<![a-z0-9])v(?:号|同号|我|私)",
+        r"(?<![a-z0-9])v(?:号|同号|我|私|一下|下我)",
         r"私(?:v|薇|威|微)(?![a-z0-9])",
         r"卫星(?:号|同号)",
         r"(?:[薇威徽维]|卫星)" + _SEP + _WX_ID,
@@ -122,21 +122,21 @@ _DETECTORS: list[tuple[str, str]] = [
     ("platform", "|".join([
         # Another shop only counts in a steering context: go there, search there, my shop there.
         r"(?:去|来|到|进)\s*(?:我的?|他家|她家)?\s*{P}",
-        r"(?:我的?|你的?)\s*{P}\s*(?:小店|店|号|上有|有)",
-        r"{P}\s*(?:同款)?\s*(?:店铺)?\s*(?:搜|找我|私|下单|有售)",
+        r"(?:我的?|你的?)\s*{P}\s*(?:小店|店|号|上有|有)|(?:我|我们|他|她)家\s*{P}",
+        r"{P}\s*(?:上|里)?\s*(?:同款)?\s*(?:店铺)?\s*(?:搜|找我|私|下单|有售)",
         r"(?<!比){P}\s*店?\s*更便宜",
         r"{P}\s*(?:search|shop)",
     ]).replace("{P}", r"(?:淘宝|taobao|tb店|某宝|拼多多|拼夕夕|pdd|京东(?!物流|快递|配送|自营)|闲鱼|咸鱼|某鱼"
                        r"|抖音小店|抖店|快手|小红书|微博|得物|唯品会|天猫|1688)")),
     ("steering", "|".join([
-        r"私聊|私我|私信|私下(?!觉得|里说|以为)|小窗(?!口|播放|模式)|懂的(?:私|来|加)",
+        r"私聊|私我|私信|私下(?!觉得|里说|以为)|小窗(?!口|播放|模式)|懂的(?:私|来|加)|(?:要|需要|想要)[^私]{0,2}的私(?![人房服有家密])",
         r"加我(?!一|1|个购物车)|加(?:个)?好友|加.{0,2}群(?<!粉丝群)",
         r"主页.{0,3}有|(?:看|去|点)我?的?主页|主页介绍",
         r"看我?的?(?:签名|简介|头像|昵称|资料)|(?:签名|简介|昵称|资料卡?)(?:里|上)?有(?!点|些)|头像.{0,2}有"
         r"|点我?的?头像|扫.{0,2}头像",
         r"联系(?:方式|我|你|电话)|call我|滴滴我|戳我|敲我|dd我",
         r"转账给我|转给我|转我|直接(?:微信|支付宝)?转账|红包给我",
-        r"收款码|付款码|扫码(?:加|付|转)|扫我|二维码(?:在|加)|加.{0,3}二维码",
+        r"收款码|付款码|扫码(?:加|付|转)|扫我|二维码(?:在|加|.{0,2}扫)|(?:加|扫|头像).{0,3}二维码",
         r"线下(?:交易|付|转|见|买|卖|出|联系)|面交",
         r"平台外|不走平台|别走平台|绕[开过]平台|避开平台|跳过平台|脱离平台",
         r"(?<![a-z])(?:dm|pm|inbox|message|text|call|contact|add|hit)\s+me(?![a-z])",
@@ -235,16 +235,18 @@ class Guard:
         """
         n = len(chars)
         members: list[int] = [start]  # indexes of numerals in the run
+        after_plus = start > 0 and chars[start - 1][1] == "+"
         j = start + 1
         while j < n:
             k = j
             while k < n and chars[k][0] == _JUNK:
                 k += 1
-            if k < n and chars[k][0] in (_DIGIT, _CN):
-                members.append(k)
-                j = k + 1
-            else:
+            if k >= n or chars[k][0] not in (_DIGIT, _CN):
                 break
+            if k > j and j - start == 2 and _is_number_list(chars, start, j, k, after_plus):
+                break
+            members.append(k)
+            j = k + 1
         convert = len(members) >= _MIN_CN_RUN
         prev = start
         for idx in members:
@@ -287,3 +289,18 @@ class Guard:
         if found is not None:
             raise Blocked(reason=found.reason)
 
+
+def _is_number_list(chars: list[tuple[int, str]], start: int, gap: int, nxt: int, after_plus: bool) -> bool:
+    """Whether a run opening with a two-digit group and a space is a list, not a phone number.
+
+    "iPhone 15 128 256 512" must not become the mobile 15128256512, while "138 0013 8000",
+    "1 3 8 …" and "+86 138 …" must still be joined: phone numbers are not written 2-then-3+.
+    """
+    if after_plus or any(chars[i][0] != _DIGIT for i in range(start, gap)):
+        return False
+    if any(not chars[i][1].isspace() for i in range(gap, nxt)):
+        return False
+    width = 0
+    while nxt + width < len(chars) and chars[nxt + width][0] == _DIGIT:
+        width += 1
+    return width >= 3
