@@ -1,0 +1,137 @@
+// Moderation /moderation: sign in with the moderator token (LIVE_ADMIN_TOKEN) or a promoted
+// account, work the open reports queue, see trust & safety stats.
+
+import * as i18n from "./i18n.js";
+import { t } from "./i18n.js";
+import { api, listOf, session } from "./net.js";
+import { $, flash, h, timeOf } from "./ui.js";
+
+const ACTIONS = ["dismiss", "delete", "mute", "ban"];
+const state = { sess: session.get("moderator"), reports: [], stats: null };
+const el = {
+  signin: $("#signin"),
+  workspace: $("#workspace"),
+  who: $("#who"),
+  signOut: $("#sign-out"),
+  feedback: $("#signin-feedback"),
+  modFeedback: $("#mod-feedback"),
+  stats: $("#stats"),
+  reports: $("#reports"),
+};
+
+async function useToken(token, user = null) {
+  try {
+    const me = user ? { user } : await api("GET", "/api/me", { token });
+    if (me.user.role !== "moderator") {
+      flash(el.feedback, t("mod.notModerator"), "error", 0);
+      return;
+    }
+    state.sess = { token, user: me.user };
+    session.set("moderator", state.sess);
+    enter();
+  } catch (e) {
+    flash(el.feedback, e.message, "error", 0);
+  }
+}
+
+$("#token-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  useToken($("#mod-token").value.trim());
+});
+$("#login-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  try {
+    const s = await api("POST", "/api/auth/login", { json: { username: $("#username").value.trim(),
+      password: $("#password").value } });
+    await useToken(s.token, s.user);
+  } catch (e) {
+    flash(el.feedback, e.message, "error", 0);
+  }
+});
+el.signOut.addEventListener("click", () => {
+  session.clear("moderator");
+  location.reload();
+});
+$("#refresh").addEventListener("click", () => refresh());
+
+function enter() {
+  el.signin.hidden = true;
+  el.workspace.hidden = false;
+  el.signOut.hidden = false;
+  el.who.textContent = state.sess.user.name;
+  refresh();
+}
+
+async function refresh() {
+  const token = state.sess.token;
+  try {
+    const [reports, stats] = await Promise.all([
+      api("GET", "/api/reports?status=open", { token }),
+      api("GET", "/api/moderation/stats", { token }),
+    ]);
+    state.reports = listOf(reports, "reports");
+    state.stats = stats;
+    render();
+  } catch (e) {
+    if (e.status === 401 || e.status === 403) {
+      session.clear("moderator");
+      el.signin.hidden = false;
+      el.workspace.hidden = true;
+      flash(el.feedback, e.message, "error", 0);
+      return;
+    }
+    flash(el.modFeedback, e.message, "error");
+  }
+}
+
+/** {"blocked":{"total":3,"by_reason":{"private_trading":3}}} → [["blocked · total", 3], ...] */
+function flatten(obj, prefix = "") {
+  const out = [];
+  for (const [k, v] of Object.entries(obj ?? {})) {
+    const label = prefix ? `${prefix} · ${k}` : k;
+    if (v && typeof v === "object") out.push(...flatten(v, label));
+    else if (typeof v === "number") out.push([label, v]);
+  }
+  return out;
+}
+
+function render() {
+  el.stats.replaceChildren(...flatten(state.stats).map(([label, n]) =>
+    h("div", { class: "stat" }, h("b", {}, n), h("span", {}, label.replaceAll("_", " ")))));
+  if (!state.reports.length) {
+    el.reports.replaceChildren(h("li", { class: "muted empty" }, t("mod.empty")));
+    return;
+  }
+  el.reports.replaceChildren(...state.reports.map((r) => h("li", { class: "report-item", dataset: { id: r.id } },
+    h("dl", {},
+      h("dt", {}, t("mod.target")), h("dd", {}, `${r.target} · ${r.target_id}`),
+      h("dt", {}, t("mod.reason")), h("dd", { class: "quote" }, r.reason || "—"),
+      h("dt", {}, t("mod.reporter")), h("dd", {}, `${r.reporter_id ?? "?"} · ${timeOf(r.created_at)}`)),
+    h("div", { class: "actions" }, ...ACTIONS.map((action) => h("button", {
+      type: "button", class: action === "dismiss" ? "small ghost" : action === "ban" ? "small danger" : "small",
+      dataset: { action }, onclick: (ev) => resolve(r, action, ev.currentTarget),
+    }, t(`mod.${action}`)))))));
+}
+
+async function resolve(report, action, button) {
+  button.disabled = true;
+  try {
+    await api("POST", `/api/reports/${encodeURIComponent(report.id)}/resolve`, { token: state.sess.token,
+      json: { action } });
+    flash(el.modFeedback, `${t("mod.resolved")}: ${t(`mod.${action}`)}`, "ok");
+    await refresh();
+  } catch (e) {
+    button.disabled = false;
+    flash(el.modFeedback, e.message, "error", 0);
+  }
+}
+
+function main() {
+  i18n.init();
+  i18n.onLangChange(() => { if (state.stats) render(); });
+  if (state.sess?.token) useToken(state.sess.token);
+  else el.signin.hidden = false;
+  setInterval(() => { if (state.sess && !el.workspace.hidden) refresh(); }, 10000);
+}
+
+main();
