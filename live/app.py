@@ -48,6 +48,7 @@ SCRIPTS = ["bucket", "presence_join", "presence_leave", "presence_reap", "coales
 # ``setup(app, socket_app)`` (routes and Socket.IO events, at creation time).
 DOMAINS: list[tuple[str, str]] = [
     ("live.flashbuy", "live.transport.routes_flash"),
+    ("live.media", "live.transport.routes_media"),
 ]
 
 

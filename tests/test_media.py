@@ -1,0 +1,244 @@
+"""Live video: WHIP ingest, WHEP playback, snapshots and HLS, with real aiortc peers against
+the real server (real Redis, real database)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import re
+import time
+
+import av
+import pytest
+
+from tests.media_support import (
+    BLUE,
+    RED,
+    ColourCamera,
+    SdpError,
+    close_all,
+    close_to,
+    jpeg_colour,
+    mean_colour,
+    play,
+    publish,
+    sdp_post,
+    wait_state,
+    whip_offer,
+)
+from tests.support import Api, RunningServer, run_app
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def wait_until(cond, timeout: float = 10, what: str = "condition"):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while True:
+        res = cond()
+        if asyncio.iscoroutine(res):
+            res = await res
+        if res:
+            return res
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not met within {timeout}s")
+        await asyncio.sleep(0.1)
+
+
+async def test_whip_publish_and_whep_viewer_receives_frames(api: Api, server: RunningServer) -> None:
+    s = await api.streamer()
+    room = await api.live_room(s["token"])
+    pub = await publish(api, room["id"], s["token"], ColourCamera(RED))
+    viewer = None
+    try:
+        assert re.fullmatch(rf"/api/rooms/{room['id']}/whip/[0-9a-f]{{32}}", pub.location)
+        assert "a=candidate" in pub.answer  # non-trickle: the answer carries its candidates
+        await wait_state(pub.pc, ("connected",))
+        viewer = await play(api, room["id"])  # no token needed to watch
+        assert re.fullmatch(rf"/api/rooms/{room['id']}/whep/[0-9a-f]{{32}}", viewer.location)
+        await viewer.wait_colour(RED)
+        first = viewer.frames
+        await wait_until(lambda: viewer.frames >= first + 10, what="10 more frames")
+        assert server.services.media.stats()["viewers"] == 1
+        metrics = (await api.get("/metrics"))[1].decode()
+        assert "live_media_publishers 1.0" in metrics and "live_media_whep_viewers 1.0" in metrics
+    finally:
+        await close_all(viewer, pub)
+
+
+async def test_snapshot_shows_what_the_camera_shows(api: Api) -> None:
+    s = await api.streamer()
+    room = await api.live_room(s["token"])
+    status, body = await api.get(f"/api/rooms/{room['id']}/snapshot.jpg")
+    assert status == 404 and body["error"]["code"] == "NOT_FOUND"
+    pub = await publish(api, room["id"], s["token"], ColourCamera(RED))
+    try:
+        async def snap_is(colour: tuple[int, int, int]) -> bool:
+            status, data = await api.get(f"/api/rooms/{room['id']}/snapshot.jpg")
+            return status == 200 and close_to(jpeg_colour(data), colour, tol=30)
+
+        await wait_until(lambda: snap_is(RED), what="a red snapshot")
+        pub.camera.colour = BLUE
+        await wait_until(lambda: snap_is(BLUE), what="a blue snapshot after the camera turned blue")
+    finally:
+        await close_all(pub)
+
+
+async def test_hls_playlist_appears_and_segments_decode(api: Api) -> None:
+    s = await api.streamer()
+    room = await api.live_room(s["token"])
+    pub = await publish(api, room["id"], s["token"], ColourCamera(BLUE))
+    try:
+        async def segments() -> list[str]:
+            status, body = await api.get(f"/live/{room['id']}/index.m3u8")
+            return re.findall(r"^seg_\S+\.ts$", body.decode(), re.M) if status == 200 else []
+
+        names = await wait_until(segments, timeout=15, what="an HLS segment in the playlist")
+        status, playlist = await api.get(f"/live/{room['id']}/index.m3u8")
+        text = playlist.decode()
+        assert text.startswith("#EXTM3U") and "#EXT-X-TARGETDURATION:1" in text
+        status, seg = await api.get(f"/live/{room['id']}/{names[0]}")
+        assert status == 200
+        with av.open(io.BytesIO(seg), format="mpegts") as container:
+            assert container.streams.video[0].codec_context.name == "h264"
+            frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+        assert len(frames) >= 10  # ~1 s of 30 fps, minus what a busy CPU dropped
+        assert close_to(mean_colour(frames[-1]), BLUE)
+        for bad in ("../../secret.key", "x.ts", "index.m3u8.tmp"):
+            status, _ = await api.get(f"/live/{room['id']}/{bad}")
+            assert status == 404
+    finally:
+        await close_all(pub)
+
+
+async def test_only_the_rooms_streamer_publishes(api: Api) -> None:
+    s = await api.streamer()
+    other = await api.streamer()
+    viewer = await api.guest()
+    room = await api.live_room(s["token"])
+    pc, offer = await whip_offer(ColourCamera())
+    try:
+        path = f"/api/rooms/{room['id']}/whip"
+        for token, status, code in ((viewer["token"], 403, "FORBIDDEN"), (other["token"], 403, "FORBIDDEN"),
+                                    (None, 401, "UNAUTHORIZED")):
+            got, body, _ = await sdp_post(api, path, offer, token)
+            assert (got, body["error"]["code"]) == (status, code)
+        got, body, _ = await sdp_post(api, "/api/rooms/nope/whip", offer, s["token"])
+        assert (got, body["error"]["code"]) == (404, "NOT_FOUND")
+        for bad, ctype in (("v=0 garbage", "application/sdp"), ("", "application/sdp"),
+                           (offer, "application/json"), (offer.replace("m=video", "m=text"), "application/sdp")):
+            got, body, _ = await sdp_post(api, path, bad, s["token"], content_type=ctype)
+            assert (got, body["error"]["code"]) == (400, "INVALID"), (bad[:30], ctype, body)
+        scheduled = await api.ok("POST", "/api/rooms", json={"title": "later"}, token=s["token"])
+        got, body, _ = await sdp_post(api, f"/api/rooms/{scheduled['id']}/whip", offer, s["token"])
+        assert (got, body["error"]["code"]) == (409, "CONFLICT")
+    finally:
+        await pc.close()
+
+
+async def test_ending_the_room_closes_the_peer_connections(api: Api, server: RunningServer, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    s = await api.streamer()
+    room = await api.live_room(s["token"])
+    pub = await publish(api, room["id"], s["token"])
+    viewer = None
+    try:
+        viewer = await play(api, room["id"])
+        await viewer.wait_colour(RED)
+        media = server.services.media
+        hls_dir = server.settings.data_dir / "hls" / room["id"]
+        await wait_until(lambda: (hls_dir / "index.m3u8").exists(), timeout=15, what="the HLS playlist")
+        await api.ok("POST", f"/api/rooms/{room['id']}/end", token=s["token"])
+        # The server's side is gone at once; the clients see their connections close.
+        assert media.stats() | {"hls_frames": {}} == {"rooms": 0, "publishers": 0, "viewers": 0, "peers": 0,
+                                                       "tasks": 0, "hls_frames": {}}
+        assert not hls_dir.exists()
+        assert await wait_state(pub.pc, ("closed", "failed")) in ("closed", "failed")
+        assert await wait_state(viewer.pc, ("closed", "failed")) in ("closed", "failed")
+        await asyncio.wait_for(viewer.ended.wait(), 5)
+        status, body = await api.get(f"/api/rooms/{room['id']}/snapshot.jpg")
+        assert status == 404
+        metrics = (await api.get("/metrics"))[1].decode()
+        assert "live_media_publishers 0.0" in metrics and "live_media_whep_viewers 0.0" in metrics
+    finally:
+        await close_all(viewer, pub)
+
+
+async def test_viewer_cap_answers_unavailable_with_hls(settings_factory) -> None:  # type: ignore[no-untyped-def]
+    async with run_app(settings_factory(whep_max_viewers=1)) as srv, Api(srv.url) as api:
+        s = await api.streamer()
+        room = await api.live_room(s["token"])
+        pub = await publish(api, room["id"], s["token"])
+        first = second = third = None
+        try:
+            first = await play(api, room["id"])
+            with pytest.raises(SdpError) as e:
+                second = await play(api, room["id"])
+            assert e.value.status == 503 and e.value.code == "UNAVAILABLE"
+            assert e.value.body["error"]["hls"] == f"/live/{room['id']}/index.m3u8"
+            status, _ = await api.delete(first.location)
+            assert status == 200
+            third = await play(api, room["id"])  # the slot is free again
+            await third.wait_colour(RED)
+        finally:
+            await close_all(first, second, third, pub)
+
+
+async def test_delete_of_the_whip_session_ends_it(api: Api, server: RunningServer) -> None:
+    s = await api.streamer()
+    other = await api.streamer()
+    room = await api.live_room(s["token"])
+    pub = await publish(api, room["id"], s["token"])
+    viewer = None
+    try:
+        viewer = await play(api, room["id"])
+        await viewer.wait_colour(RED)
+        status, body = await api.delete(pub.location, token=other["token"])
+        assert status == 403 and body["error"]["code"] == "FORBIDDEN"
+        status, _ = await api.delete(pub.location, token=s["token"])
+        assert status == 200
+        assert await wait_state(pub.pc, ("closed", "failed")) in ("closed", "failed")
+        await asyncio.wait_for(viewer.ended.wait(), 5)
+        assert server.services.media.stats()["peers"] == 0
+        status, body = await api.delete(pub.location, token=s["token"])
+        assert status == 404 and body["error"]["code"] == "NOT_FOUND"
+        status, _ = await api.get(f"/api/rooms/{room['id']}/snapshot.jpg")
+        assert status == 404
+        with pytest.raises(SdpError) as e:
+            await play(api, room["id"])
+        assert e.value.code == "NOT_FOUND"
+    finally:
+        await close_all(viewer, pub)
+
+
+async def test_a_new_publish_replaces_the_old_and_viewers_carry_on(api: Api, server: RunningServer) -> None:
+    s = await api.streamer()
+    room = await api.live_room(s["token"])
+    first = await publish(api, room["id"], s["token"], ColourCamera(RED))
+    second = viewer = None
+    try:
+        viewer = await play(api, room["id"])
+        await viewer.wait_colour(RED)
+        second = await publish(api, room["id"], s["token"], ColourCamera(BLUE))
+        assert await wait_state(first.pc, ("closed", "failed")) in ("closed", "failed")
+        await viewer.wait_colour(BLUE)  # same WHEP session, new picture
+        assert not viewer.ended.is_set()
+        assert server.services.media.stats()["publishers"] == 1
+    finally:
+        await close_all(viewer, first, second)
+
+
+async def test_shutdown_closes_everything_and_leaves_no_task(settings_factory) -> None:  # type: ignore[no-untyped-def]
+    before = asyncio.all_tasks()
+    async with run_app(settings_factory()) as srv, Api(srv.url) as api:
+        s = await api.streamer()
+        room = await api.live_room(s["token"])
+        pub = await publish(api, room["id"], s["token"])
+        viewer = await play(api, room["id"])
+        await viewer.wait_colour(RED)
+        hls_dir = srv.settings.data_dir / "hls" / room["id"]
+        await wait_until(lambda: (hls_dir / "index.m3u8").exists(), timeout=15, what="the HLS playlist")
+    assert not hls_dir.exists()
+    assert await wait_state(pub.pc, ("closed", "failed")) in ("closed", "failed")
+    await close_all(viewer, pub)
+    await asyncio.sleep(0.2)
+    left = [t for t in asyncio.all_tasks() - before if t is not asyncio.current_task()]
+    assert not left, [repr(t.get_coro()) for t in left]
