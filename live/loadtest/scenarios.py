@@ -29,6 +29,7 @@ from live.loadtest.ui import Ui
 from live.loadtest.worker import (
     DONE,
     FAILED,
+    GUESTS,
     JOINED,
     NSLOTS,
     RX,
@@ -48,7 +49,8 @@ Hook = Callable[[], Awaitable[None]]
 class Hooks:
     """Optional callbacks between phases (benchmarks sample the server's CPU/RSS here)."""
 
-    before_connect: Hook | None = None  # room exists, no viewer connected yet
+    before_connect: Hook | None = None  # room exists, no guest made or viewer connected yet
+    after_guests: Hook | None = None  # guests made, no viewer connected yet
     after_join: Hook | None = None  # every viewer joined (or failed); nothing sent yet
     after_run: Hook | None = None  # all samples in; connections still open
 
@@ -110,6 +112,7 @@ class Fleet:
             # spawn, not fork: forking a process with a running event loop copies its state.
             self._ctx = mp.get_context("spawn")
             self.counters: Any = self._ctx.Array("q", len(plans) * NSLOTS, lock=False)
+            self.connect: Any = self._ctx.Event()
             self.go: Any = self._ctx.Event()
             self.stop: Any = self._ctx.Event()
             self._queue: Any = self._ctx.Queue()
@@ -117,6 +120,7 @@ class Fleet:
             import threading
 
             self.counters = [0] * (len(plans) * NSLOTS)
+            self.connect = threading.Event()
             self.go = threading.Event()
             self.stop = threading.Event()
 
@@ -124,12 +128,12 @@ class Fleet:
         for i, plan in enumerate(self.plans):
             base = i * NSLOTS
             if self.use_processes:
-                p = self._ctx.Process(target=process_main, args=(plan, self.counters, base, self.go, self.stop,
-                                                                 self._queue), daemon=True)
+                args = (plan, self.counters, base, self.connect, self.go, self.stop, self._queue)
+                p = self._ctx.Process(target=process_main, args=args, daemon=True)
                 p.start()
                 self._procs.append(p)
             else:
-                worker = Worker(plan, Control(self.counters, base, self.go, self.stop))
+                worker = Worker(plan, Control(self.counters, base, self.connect, self.go, self.stop))
                 self._tasks.append(asyncio.create_task(worker.run(self._deliver(base))))
 
     def _deliver(self, base: int) -> Callable[[Samples], None]:
@@ -260,6 +264,10 @@ async def run(cfg: LoadConfig, hooks: Hooks | None = None) -> Report:
 async def _drive(cfg: LoadConfig, hooks: Hooks, backend: Backend, fleet: Fleet, ui: Ui,
                  started: dt.datetime, t_begin: float) -> Report:
     n = cfg.viewers
+    await fleet.wait(lambda: fleet.total(GUESTS) + fleet.total(FAILED) >= n, ui, timeout=cfg.timeout * 3 + n / 10)
+    if hooks.after_guests:
+        await hooks.after_guests()
+    fleet.connect.set()
     # Connecting is bounded by the workers' own timeouts; this outer bound only catches a hang.
     await fleet.wait(lambda: fleet.total(JOINED) + fleet.total(FAILED) >= n, ui, timeout=cfg.timeout * 4 + n / 20)
     joined = fleet.total(JOINED)

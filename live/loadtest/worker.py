@@ -66,10 +66,12 @@ class ViewerPlan:
 
 @dataclass
 class Control:
-    """Driver ↔ worker: shared counters (this worker's block starts at ``base``) and two flags."""
+    """Driver ↔ worker: shared counters (this worker's block starts at ``base``) and three flags:
+    ``connect`` (guests are made; connect now), ``go`` (start sending) and ``stop``."""
 
     counters: MutableSequence[int]
     base: int
+    connect: Flag
     go: Flag
     stop: Flag
 
@@ -204,6 +206,8 @@ class Worker:
         cpu = time.process_time()
         tokens = await self._guests(backend)
         s.cpu_guests_s = time.process_time() - cpu
+        # Wait for the driver, so a benchmark can sample the server between making guests and connecting.
+        await self._wait_flag(self.ctl.connect)
 
         cpu = time.process_time()
         wall = time.monotonic()
@@ -434,10 +438,11 @@ class Worker:
         return True
 
 
-def process_main(plan: ViewerPlan, counters: Any, base: int, go: Any, stop: Any, out: Any) -> None:
+def process_main(plan: ViewerPlan, counters: Any, base: int, connect: Any, go: Any, stop: Any, out: Any) -> None:
     """Entry point of a worker process: run the plan, put its samples (or an error) on ``out``."""
     try:
-        asyncio.run(Worker(plan, Control(counters, base, go, stop)).run(lambda s: out.put(("ok", base, s))))
+        ctl = Control(counters, base, connect, go, stop)
+        asyncio.run(Worker(plan, ctl).run(lambda s: out.put(("ok", base, s))))
     except BaseException as e:  # report, never hang the driver
         out.put(("error", base, f"{type(e).__name__}: {e}"))
         raise

@@ -1,0 +1,1 @@
+"""Benchmarks: the project beside the Node.js reference (``python -m bench``)."""
