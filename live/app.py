@@ -47,8 +47,8 @@ SCRIPTS = ["bucket", "presence_join", "presence_leave", "presence_reap", "coales
 # ``install(services)`` (builds its service, adds loops/closers); the transport module has
 # ``setup(app, socket_app)`` (routes and Socket.IO events, at creation time).
 DOMAINS: list[tuple[str, str]] = [
+    ("live.chat", "live.transport.routes_chat"),
     ("live.flashbuy", "live.transport.routes_flash"),
-    ("live.media", "live.transport.routes_media"),
 ]
 
 

@@ -1,0 +1,482 @@
+"""Moderation and governance: bans, mutes, slow mode, deletions, reports, violations with
+escalating penalties, the audit log and its statistics.
+
+Everything that must hold on every process (room bans, mutes, slow mode, penalties) is state
+in Redis, never process memory, so a penalty applied through one process refuses the user on
+all of them. The record (violations, reports, moderation actions) is kept in SQL.
+
+Who may act: the room's streamer or a moderator for room-scoped actions; moderators only for
+the report queue, the audit log and the statistics. Moderator rights come from the token role
+(``LIVE_ADMIN_TOKEN`` or a moderator's token) or from a promotion recorded in the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from live import keys
+from live.auth import AuthService, Principal
+from live.errors import Conflict, Forbidden, Invalid, Muted, NotFound, RateLimited
+from live.ids import iso, new_id, now_ms, utcnow
+from live.metrics import Metrics
+from live.models import Card, ModerationAction, Report, Room, User, Violation
+from live.push import Pusher
+from live.ratelimit import RateLimiter
+from live.rooms import RoomService
+
+log = logging.getLogger(__name__)
+
+ReportTarget = Literal["message", "room", "card", "user"]
+ReportAction = Literal["dismiss", "delete", "mute", "ban"]
+DEFAULT_MUTE_S = 600  # a report resolved with "mute" and no duration
+MAX_MUTE_S = 30 * 86400
+REPORT_RATE_PER_S = 0.2  # reports are cheap to send and costly to review
+REPORT_BURST = 10
+
+
+class MessageLog(Protocol):
+    """What moderation needs of the chat log (implemented by ``live.chat.ChatLog``)."""
+
+    async def find(self, msg_id: str) -> tuple[str, str] | None:
+        """``(room_id, user_id)`` of a message, or None when there is no such message."""
+
+    async def remove(self, room_id: str, msg_id: str) -> None:
+        """Drop a message from the room's recent history and mark it deleted in SQL."""
+
+    async def emit(self, fields: dict[str, str]) -> None:
+        """Append an event (e.g. a violation) to the stream the SQL persister drains."""
+
+
+@dataclass(frozen=True, slots=True)
+class Penalty:
+    """What a violation earned: ``warn``, ``mute:N``, ``chat_ban`` or ``listing_ban``."""
+
+    name: str
+    violations: int  # how many violations the user has now, this one included
+    until_ms: int | None = None  # end of the mute in force, for mutes
+
+    def extra(self) -> dict[str, Any]:
+        """Fields added to the ``BLOCKED`` error so a client can say what happened."""
+        out: dict[str, Any] = {"penalty": self.name, "violations": self.violations}
+        if self.until_ms is not None:
+            out["until"] = iso_ms(self.until_ms)
+        return out
+
+
+def iso_ms(ms: int) -> str:
+    """ISO 8601 UTC of a moment in epoch milliseconds."""
+    return iso(datetime.fromtimestamp(ms / 1000, tz=UTC)) or ""
+
+
+def penalty_for(penalties: list[str], n: int) -> str:
+    """The penalty of the ``n``-th violation (1-based): the n-th entry, the last one repeating."""
+    if not penalties:
+        return "warn"
+    return penalties[min(n, len(penalties)) - 1]
+
+
+class ModerationService:
+    def __init__(self, *, redis: Any, scripts: Any, db: async_sessionmaker[AsyncSession], pusher: Pusher,
+                 auth: AuthService, rooms: RoomService, ratelimit: RateLimiter, metrics: Metrics,
+                 penalties: list[str], log: MessageLog) -> None:
+        self._redis = redis
+        self._scripts = scripts
+        self._db = db
+        self._pusher = pusher
+        self._auth = auth
+        self._rooms = rooms
+        self._ratelimit = ratelimit
+        self._metrics = metrics
+        self._penalties = list(penalties)
+        self._log = log
+        # Fire-and-forget bookkeeping from synchronous hooks (title/name guards), kept so
+        # that shutdown can wait for it instead of leaving orphan tasks.
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # --- permissions ----------------------------------------------------------------------
+    async def require_room_mod(self, who: Principal, room_id: str) -> Room:
+        """The room, if ``who`` is its streamer or a moderator (by token or by promotion)."""
+        try:
+            return await self._rooms.require_owner(who, room_id)
+        except Forbidden:
+            if await self._auth.is_moderator(who):
+                return await self._rooms.get(room_id)
+            raise
+
+    async def require_moderator(self, who: Principal) -> None:
+        """Moderators only (the admin credential or a user promoted in the database)."""
+        await self._auth.require_moderator(who)
+
+    async def _target_user(self, room: Room | None, user_id: str) -> User:
+        """The user a room-scoped action is aimed at; never the room's streamer or a moderator."""
+        user = await self._auth.get_user(user_id)
+        if user is None:
+            raise NotFound("no such user")
+        if room is not None and user.id == room.streamer_id:
+            raise Forbidden("the room's streamer cannot be muted or banned in the room")
+        if user.role == "moderator":
+            raise Forbidden("moderators cannot be muted or banned")
+        return user
+
+    # --- state read on the hot paths --------------------------------------------------------
+    async def is_banned(self, room_id: str, user_id: str) -> bool:
+        return bool(await self._redis.sismember(keys.room_banned(room_id), user_id))
+
+    async def join_check(self, room_id: str, who: Principal) -> None:
+        """``rooms.join_checks`` hook: a user banned from the room cannot (re-)join it."""
+        if await self.is_banned(room_id, who.id):
+            raise Forbidden("you are banned from this room")
+
+    async def check_can_chat(self, user_id: str) -> None:
+        """Platform-wide penalties: a chat ban is ``FORBIDDEN``, a mute is ``MUTED`` with ``until``."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.exists(keys.user_chat_ban(user_id))
+        pipe.get(keys.user_muted(user_id))
+        banned, muted = await pipe.execute()
+        if banned:
+            raise Forbidden("you are banned from chat")
+        if muted:
+            raise Muted("you are muted", until=iso_ms(int(muted)))
+
+    async def check_can_list(self, user_id: str) -> None:
+        """For product listings: a ``listing_ban`` penalty refuses them (``FORBIDDEN``)."""
+        if await self._redis.exists(keys.user_listing_ban(user_id)):
+            raise Forbidden("you are banned from listing products")
+
+    async def admit(self, room_id: str, user_id: str, *, exempt_slowmode: bool) -> None:
+        """Room-scoped checks of one message, atomically (ban, mute, slow-mode slot)."""
+        res = await self._scripts.chat_admit(
+            keys=[keys.room_banned(room_id), keys.room_muted(room_id, user_id), keys.room_slowmode(room_id),
+                  keys.room_last_msg(room_id, user_id)],
+            args=[user_id, "1" if exempt_slowmode else "0"])
+        code = int(res[0])
+        if code == 1:
+            raise Forbidden("you are banned from this room")
+        if code == 2:
+            raise Muted("you are muted in this room", until=iso_ms(int(res[1])))
+        if code == 3:
+            retry = max(1, int(res[1])) / 1000
+            raise RateLimited(f"slow mode: wait {retry:.1f}s", retry_after=retry)
+
+    # --- violations and penalties -----------------------------------------------------------
+    async def violation(self, user_id: str, *, kind: str, reason: str, detector: str, text: str,
+                        room_id: str | None = None) -> Penalty:
+        """Record a violation and apply the next penalty of the escalation ladder.
+
+        The count lives in Redis (INCR is atomic across processes, so two violations at once
+        earn two steps); the SQL row goes through the chat stream and lands even if the
+        database is briefly away.
+        """
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.incr(keys.user_violations(user_id))
+        pipe.hincrby(keys.MOD_BLOCKED, reason, 1)
+        n, _ = await pipe.execute()
+        name = penalty_for(self._penalties, int(n))
+        until = await self._apply_penalty(user_id, name)
+        await self._log.emit({
+            "t": "vio", "id": new_id(), "user_id": user_id, "room_id": room_id or "", "kind": kind[:16],
+            "reason": reason[:32], "detector": detector, "text": text[:2000], "penalty": name,
+            "ts": iso(utcnow()) or "",
+        })
+        self._metrics.blocked.labels(kind, reason).inc()
+        log.info("violation by %s (%s/%s): %s", user_id, kind, reason, name)
+        return Penalty(name, int(n), until)
+
+    async def _apply_penalty(self, user_id: str, name: str) -> int | None:
+        kind, _, arg = name.partition(":")
+        if kind == "mute":
+            now = now_ms()
+            return int(await self._scripts.mod_extend_mute(
+                keys=[keys.user_muted(user_id)], args=[now + int(arg) * 1000, now]))
+        if kind == "chat_ban":
+            await self._redis.set(keys.user_chat_ban(user_id), "1")
+        elif kind == "listing_ban":
+            await self._redis.set(keys.user_listing_ban(user_id), "1")
+        return None
+
+    def blocked_anonymous(self, kind: str, reason: str) -> None:
+        """Count content refused where no user is known yet (e.g. a name at sign-up)."""
+        self._metrics.blocked.labels(kind, reason).inc()
+        self._spawn(self._count_blocked(reason))
+
+    async def _count_blocked(self, reason: str) -> None:
+        try:
+            await self._redis.hincrby(keys.MOD_BLOCKED, reason, 1)
+        except Exception as e:  # a statistic; never worth failing for
+            log.warning("counting a blocked item failed: %s", e)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        """Wait (briefly) for bookkeeping tasks, then cancel what is left."""
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(list(self._tasks), timeout=2)
+        for t in pending:
+            t.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    # --- room moderation ------------------------------------------------------------------------
+    async def mute(self, who: Principal, room_id: str, user_id: str, seconds: int) -> dict[str, Any]:
+        """Mute ``user_id`` in the room for ``seconds`` (0 lifts the mute)."""
+        room = await self.require_room_mod(who, room_id)
+        await self._target_user(room, user_id)
+        return await self._mute_in_room(who, room.id, user_id, seconds)
+
+    async def _mute_in_room(self, who: Principal, room_id: str, user_id: str, seconds: int,
+                            detail: dict[str, Any] | None = None) -> dict[str, Any]:
+        if not 0 <= seconds <= MAX_MUTE_S:
+            raise Invalid(f"seconds must be 0..{MAX_MUTE_S}")
+        key = keys.room_muted(room_id, user_id)
+        if seconds == 0:
+            await self._redis.delete(key)
+            await self.audit(who, "unmute", room_id=room_id, target_user_id=user_id, detail=detail)
+            return {"room_id": room_id, "user_id": user_id, "muted": False, "until": None}
+        until = now_ms() + seconds * 1000
+        # A moderator's explicit duration replaces the previous one (it may shorten it).
+        await self._redis.set(key, str(until), px=seconds * 1000)
+        await self.audit(who, "mute", room_id=room_id, target_user_id=user_id,
+                         detail={"seconds": seconds, **(detail or {})})
+        return {"room_id": room_id, "user_id": user_id, "muted": True, "until": iso_ms(until)}
+
+    async def ban(self, who: Principal, room_id: str, user_id: str) -> dict[str, Any]:
+        """Ban ``user_id`` from the room: kicked on every process, re-joining refused."""
+        room = await self.require_room_mod(who, room_id)
+        await self._target_user(room, user_id)
+        return await self._ban_in_room(who, room.id, user_id)
+
+    async def _ban_in_room(self, who: Principal, room_id: str, user_id: str,
+                           detail: dict[str, Any] | None = None) -> dict[str, Any]:
+        # State first, kick second: a kicked connection that races to re-join meets the ban.
+        await self._redis.sadd(keys.room_banned(room_id), user_id)
+        await self._pusher.kick(room_id, user_id)
+        await self.audit(who, "ban", room_id=room_id, target_user_id=user_id, detail=detail)
+        return {"room_id": room_id, "user_id": user_id, "banned": True}
+
+    async def unban(self, who: Principal, room_id: str, user_id: str) -> dict[str, Any]:
+        room = await self.require_room_mod(who, room_id)
+        await self._redis.srem(keys.room_banned(room.id), user_id)
+        await self.audit(who, "unban", room_id=room.id, target_user_id=user_id)
+        return {"room_id": room.id, "user_id": user_id, "banned": False}
+
+    async def set_slowmode(self, who: Principal, room_id: str, seconds: int) -> dict[str, Any]:
+        """At most one message per ``seconds`` per user in the room (0 turns it off)."""
+        room = await self.require_room_mod(who, room_id)
+        if not 0 <= seconds <= 3600:
+            raise Invalid("seconds must be 0..3600")
+        if seconds:
+            await self._redis.set(keys.room_slowmode(room.id), str(seconds))
+        else:
+            await self._redis.delete(keys.room_slowmode(room.id))
+        await self.audit(who, "slowmode", room_id=room.id, detail={"seconds": seconds})
+        await self._pusher.to_room(room.id, "chat:slowmode", {"room_id": room.id, "seconds": seconds})
+        return {"room_id": room.id, "slowmode": seconds}
+
+    async def room_state(self, who: Principal, room_id: str) -> dict[str, Any]:
+        """What the studio shows: who is banned, and the slow-mode interval."""
+        room = await self.require_room_mod(who, room_id)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.smembers(keys.room_banned(room.id))
+        pipe.get(keys.room_slowmode(room.id))
+        banned, slow = await pipe.execute()
+        return {"room_id": room.id, "banned": sorted(banned), "slowmode": int(slow or 0)}
+
+    async def delete_message(self, who: Principal, msg_id: str) -> dict[str, Any]:
+        """Delete a message: gone from the history, ``chat:deleted`` pushed, marked in SQL."""
+        found = await self._log.find(msg_id)
+        if found is None:
+            raise NotFound("no such message")
+        room_id, author = found
+        await self.require_room_mod(who, room_id)
+        return await self._delete(who, room_id, msg_id, author)
+
+    async def _delete(self, who: Principal, room_id: str, msg_id: str, author: str,
+                      detail: dict[str, Any] | None = None) -> dict[str, Any]:
+        await self._log.remove(room_id, msg_id)
+        await self._pusher.to_room(room_id, "chat:deleted", {"id": msg_id, "room_id": room_id})
+        await self.audit(who, "delete", room_id=room_id, target_user_id=author, target_id=msg_id, detail=detail)
+        return {"id": msg_id, "room_id": room_id, "deleted": True}
+
+    # --- reports --------------------------------------------------------------------------------
+    async def report(self, who: Principal, target: ReportTarget, target_id: str, reason: str) -> dict[str, Any]:
+        """Any user reports a message, room, card or user; it waits in the moderators' queue."""
+        try:
+            await self._ratelimit.take(who.id, "report", REPORT_RATE_PER_S, REPORT_BURST)
+        except RateLimited as e:
+            raise RateLimited("too many reports; try again later") from e
+        await self._resolve_target(target, target_id)  # NOT_FOUND for what does not exist
+        row = Report(id=new_id(), reporter_id=who.id, target=target, target_id=target_id, reason=reason,
+                     status="open", resolution=None, resolved_by=None, created_at=utcnow(), resolved_at=None)
+        async with self._db() as s, s.begin():
+            s.add(row)
+        return render_report(row)
+
+    async def _resolve_target(self, target: str, target_id: str) -> tuple[str | None, str]:
+        """``(room_id, responsible user)`` of a report target; NOT_FOUND when it does not exist.
+
+        A message is its author's (in its room); a room or card is its streamer's; a user is
+        themselves (no room).
+        """
+        if target == "message":
+            found = await self._log.find(target_id)
+            if found is None:
+                raise NotFound("no such message")
+            return found
+        async with self._db() as s:
+            if target == "user":
+                if await s.get(User, target_id) is None:
+                    raise NotFound("no such user")
+                return None, target_id
+            if target == "card":
+                card = await s.get(Card, target_id)
+                if card is None:
+                    raise NotFound("no such card")
+                target_id = card.room_id
+            room = await s.get(Room, target_id)
+            if room is None:
+                raise NotFound(f"no such {target}")
+            return room.id, room.streamer_id
+
+    async def reports(self, who: Principal, status: str = "open", limit: int = 100) -> list[dict[str, Any]]:
+        """The moderators' queue: oldest open reports first (or the newest resolved ones)."""
+        await self.require_moderator(who)
+        q = select(Report)
+        if status == "open":
+            q = q.where(Report.status == "open").order_by(Report.created_at, Report.id)
+        else:
+            if status == "resolved":
+                q = q.where(Report.status == "resolved")
+            q = q.order_by(Report.created_at.desc(), Report.id.desc())
+        async with self._db() as s:
+            rows = (await s.execute(q.limit(limit))).scalars().all()
+        return [render_report(r) for r in rows]
+
+    async def resolve(self, who: Principal, report_id: str, action: ReportAction,
+                      seconds: int | None = None) -> dict[str, Any]:
+        """Close a report with an action on what it points at.
+
+        ``delete`` removes a reported message. ``mute``/``ban`` act on the responsible user:
+        for a message, in its room (room mute / room ban); for a user, platform-wide (mute /
+        chat ban); for a room or card, on its streamer (mute / listing ban).
+        """
+        await self.require_moderator(who)
+        async with self._db() as s:
+            report = await s.get(Report, report_id)
+        if report is None:
+            raise NotFound("no such report")
+        if report.status != "open":
+            raise Conflict("report already resolved")
+        if action == "delete" and report.target != "message":
+            raise Invalid("only a reported message can be deleted")
+        detail = {"report_id": report.id}
+        result: dict[str, Any] = {}
+        if action != "dismiss":
+            room_id, user_id = await self._resolve_target(report.target, report.target_id)
+            if action == "delete":
+                assert room_id is not None  # a message always has a room
+                result = await self._delete(who, room_id, report.target_id, user_id, detail)
+            elif report.target == "message":
+                assert room_id is not None
+                room = await self._rooms.get(room_id)
+                await self._target_user(room, user_id)
+                if action == "mute":
+                    result = await self._mute_in_room(who, room_id, user_id, seconds or DEFAULT_MUTE_S, detail)
+                else:
+                    result = await self._ban_in_room(who, room_id, user_id, detail)
+            else:
+                result = await self._platform_penalty(who, report.target, user_id, action, seconds, detail)
+        async with self._db() as s, s.begin():
+            report = await s.get(Report, report_id, with_for_update=True)
+            if report is None or report.status != "open":
+                raise Conflict("report already resolved")
+            report.status = "resolved"
+            report.resolution = action
+            report.resolved_by = who.id
+            report.resolved_at = utcnow()
+        await self.audit(who, "resolve", target_id=report_id, target_user_id=None,
+                         detail={"action": action, "target": report.target, "target_id": report.target_id})
+        return {"report": render_report(report), "result": result}
+
+    async def _platform_penalty(self, who: Principal, target: str, user_id: str, action: str, seconds: int | None,
+                                detail: dict[str, Any]) -> dict[str, Any]:
+        await self._target_user(None, user_id)
+        if action == "mute":
+            secs = seconds or DEFAULT_MUTE_S
+            if not 1 <= secs <= MAX_MUTE_S:
+                raise Invalid(f"seconds must be 1..{MAX_MUTE_S}")
+            until = now_ms() + secs * 1000
+            await self._redis.set(keys.user_muted(user_id), str(until), px=secs * 1000)
+            await self.audit(who, "mute", target_user_id=user_id, detail={"seconds": secs, "scope": "platform",
+                                                                         **detail})
+            return {"user_id": user_id, "muted": True, "until": iso_ms(until)}
+        key, what = ((keys.user_chat_ban(user_id), "chat_ban") if target == "user"
+                     else (keys.user_listing_ban(user_id), "listing_ban"))
+        await self._redis.set(key, "1")
+        await self.audit(who, what, target_user_id=user_id, detail=detail)
+        return {"user_id": user_id, what: True}
+
+    # --- audit log and statistics ------------------------------------------------------------
+    async def audit(self, who: Principal, action: str, *, room_id: str | None = None,
+                    target_user_id: str | None = None, target_id: str | None = None,
+                    detail: dict[str, Any] | None = None) -> None:
+        """One row of the audit log per moderation action."""
+        row = ModerationAction(id=new_id(), actor_id=who.id, action=action, room_id=room_id,
+                               target_user_id=target_user_id, target_id=target_id, detail=detail,
+                               created_at=utcnow())
+        async with self._db() as s, s.begin():
+            s.add(row)
+
+    async def actions(self, who: Principal, *, limit: int = 100, room_id: str | None = None) -> list[dict[str, Any]]:
+        """The audit log, newest first (moderators)."""
+        await self.require_moderator(who)
+        q = select(ModerationAction).order_by(ModerationAction.created_at.desc(), ModerationAction.id.desc())
+        if room_id:
+            q = q.where(ModerationAction.room_id == room_id)
+        async with self._db() as s:
+            rows = (await s.execute(q.limit(limit))).scalars().all()
+        return [{"id": a.id, "actor_id": a.actor_id, "action": a.action, "room_id": a.room_id,
+                 "target_user_id": a.target_user_id, "target_id": a.target_id, "detail": a.detail,
+                 "created_at": iso(a.created_at)} for a in rows]
+
+    async def stats(self, who: Principal) -> dict[str, Any]:
+        """What trust & safety handled: blocked content, violations, penalties, reports, actions."""
+        await self.require_moderator(who)
+        blocked = {k: int(v) for k, v in (await self._redis.hgetall(keys.MOD_BLOCKED)).items()}
+
+        async def grouped(s: AsyncSession, col: Any) -> dict[str, int]:
+            rows = (await s.execute(select(col, func.count()).group_by(col))).all()
+            return {str(k): int(n) for k, n in rows}
+
+        async with self._db() as s:
+            by_reason = await grouped(s, Violation.reason)
+            by_kind = await grouped(s, Violation.kind)
+            penalties = await grouped(s, Violation.penalty)
+            reports = await grouped(s, Report.status)
+            actions = await grouped(s, ModerationAction.action)
+        return {
+            "blocked": {"total": sum(blocked.values()), "by_reason": blocked},
+            "violations": {"total": sum(by_reason.values()), "by_reason": by_reason, "by_kind": by_kind},
+            "penalties": penalties,
+            "reports": {"open": reports.get("open", 0), "resolved": reports.get("resolved", 0)},
+            "actions": actions,
+        }
+
+
+def render_report(r: Report) -> dict[str, Any]:
+    return {"id": r.id, "reporter_id": r.reporter_id, "target": r.target, "target_id": r.target_id,
+            "reason": r.reason, "status": r.status, "resolution": r.resolution, "resolved_by": r.resolved_by,
+            "created_at": iso(r.created_at), "resolved_at": iso(r.resolved_at)}
+
+
+__all__ = ["MessageLog", "ModerationService", "Penalty", "penalty_for"]

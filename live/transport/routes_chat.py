@@ -1,0 +1,167 @@
+"""HTTP routes and Socket.IO events of chat, moderation and reports.
+
+Parse (strict pydantic models), authenticate, call ``svc.chat`` / ``svc.moderation``, reply.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from live.auth import Principal
+from live.errors import Invalid
+from live.transport.http import body, json_response, principal, services, validation_message
+from live.transport.sio import SocketApp
+
+routes = web.RouteTableDef()
+
+ID = Field(min_length=1, max_length=64)
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+
+class ChatSendIn(_In):
+    room_id: str = ID
+    # A hard bound at the edge; the configured limit (chat_max_len) is checked after normalising.
+    text: str = Field(min_length=1, max_length=4000)
+
+
+class MuteIn(_In):
+    user_id: str = ID
+    seconds: int = Field(ge=0, le=30 * 86400)
+
+
+class UserRefIn(_In):
+    user_id: str = ID
+
+
+class SlowModeIn(_In):
+    seconds: int = Field(ge=0, le=3600)
+
+
+class ReportIn(_In):
+    target: Literal["message", "room", "card", "user"]
+    target_id: str = ID
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class ResolveIn(_In):
+    action: Literal["dismiss", "delete", "mute", "ban"]
+    seconds: int | None = Field(None, ge=1, le=30 * 86400)
+
+
+class ReportsQuery(_In):
+    status: Literal["open", "resolved", "all"] = "open"
+    limit: int = Field(100, ge=1, le=500, strict=False)  # query strings are text
+
+
+class ActionsQuery(_In):
+    limit: int = Field(100, ge=1, le=500, strict=False)
+    room_id: str | None = Field(None, min_length=1, max_length=64)
+
+
+def query(request: web.Request, model: type[ReportsQuery] | type[ActionsQuery]) -> Any:
+    try:
+        return model.model_validate(dict(request.query))
+    except ValidationError as e:
+        raise Invalid(validation_message(e)) from e
+
+
+def _room(request: web.Request) -> str:
+    return request.match_info["room_id"]
+
+
+# --- room moderation (the room's streamer or a moderator) ------------------------------------------
+@routes.post("/api/rooms/{room_id}/mute")
+async def mute(request: web.Request) -> web.Response:
+    who = principal(request)
+    p = await body(request, MuteIn)
+    return json_response(await services(request).moderation.mute(who, _room(request), p.user_id, p.seconds))
+
+
+@routes.post("/api/rooms/{room_id}/ban")
+async def ban(request: web.Request) -> web.Response:
+    who = principal(request)
+    p = await body(request, UserRefIn)
+    return json_response(await services(request).moderation.ban(who, _room(request), p.user_id))
+
+
+@routes.post("/api/rooms/{room_id}/unban")
+async def unban(request: web.Request) -> web.Response:
+    who = principal(request)
+    p = await body(request, UserRefIn)
+    return json_response(await services(request).moderation.unban(who, _room(request), p.user_id))
+
+
+@routes.post("/api/rooms/{room_id}/slowmode")
+async def slowmode(request: web.Request) -> web.Response:
+    who = principal(request)
+    p = await body(request, SlowModeIn)
+    return json_response(await services(request).moderation.set_slowmode(who, _room(request), p.seconds))
+
+
+@routes.get("/api/rooms/{room_id}/moderation")
+async def room_moderation(request: web.Request) -> web.Response:
+    who = principal(request)
+    return json_response(await services(request).moderation.room_state(who, _room(request)))
+
+
+@routes.delete("/api/messages/{msg_id}")
+async def delete_message(request: web.Request) -> web.Response:
+    who = principal(request)
+    msg_id = request.match_info["msg_id"]
+    if len(msg_id) > 64:
+        raise Invalid("message id too long")
+    return json_response(await services(request).moderation.delete_message(who, msg_id))
+
+
+# --- reports (any user files; moderators review) ------------------------------------------------------
+@routes.post("/api/reports")
+async def create_report(request: web.Request) -> web.Response:
+    who = principal(request)
+    p = await body(request, ReportIn)
+    reason = p.reason.strip()
+    if not reason:
+        raise Invalid("reason is empty")
+    return json_response(await services(request).moderation.report(who, p.target, p.target_id, reason), status=201)
+
+
+@routes.get("/api/reports")
+async def list_reports(request: web.Request) -> web.Response:
+    who = principal(request)
+    q = query(request, ReportsQuery)
+    return json_response(await services(request).moderation.reports(who, q.status, q.limit))
+
+
+@routes.post("/api/reports/{report_id}/resolve")
+async def resolve_report(request: web.Request) -> web.Response:
+    who = principal(request)
+    p = await body(request, ResolveIn)
+    return json_response(await services(request).moderation.resolve(
+        who, request.match_info["report_id"], p.action, p.seconds))
+
+
+@routes.get("/api/moderation/actions")
+async def actions(request: web.Request) -> web.Response:
+    who = principal(request)
+    q = query(request, ActionsQuery)
+    return json_response(await services(request).moderation.actions(who, limit=q.limit, room_id=q.room_id))
+
+
+@routes.get("/api/moderation/stats")
+async def stats(request: web.Request) -> web.Response:
+    who = principal(request)
+    return json_response(await services(request).moderation.stats(who))
+
+
+def setup(app: web.Application, socket_app: SocketApp) -> None:
+    """Add the chat routes and the ``chat:send`` event."""
+    app.router.add_routes(routes)
+
+    @socket_app.event("chat:send", ChatSendIn)
+    async def send(sid: str, who: Principal, p: ChatSendIn) -> dict[str, Any]:
+        return {"message": await socket_app.svc.chat.send(sid, who, p.room_id, p.text)}
