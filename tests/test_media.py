@@ -135,7 +135,7 @@ async def test_only_the_rooms_streamer_publishes(api: Api) -> None:
         await pc.close()
 
 
-async def test_ending_the_room_closes_the_peer_connections(api: Api, server: RunningServer, tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_ending_the_room_closes_the_peer_connections(api: Api, server: RunningServer) -> None:
     s = await api.streamer()
     room = await api.live_room(s["token"])
     pub = await publish(api, room["id"], s["token"])
@@ -154,7 +154,7 @@ async def test_ending_the_room_closes_the_peer_connections(api: Api, server: Run
         assert await wait_state(pub.pc, ("closed", "failed")) in ("closed", "failed")
         assert await wait_state(viewer.pc, ("closed", "failed")) in ("closed", "failed")
         await asyncio.wait_for(viewer.ended.wait(), 5)
-        status, body = await api.get(f"/api/rooms/{room['id']}/snapshot.jpg")
+        status, _ = await api.get(f"/api/rooms/{room['id']}/snapshot.jpg")
         assert status == 404
         metrics = (await api.get("/metrics"))[1].decode()
         assert "live_media_publishers 0.0" in metrics and "live_media_whep_viewers 0.0" in metrics
@@ -242,3 +242,74 @@ async def test_shutdown_closes_everything_and_leaves_no_task(settings_factory) -
     await asyncio.sleep(0.2)
     left = [t for t in asyncio.all_tasks() - before if t is not asyncio.current_task()]
     assert not left, [repr(t.get_coro()) for t in left]
+
+
+async def test_a_card_is_created_from_the_snapshot(api: Api) -> None:
+    s = await api.streamer()
+    room = await api.live_room(s["token"])
+    pub = await publish(api, room["id"], s["token"], ColourCamera(BLUE))
+    try:
+        async def snapshot_ready() -> bool:
+            status, _ = await api.get(f"/api/rooms/{room['id']}/snapshot.jpg")
+            return status == 200
+
+        await wait_until(snapshot_ready, what="a snapshot")
+        card = await api.ok("POST", f"/api/rooms/{room['id']}/cards", token=s["token"],
+                            json={"price": "19.90", "stock": 3, "snapshot": True, "title": "live pick"})
+        status, image = await api.get(card["image_url"])
+        assert status == 200 and close_to(jpeg_colour(image), BLUE, tol=30)
+    finally:
+        await close_all(pub)
+
+
+async def test_publisher_lost_to_the_network_can_come_back(api: Api, server: RunningServer,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import live.media
+
+    monkeypatch.setattr(live.media, "REPUBLISH_GRACE_S", 1.5)
+    s = await api.streamer()
+    room = await api.live_room(s["token"])
+    first = await publish(api, room["id"], s["token"], ColourCamera(RED))
+    second = viewer = None
+    try:
+        viewer = await play(api, room["id"])
+        await viewer.wait_colour(RED)
+        await first.pc.close()  # the phone drops off without a DELETE
+        media = server.services.media
+        await wait_until(lambda: media.stats()["publishers"] == 0, what="the lost publisher noticed")
+        assert media.stats()["viewers"] == 1  # the audience waits for the streamer
+        second = await publish(api, room["id"], s["token"], ColourCamera(BLUE))
+        await viewer.wait_colour(BLUE)
+        await second.pc.close()
+        # Nobody comes back this time: after the grace the room's video ends for its viewers.
+        await asyncio.wait_for(viewer.ended.wait(), 10)
+        idle = {"rooms": 0, "publishers": 0, "viewers": 0, "peers": 0, "tasks": 0, "hls_frames": {}}
+        await wait_until(lambda: media.stats() == idle, timeout=5, what="the room's media torn down")
+    finally:
+        await close_all(viewer, first, second)
+
+
+async def test_a_viewer_that_never_connects_is_dropped(api: Api, server: RunningServer,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import live.media
+
+    monkeypatch.setattr(live.media, "CONNECT_TIMEOUT_S", 1.0)
+    s = await api.streamer()
+    room = await api.live_room(s["token"])
+    pub = await publish(api, room["id"], s["token"])
+    from tests.media_support import new_pc
+
+    ghost = new_pc()
+    try:
+        ghost.addTransceiver("video", direction="recvonly")
+        await ghost.setLocalDescription(await ghost.createOffer())
+        # The offer is sent but the answer never applied: ICE never completes on the server.
+        sdp = ghost.localDescription.sdp.replace("a=candidate", "a=x-no-candidate")
+        status, _, _ = await sdp_post(api, f"/api/rooms/{room['id']}/whep", sdp)
+        assert status == 201
+        media = server.services.media
+        assert media.stats()["viewers"] == 1
+        await wait_until(lambda: media.stats()["viewers"] == 0, timeout=8, what="the ghost viewer dropped")
+        assert media.stats()["publishers"] == 1  # the connected publisher stays
+    finally:
+        await close_all(ghost, pub)
