@@ -7,10 +7,13 @@ import asyncio
 import io
 import re
 import time
+from collections.abc import Callable
+from typing import Any
 
 import av
 import pytest
 
+from live.settings import Settings
 from tests.media_support import (
     BLUE,
     RED,
@@ -31,7 +34,7 @@ from tests.support import Api, RunningServer, run_app
 pytestmark = pytest.mark.timeout(60)
 
 
-async def wait_until(cond, timeout: float = 10, what: str = "condition"):  # type: ignore[no-untyped-def]
+async def wait_until(cond: Callable[[], Any], timeout: float = 10, what: str = "condition") -> Any:
     deadline = time.monotonic() + timeout
     while True:
         res = cond()
@@ -98,7 +101,7 @@ async def test_hls_playlist_appears_and_segments_decode(api: Api) -> None:
         assert text.startswith("#EXTM3U") and "#EXT-X-TARGETDURATION:1" in text
         status, seg = await api.get(f"/live/{room['id']}/{names[0]}")
         assert status == 200
-        with av.open(io.BytesIO(seg), format="mpegts") as container:
+        with av.open(io.BytesIO(seg), mode="r", format="mpegts") as container:
             assert container.streams.video[0].codec_context.name == "h264"
             frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
         assert len(frames) >= 10  # ~1 s of 30 fps, minus what a busy CPU dropped
@@ -162,7 +165,7 @@ async def test_ending_the_room_closes_the_peer_connections(api: Api, server: Run
         await close_all(viewer, pub)
 
 
-async def test_viewer_cap_answers_unavailable_with_hls(settings_factory) -> None:  # type: ignore[no-untyped-def]
+async def test_viewer_cap_answers_unavailable_with_hls(settings_factory: Callable[..., Settings]) -> None:
     async with run_app(settings_factory(whep_max_viewers=1)) as srv, Api(srv.url) as api:
         s = await api.streamer()
         room = await api.live_room(s["token"])
@@ -226,7 +229,7 @@ async def test_a_new_publish_replaces_the_old_and_viewers_carry_on(api: Api, ser
         await close_all(viewer, first, second)
 
 
-async def test_shutdown_closes_everything_and_leaves_no_task(settings_factory) -> None:  # type: ignore[no-untyped-def]
+async def test_shutdown_closes_everything_and_leaves_no_task(settings_factory: Callable[..., Settings]) -> None:
     before = asyncio.all_tasks()
     async with run_app(settings_factory()) as srv, Api(srv.url) as api:
         s = await api.streamer()
