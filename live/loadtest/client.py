@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -31,6 +32,9 @@ import orjson
 # A handler sees (event name, the raw frame, where the JSON array starts, arrival time); it
 # decodes with :func:`event_data` only if it cares about the payload.
 EventHandler = Callable[[str, str, int, float], None]
+
+
+_CODE_IN_TEXT = re.compile(r"""['"]code['"]\s*:\s*['"]([A-Z_]+)['"]""")
 
 
 class ConnectRefused(Exception):
@@ -50,6 +54,11 @@ class ConnectRefused(Exception):
                 err = inner.get("error", inner)
                 if isinstance(err, dict) and isinstance(err.get("code"), str):
                     return str(err["code"])
+            # python-socketio puts a refusal's only argument, str()-ed, into "message": a dict's
+            # repr such as "{'code': 'UNAUTHORIZED', ...}". Read the code out of that too.
+            m = _CODE_IN_TEXT.search(str(d.get("message", "")))
+            if m:
+                return m.group(1)
         return "CONNECT_REFUSED"
 
 

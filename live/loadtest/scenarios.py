@@ -333,7 +333,7 @@ async def _drive(cfg: LoadConfig, hooks: Hooks, backend: Backend, fleet: Fleet, 
     else:
         data.update(_soak_section(cfg, s, raw, t_traffic))
     if created is not None:
-        data.update(await _verdict(backend, str(created.card.get("id")), cfg.stock, s, cfg.audit_timeout))
+        data.update(await server_verdict(backend, str(created.card.get("id")), cfg.stock, s, cfg.audit_timeout))
     data["errors"] = dict(sorted(errors.items()))
     data["client"] = {
         "lean_client": True, "procs": len(fleet.plans),
@@ -390,7 +390,7 @@ def _soak_section(cfg: LoadConfig, s: Samples, raw: Raw, t0: float) -> dict[str,
         "ops_per_s": round(total / cfg.duration, 1) if cfg.duration else 0.0,
         "latency_ms": stats.summary_ms(raw.latency),
         "acks_per_second": stats.timeline(s.op_ack, t0, 1.0),
-        "taps": len(s.tap_ack),
+        "buy_acks": len(s.tap_ack),
     }
 
 
@@ -402,7 +402,7 @@ def _count(v: Any) -> int:
     return int(v or 0)
 
 
-async def _verdict(backend: Backend, card_id: str, stock: int, s: Samples, timeout: float) -> dict[str, Any]:
+async def server_verdict(backend: Backend, card_id: str, stock: int, s: Samples, timeout: float) -> dict[str, Any]:
     """``sold``/``oversold``/``lost_orders``/``duplicate_orders`` from the server's own records."""
     acked = [oid for oid in s.order_ids if oid and oid != "None"]
     client = {"acked_orders": len(acked), "distinct_acked_orders": len(set(acked)), "acked_qty": s.sold_acked}

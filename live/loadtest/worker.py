@@ -380,7 +380,8 @@ class Worker:
         for name in ("buy", "chat", "rejoin", "reconnect"):
             s.ops.setdefault(name, [])
         while not self.ctl.stop.is_set():
-            await asyncio.sleep(self.rng.expovariate(per_viewer) if per_viewer > 0 else 1.0)
+            pause = self.rng.expovariate(per_viewer) if per_viewer > 0 else 1.0
+            await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
             if time.monotonic() >= deadline:
                 break
             r = self.rng.random()
