@@ -29,7 +29,9 @@ def database() -> Iterator[TestDatabase]:
 @pytest.fixture
 def settings_factory(redis_server: RedisServer, database: TestDatabase, tmp_path: Path):  # type: ignore[no-untyped-def]
     def make(**overrides):  # type: ignore[no-untyped-def]
-        return test_settings(redis_server.url, database.url(), tmp_path / "data", **overrides)
+        redis_url = overrides.pop("redis_url", redis_server.url)
+        database_url = overrides.pop("database_url", database.url())
+        return test_settings(redis_url, database_url, tmp_path / "data", **overrides)
 
     return make
 
