@@ -37,7 +37,9 @@ def rid() -> str:
     return uuid.uuid4().hex
 
 
-async def setup_sale(api: Api, *, stock: int = 10, **fields: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+async def setup_sale(
+    api: Api, *, stock: int = 10, **fields: Any
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """A streamer, a live room, and a card on sale: (streamer, room, card)."""
     s = await api.streamer()
     room = await api.live_room(s["token"])

@@ -82,7 +82,7 @@ async def test_exif_is_stripped(api: Api) -> None:
 
 
 async def test_buy_http_and_socket_and_idempotency(api: Api, server: RunningServer) -> None:
-    s, room, card = await setup_sale(api, stock=3, limit_per_user=2)
+    _s, _room, card = await setup_sale(api, stock=3, limit_per_user=2)
     v = await api.guest()
     req = rid()
     r1 = await api.ok("POST", f"/api/cards/{card['id']}/buy", json={"qty": 1, "request_id": req}, token=v["token"])
@@ -106,7 +106,7 @@ async def test_buy_http_and_socket_and_idempotency(api: Api, server: RunningServ
 
 
 async def test_sold_out_and_not_on_sale_codes(api: Api, server: RunningServer) -> None:
-    s, room, card = await setup_sale(api, stock=1)
+    _s, _room, card = await setup_sale(api, stock=1)
     a, b = await api.guest("a"), await api.guest("b")
     await api.ok("POST", f"/api/cards/{card['id']}/buy", json={"qty": 1, "request_id": rid()}, token=a["token"])
     status, body = await api.post(f"/api/cards/{card['id']}/buy", json={"qty": 1, "request_id": rid()},
@@ -124,7 +124,7 @@ async def test_sold_out_and_not_on_sale_codes(api: Api, server: RunningServer) -
 
 
 async def test_close_restock_pin_by_owner_only(api: Api) -> None:
-    s, room, card = await setup_sale(api, stock=1)
+    s, _room, card = await setup_sale(api, stock=1)
     other = await api.streamer()
     v = await api.guest()
     for path in ("close", "pin"):
@@ -189,7 +189,7 @@ async def test_card_pushed_to_room_and_stock_coalesced(server: RunningServer, ap
 
 
 async def test_pay_cancel_and_visibility(server: RunningServer, api: Api) -> None:
-    s, room, card = await setup_sale(api, stock=2)
+    s, _room, card = await setup_sale(api, stock=2)
     a, b = await api.guest("a"), await api.guest("b")
     oa = (await api.ok("POST", f"/api/cards/{card['id']}/buy", json={"qty": 1, "request_id": rid()},
                        token=a["token"]))["order"]
@@ -219,7 +219,7 @@ async def test_expiry_returns_stock_and_pay_after_expiry_fails(settings_factory)
     from tests.support import run_app
 
     async with run_app(settings_factory(payment_timeout_s=0.5, sweeper_interval_s=0.1)) as srv, Api(srv.url) as api:
-        s, room, card = await setup_sale(api, stock=1)
+        _s, _room, card = await setup_sale(api, stock=1)
         v = await api.guest()
         c = SioClient()
         await c.connect(srv.url, v["token"])
