@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from live import keys
@@ -379,34 +379,45 @@ class ModerationService:
             raise Conflict("report already resolved")
         if action == "delete" and report.target != "message":
             raise Invalid("only a reported message can be deleted")
-        detail = {"report_id": report.id}
-        result: dict[str, Any] = {}
-        if action != "dismiss":
-            room_id, user_id = await self._resolve_target(report.target, report.target_id)
-            if action == "delete":
-                assert room_id is not None  # a message always has a room
-                result = await self._delete(who, room_id, report.target_id, user_id, detail)
-            elif report.target == "message":
-                assert room_id is not None
-                room = await self._rooms.get(room_id)
-                await self._target_user(room, user_id)
-                if action == "mute":
-                    result = await self._mute_in_room(who, room_id, user_id, seconds or DEFAULT_MUTE_S, detail)
-                else:
-                    result = await self._ban_in_room(who, room_id, user_id, detail)
-            else:
-                result = await self._platform_penalty(who, report.target, user_id, action, seconds, detail)
-        async with self._db() as s, s.begin():
-            report = await s.get(Report, report_id, with_for_update=True)
-            if report is None or report.status != "open":
-                raise Conflict("report already resolved")
-            report.status = "resolved"
-            report.resolution = action
-            report.resolved_by = who.id
-            report.resolved_at = utcnow()
+        # Claim the report first (a conditional UPDATE): of two moderators resolving it at
+        # once, exactly one acts; the other gets CONFLICT and changes nothing.
+        if not await self._set_report(report_id, "open", "resolved", action, who.id):
+            raise Conflict("report already resolved")
+        try:
+            result = await self._act_on_report(who, report, action, seconds)
+        except Exception:  # the action was refused (e.g. FORBIDDEN): the report stays open
+            await self._set_report(report_id, "resolved", "open", None, None)
+            raise
+        async with self._db() as s:
+            report = await s.get(Report, report_id)
+        assert report is not None
         await self.audit(who, "resolve", target_id=report_id, target_user_id=None,
                          detail={"action": action, "target": report.target, "target_id": report.target_id})
         return {"report": render_report(report), "result": result}
+
+    async def _set_report(self, report_id: str, old: str, new: str, resolution: str | None,
+                          by: str | None) -> bool:
+        async with self._db() as s, s.begin():
+            res = await s.execute(update(Report).where(Report.id == report_id, Report.status == old).values(
+                status=new, resolution=resolution, resolved_by=by, resolved_at=utcnow() if by else None))
+        return bool(getattr(res, "rowcount", 0))
+
+    async def _act_on_report(self, who: Principal, report: Report, action: str,
+                             seconds: int | None) -> dict[str, Any]:
+        if action == "dismiss":
+            return {}
+        detail = {"report_id": report.id}
+        room_id, user_id = await self._resolve_target(report.target, report.target_id)
+        if action == "delete":
+            assert room_id is not None  # a message always has a room
+            return await self._delete(who, room_id, report.target_id, user_id, detail)
+        if report.target == "message":
+            assert room_id is not None
+            await self._target_user(await self._rooms.get(room_id), user_id)
+            if action == "mute":
+                return await self._mute_in_room(who, room_id, user_id, seconds or DEFAULT_MUTE_S, detail)
+            return await self._ban_in_room(who, room_id, user_id, detail)
+        return await self._platform_penalty(who, report.target, user_id, action, seconds, detail)
 
     async def _platform_penalty(self, who: Principal, target: str, user_id: str, action: str, seconds: int | None,
                                 detail: dict[str, Any]) -> dict[str, Any]:
