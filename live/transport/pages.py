@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,7 +117,7 @@ def setup(app: web.Application, root: Path = WEB_DIR) -> None:
     site = Site(root)
     site.load()
 
-    def page(name: str):  # type: ignore[no-untyped-def]
+    def page(name: str) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handler(request: web.Request) -> web.Response:
             body, etag = site.html[name]
             headers = {"Cache-Control": REVALIDATE, "ETag": etag, **SECURITY_HEADERS}

@@ -88,7 +88,8 @@ async function refresh() {
 function flatten(obj, prefix = "") {
   const out = [];
   for (const [k, v] of Object.entries(obj ?? {})) {
-    const label = prefix ? `${prefix} · ${k}` : k;
+    const name = i18n.has(`mod.k.${k}`) ? t(`mod.k.${k}`) : k.replaceAll("_", " ");
+    const label = prefix ? `${prefix} · ${name}` : name;
     if (v && typeof v === "object") out.push(...flatten(v, label));
     else if (typeof v === "number") out.push([label, v]);
   }
@@ -97,7 +98,7 @@ function flatten(obj, prefix = "") {
 
 function render() {
   el.stats.replaceChildren(...flatten(state.stats).map(([label, n]) =>
-    h("div", { class: "stat" }, h("b", {}, n), h("span", {}, label.replaceAll("_", " ")))));
+    h("div", { class: "stat" }, h("b", {}, n), h("span", {}, label))));
   if (!state.reports.length) {
     el.reports.replaceChildren(h("li", { class: "muted empty" }, t("mod.empty")));
     return;

@@ -233,7 +233,6 @@ function setImage(mode, file, url) {
   if (state.image.url) URL.revokeObjectURL(state.image.url);
   state.image = { mode, file, url };
   el.imagePreview.style.backgroundImage = url ? `url("${url}")` : "";
-  el.imagePreview.textContent = url ? "" : "📷";
   el.imagePreview.dataset.filled = String(!!url);
   el.imagePreview.dataset.mode = mode ?? "";
   el.imagePreview.setAttribute("aria-label", mode === "snapshot" ? t("studio.snapshotTaken")
