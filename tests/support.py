@@ -78,6 +78,8 @@ class TestDatabase:
     """SQLite in a temp dir by default; with LIVE_TEST_DATABASE_URL (PostgreSQL), a fresh
     database created for this test session and dropped after it."""
 
+    __test__ = False  # not a test class, despite its name
+
     def __init__(self) -> None:
         self.base = os.environ.get("LIVE_TEST_DATABASE_URL", "")
         self.dir = Path(tempfile.mkdtemp(prefix="live-test-db-"))
