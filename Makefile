@@ -5,17 +5,29 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: run test install install-dev system-deps web-deps lint typecheck pytest-sqlite pytest-pg migrate clean bench
+.PHONY: run test install install-dev system-deps test-system-deps web-deps lint typecheck pytest-sqlite pytest-pg migrate clean bench
 
-# System packages the server and tests need (Debian/Ubuntu; skipped when already present).
-system-deps:
-	@missing=""; \
-	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+# System packages (Debian/Ubuntu names), installed only when missing. `make run` needs
+# redis-server and npm; `make test` also needs Chromium for the browser tests.
+RUN_PKGS := redis-server:redis-server npm:npm
+TEST_PKGS := $(RUN_PKGS) chromium:chromium
+define ensure_pkgs
+	@missing=""; for pair in $(1); do cmd=$${pair%%:*}; pkg=$${pair##*:}; \
+	  command -v $$cmd >/dev/null || missing="$$missing $$pkg"; done; \
 	if [ -n "$$missing" ]; then \
 	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-	    echo "installing$$missing"; apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
-	  else echo "please install:$$missing (or: pip install '.[embedded]' for a bundled redis-server)"; exit 1; fi; \
+	    echo "installing$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  elif command -v apt-get >/dev/null && command -v sudo >/dev/null; then \
+	    echo "installing$$missing (sudo)"; sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "please install:$$missing"; exit 1; fi; \
 	fi
+endef
+
+system-deps:
+	$(call ensure_pkgs,$(RUN_PKGS))
+
+test-system-deps:
+	$(call ensure_pkgs,$(TEST_PKGS))
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -25,7 +37,7 @@ install: system-deps $(BIN)/python
 	$(BIN)/pip install -q -e .
 	@$(MAKE) -s web-deps
 
-install-dev: system-deps $(BIN)/python
+install-dev: test-system-deps $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev]'
 	@$(MAKE) -s web-deps
 
