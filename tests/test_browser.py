@@ -181,6 +181,37 @@ async def test_studio_on_a_phone_lists_from_a_photo(pages: Pages, tmp_path: Path
     await expect(viewer.get_by_test_id("buy-button")).to_have_text("已下架")
     await expect(viewer.get_by_test_id("buy-button")).to_be_disabled()
 
+    # A scheduled sale: the new card is pinned with a countdown and cannot be bought yet.
+    await studio.get_by_test_id("list-price").fill("29")
+    await studio.get_by_text("更多选项").click()
+    await studio.get_by_label("几秒后开抢").fill("90")
+    await studio.get_by_label("商品名称").fill("限量马克杯")
+    await studio.get_by_test_id("list-submit").click()
+    await expect(studio.locator("#list-feedback")).to_contain_text("已上架")
+    await expect(viewer.locator(".card-title")).to_have_text("限量马克杯")
+    await expect(viewer.locator(".card-timer")).to_contain_text(re.compile(r"距开抢 1:[23]\d"))
+    await expect(viewer.get_by_test_id("buy-button")).to_have_text("未开售")
+    await expect(viewer.get_by_test_id("buy-button")).to_be_disabled()
+    await screenshot(viewer, "viewer-phone-countdown")
+
+    # Chat moderation from the studio: delete reaches the viewer, a mute is explained.
+    await viewer.get_by_test_id("chat-input").fill("主播好！")
+    await viewer.get_by_test_id("chat-send").click()
+    await expect(viewer.get_by_test_id("chat-message")).to_have_count(1)
+    row = studio.locator(".modmsg", has_text="主播好！")
+    await row.get_by_role("button", name=re.compile("^删除")).click()
+    await expect(viewer.get_by_test_id("chat-message")).to_have_count(0)
+    await expect(row).to_have_count(0)
+    await viewer.get_by_test_id("chat-input").fill("怎么删了")
+    await viewer.get_by_test_id("chat-send").click()
+    row = studio.locator(".modmsg", has_text="怎么删了")
+    await row.get_by_role("button", name=re.compile("^禁言")).click()
+    await expect(studio.locator("#chat-feedback")).to_have_text("已处理")
+    await viewer.get_by_test_id("chat-input").fill("还能说话吗")
+    await viewer.get_by_test_id("chat-send").click()
+    await expect(viewer.locator("#chat-feedback")).to_have_text("你已被禁言，暂时不能发言")
+    await expect(viewer.get_by_test_id("chat-message")).to_have_count(1)
+
 
 async def test_blocked_chat_message_shows_why(pages: Pages, api: Api) -> None:
     s = await api.streamer()
