@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from live.errors import Blocked, Forbidden
 from live.models import ChatMessage, Violation
 from tests.support import Api, RunningServer, SioClient, run_app
 
@@ -228,3 +229,30 @@ async def test_names_and_titles_are_guarded(api: Api, server: RunningServer) -> 
     assert (await api.guest("微微"))["user"]["name"] == "微微"  # a clean name that looks like 微信
     stats = await api.ok("GET", "/api/moderation/stats", token=server.settings.admin_token)
     assert stats["blocked"]["by_reason"].get("private_trading", 0) >= 2
+
+
+async def test_penalty_ladder_comes_from_settings(settings_factory: Any) -> None:
+    ladder = ["mute:3600", "mute:60", "chat_ban", "listing_ban"]
+    async with run_app(settings_factory(penalties=ladder)) as server, Api(server.url) as api:
+        room = await Room(server, api).open()
+        try:
+            alice, user = await room.viewer("alice")
+            who = server.services.auth.verify(user["token"])
+            first = await send(alice, room.id, PRIVATE)
+            assert first["error"]["penalty"] == "mute:3600"
+            # A lighter mute earned meanwhile (here from a card title) does not shorten it.
+            with pytest.raises(Blocked) as second:
+                await server.services.chat.vet(who, "加微信 abc12345", kind="card", room_id=room.id)
+            assert second.value.extra["penalty"] == "mute:60"
+            assert second.value.extra["until"] == first["error"]["until"]
+            with pytest.raises(Blocked):
+                await server.services.chat.vet(who, "加微信 abc12345", kind="card")
+            banned = await send(alice, room.id, "clean")
+            assert banned["error"]["code"] == "FORBIDDEN"  # chat_ban outranks the mute
+            await server.services.moderation.check_can_list(user["user"]["id"])  # not yet
+            with pytest.raises(Blocked):
+                await server.services.chat.vet(who, "加微信 abc12345", kind="card")
+            with pytest.raises(Forbidden):
+                await server.services.moderation.check_can_list(user["user"]["id"])
+        finally:
+            await room.close()
