@@ -42,7 +42,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SCRIPTS = ["chat_admit", "mod_extend_mute"]
-INDEX_TTL_S = 86400  # how long a message can be found by id in Redis (SQL has it long before)
+# How long a message can be found by id in Redis: SQL has it within a second normally, and
+# the key costs memory per message (1000 msg/s is ~1M keys for 15 minutes).
+INDEX_TTL_S = 900
+ENDED_ROOM_TTL_S = 3600  # the recent list of an ended room stays this long for late visitors
 _STREAMER_CACHE = 10_000  # rooms whose streamer id we remember (it never changes)
 
 # Direction overrides and marks can make a message render as something else than it says.
@@ -113,6 +116,14 @@ class ChatLog:
 
     async def emit(self, fields: dict[str, str]) -> None:
         await self._redis.xadd(keys.CHAT_STREAM, fields)
+
+    async def room_ended(self, room_id: str) -> None:
+        """``rooms.on_end`` hook: an ended room's recent list and slow mode fade out of Redis
+        (SQL keeps the log); bans stay, a streamer may go live again in a new room."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.expire(keys.room_chat(room_id), ENDED_ROOM_TTL_S)
+        pipe.delete(keys.room_slowmode(room_id))
+        await pipe.execute()
 
     # --- the persister's side --------------------------------------------------------------------
     async def apply(self, stream: str, entries: list[Entry]) -> None:
@@ -285,6 +296,7 @@ def install(svc: Services) -> None:
     svc.guard, svc.chat, svc.moderation = guard, chat, moderation
     svc.rooms.join_checks.append(moderation.join_check)
     svc.rooms.history = chat.history
+    svc.rooms.on_end.append(chat_log.room_ended)
     svc.rooms.title_guard = chat.vet_title
     svc.auth.name_guard = chat.vet_name
 

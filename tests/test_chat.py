@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from live import keys
 from live.errors import Blocked, Forbidden
 from live.models import ChatMessage, Violation
 from tests.support import Api, RunningServer, SioClient, run_app
@@ -256,3 +257,14 @@ async def test_penalty_ladder_comes_from_settings(settings_factory: Any) -> None
                 await server.services.moderation.check_can_list(user["user"]["id"])
         finally:
             await room.close()
+
+
+async def test_an_ended_room_lets_its_history_expire(room: Room, api: Api, redis_server: Any) -> None:
+    alice, _ = await room.viewer("alice")
+    assert (await send(alice, room.id, "bye"))["ok"]
+    r = redis_server.client()
+    key = keys.room_chat(room.id)
+    assert r.ttl(key) == -1  # kept while live
+    await api.ok("POST", f"/api/rooms/{room.id}/end", token=room.streamer["token"])
+    assert 0 < r.ttl(key) <= 3600
+    r.close()
