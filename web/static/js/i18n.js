@@ -80,6 +80,7 @@ const STRINGS = {
     "chat.reported": "已举报，感谢反馈",
     "chat.deleted": "该消息已被删除",
     "chat.list": "聊天消息列表",
+    "chat.empty": "还没有人发言，来说点什么吧",
     "chat.blocked.private_trading": "请勿私下交易：消息中不能出现联系方式或站外交易引导",
     "chat.blocked.banned_word": "消息包含违禁词，未发送",
     "chat.blocked.qr_code": "消息包含二维码，未发送",
@@ -141,6 +142,7 @@ const STRINGS = {
     "studio.restock": "补货",
     "studio.restockQty": "补货数量",
     "studio.chat": "聊天管理",
+    "studio.noChat": "还没有聊天消息",
     "studio.delete": "删除",
     "studio.mute": "禁言5分钟",
     "studio.ban": "封禁",
@@ -268,6 +270,7 @@ const STRINGS = {
     "chat.reported": "Reported, thank you",
     "chat.deleted": "Message removed",
     "chat.list": "Chat messages",
+    "chat.empty": "No messages yet — say hello",
     "chat.blocked.private_trading": "No off-platform deals: contact details and outside trading are not allowed",
     "chat.blocked.banned_word": "Your message contains a banned word and was not sent",
     "chat.blocked.qr_code": "QR codes are not allowed; message not sent",
@@ -329,6 +332,7 @@ const STRINGS = {
     "studio.restock": "Restock",
     "studio.restockQty": "Restock quantity",
     "studio.chat": "Chat moderation",
+    "studio.noChat": "No chat messages yet",
     "studio.delete": "Delete",
     "studio.mute": "Mute 5 min",
     "studio.ban": "Ban",
@@ -410,6 +414,7 @@ export function apply(root = document) {
   for (const el of root.querySelectorAll("[data-i18n-placeholder]")) el.placeholder = t(el.dataset.i18nPlaceholder);
   for (const el of root.querySelectorAll("[data-i18n-label]")) el.setAttribute("aria-label", t(el.dataset.i18nLabel));
   for (const el of root.querySelectorAll("[data-i18n-title]")) el.title = t(el.dataset.i18nTitle);
+  for (const el of root.querySelectorAll("[data-i18n-empty]")) el.dataset.empty = t(el.dataset.i18nEmpty);
   for (const el of root.querySelectorAll("[data-lang-toggle]")) {
     el.textContent = t("lang.switch");
     el.setAttribute("aria-label", t("lang.switchLabel"));
