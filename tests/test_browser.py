@@ -19,7 +19,7 @@ from PIL import Image
 from playwright.async_api import Page, expect
 
 from tests.browser_support import DESKTOP, PHONE, Pages, chromium, screenshot
-from tests.support import Api, RunningServer
+from tests.support import Api, RunningServer, run_app
 
 pytestmark = pytest.mark.browser
 
@@ -74,6 +74,7 @@ async def test_studio_lists_from_snapshot_and_phone_viewer_buys(pages: Pages) ->
     await expect(viewer.get_by_text("主播还没有上架商品")).to_be_visible()
     # The live video plays on the phone (WHEP, or HLS if WebRTC were refused).
     await expect(viewer.locator("#stage-status")).to_be_hidden(timeout=20000)
+    assert await viewer.locator("#video").get_attribute("data-mode") == "webrtc"
     assert await viewer.locator("#video").evaluate("v => v.videoWidth > 0 && v.readyState >= 2")
 
     await take_snapshot(studio)
@@ -144,6 +145,23 @@ async def test_studio_lists_from_snapshot_and_phone_viewer_buys(pages: Pages) ->
     await expect(desktop.get_by_test_id("card-left")).to_have_text("4")
     await expect(desktop.locator("#stage-status")).to_be_hidden(timeout=20000)
     await screenshot(desktop, "viewer-desktop")
+
+
+async def test_viewer_falls_back_to_hls_when_webrtc_is_full(settings_factory) -> None:  # type: ignore[no-untyped-def]
+    # No WebRTC playback slots on this server: WHEP answers UNAVAILABLE, the page plays HLS.
+    async with run_app(settings_factory(whep_max_viewers=0)) as srv, chromium(srv.url) as pages:
+        studio = await studio_signed_in(pages)
+        room_id = await go_live(studio, "HLS 回退")
+        viewer = await pages.open(f"/room/{room_id}", PHONE)
+        video = viewer.locator("#video")
+        await expect(video).to_have_attribute("data-mode", "hls", timeout=30000)
+        await expect(viewer.locator("#stage-status")).to_be_hidden()
+        # Real frames decoded from the HLS segments, not just a source attached.
+        await viewer.wait_for_function("() => { const v = document.querySelector('#video');"
+                                       " return v.readyState >= 2 && v.videoWidth > 0 && v.currentTime > 0; }",
+                                       timeout=30000)
+        await screenshot(viewer, "viewer-phone-hls")
+        assert not pages.errors, "JavaScript errors in the pages:\n" + "\n".join(pages.errors)
 
 
 def png(path: Path, colour: tuple[int, int, int] = (230, 120, 40)) -> Path:

@@ -105,21 +105,28 @@ function setStage(key) {
 async function startVideo() {
   if (state.video.stop || state.video.starting) return;
   state.video.starting = true;
+  state.video.mode = "pending";
   clearTimeout(state.video.retry);
   setStage("room.connecting");
+  const onState = (mode) => {
+    state.video.mode = mode;
+    el.video.dataset.mode = mode; // "webrtc", "hls" or "none"
+    if (mode === "none") {
+      setStage("room.noVideo");
+      state.video.stop = null;
+      el.unmute.hidden = true;
+      // The streamer may start publishing after going live: try again shortly.
+      clearTimeout(state.video.retry);
+      if (state.room?.status === "live") state.video.retry = setTimeout(startVideo, 5000);
+    } else {
+      setStage(null);
+      el.unmute.hidden = !el.video.muted;
+    }
+  };
   try {
-    state.video.stop = await play(roomId, el.video, state.sess.token, (mode) => {
-      state.video.mode = mode;
-      if (mode === "none") {
-        setStage("room.noVideo");
-        state.video.stop = null;
-        // The streamer may start publishing after going live: try again shortly.
-        if (state.room?.status === "live") state.video.retry = setTimeout(startVideo, 5000);
-      } else {
-        setStage(null);
-        el.unmute.hidden = !el.video.muted;
-      }
-    });
+    const stop = await play(roomId, el.video, state.sess.token, onState);
+    // A playback that already gave up has nothing to stop (and must not block the retry).
+    state.video.stop = state.video.mode === "none" ? null : stop;
   } finally {
     state.video.starting = false;
   }

@@ -111,20 +111,29 @@ export async function play(roomId, video, token, onState = () => {}) {
   }
   if (stopped) return stop;
 
-  // HLS: native where the browser has it (Safari, iOS), hls.js elsewhere.
+  // HLS: hls.js where Media Source Extensions exist (most browsers, iOS 17.1+ through
+  // ManagedMediaSource); the browser's own player otherwise (older iOS Safari).
   const src = `/live/${encodeURIComponent(roomId)}/index.m3u8`;
   video.srcObject = null;
   try {
     const head = await fetch(src, { method: "GET", cache: "no-store" });
     if (!head.ok) throw new Error(`HLS ${head.status}`);
-    if (video.canPlayType("application/vnd.apple.mpegurl")) {
-      video.src = src;
-    } else {
-      const { default: Hls } = await import("hls.js");
-      if (!Hls.isSupported()) throw new Error("no HLS support");
+    const { default: Hls } = await import("hls.js");
+    const failed = () => {
+      if (stopped) return;
+      stop();
+      onState("none");
+    };
+    if (Hls.isSupported()) {
       hls = new Hls({ lowLatencyMode: true, liveSyncDurationCount: 2 });
+      hls.on(Hls.Events.ERROR, (_, data) => { if (data.fatal) failed(); });
       hls.loadSource(src);
       hls.attachMedia(video);
+    } else if (video.canPlayType("application/vnd.apple.mpegurl")) {
+      video.src = src;
+      video.addEventListener("error", failed, { once: true });
+    } else {
+      throw new Error("no HLS support");
     }
     video.play().catch(() => {});
     onState("hls");
