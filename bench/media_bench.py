@@ -174,8 +174,12 @@ async def main() -> None:
     p.add_argument("--json", default="", help="also write the results here")
     args = p.parse_args()
     args.viewers = [int(x) for x in args.viewers.split(",")]
-    out = {"resolution": f"{args.width}x{args.height}", "fps": 30, "cores": os.cpu_count(),
-           "whep": await scenario(args, hls=False), "hls": await scenario(args, hls=True)}
+    out: dict[str, Any] = {"resolution": f"{args.width}x{args.height}", "fps": 30, "cores": os.cpu_count(),
+                           "loadavg_before": os.getloadavg()[0]}
+    out["whep"] = await scenario(args, hls=False)
+    out["hls"] = await scenario(args, hls=True)
+    # Other work on the machine inflates latency (not CPU seconds): say how busy it was.
+    out["loadavg_after"] = os.getloadavg()[0]
     out["hls_encode_cpu_pct"] = round(out["hls"]["publisher_cpu_pct"] - out["whep"]["publisher_cpu_pct"], 1)
     text = orjson.dumps(out, option=orjson.OPT_INDENT_2).decode()
     print(text)

@@ -95,6 +95,7 @@ class LiveSource(MediaStreamTrack):
         self._time_base: fractions.Fraction | None = None
         self._last_in = 0
         self._last_out: int | None = None
+        self._last_wall = 0.0
 
     def feed(self, frame: Frame, epoch: object) -> None:
         """Offer ``frame`` from the publisher ``epoch`` (any object naming the stream)."""
@@ -108,14 +109,17 @@ class LiveSource(MediaStreamTrack):
             step = max(1, int(frame.samples * fractions.Fraction(1, frame.sample_rate or 48000) / self._time_base))
         else:
             step = max(1, int(fractions.Fraction(1, 30) / self._time_base))
+        now = time.monotonic()
         if self._last_out is None:
             out = 0
-        elif epoch is not self._epoch:
-            out = self._last_out + step
         else:
             delta = pts - self._last_in
-            out = self._last_out + (delta if 0 < delta <= MAX_GAP_S / self._time_base else step)
-        self._epoch, self._last_in, self._last_out = epoch, pts, out
+            if epoch is not self._epoch or not 0 < delta <= MAX_GAP_S / self._time_base:
+                # A new publisher or a restarted stream: continue after the time that really
+                # passed, so receivers' clocks (RTP, HLS) stay in step with the wall clock.
+                delta = max(step, int(fractions.Fraction(now - self._last_wall) / self._time_base))
+            out = self._last_out + delta
+        self._epoch, self._last_in, self._last_out, self._last_wall = epoch, pts, out, now
         frame.pts = out
         frame.time_base = self._time_base
         self._frame = frame

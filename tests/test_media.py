@@ -12,6 +12,7 @@ from typing import Any
 
 import av
 import pytest
+from aiortc.mediastreams import MediaStreamError
 
 from live.settings import Settings
 from tests.media_support import (
@@ -56,6 +57,9 @@ async def test_whip_publish_and_whep_viewer_receives_frames(api: Api, server: Ru
         assert re.fullmatch(rf"/api/rooms/{room['id']}/whip/[0-9a-f]{{32}}", pub.location)
         assert "a=candidate" in pub.answer  # non-trickle: the answer carries its candidates
         await wait_state(pub.pc, ("connected",))
+        with pytest.raises(SdpError) as e:
+            await play(api, room["id"], token="not-a-token")  # optional, but checked when sent
+        assert e.value.status == 401
         viewer = await play(api, room["id"])  # no token needed to watch
         assert re.fullmatch(rf"/api/rooms/{room['id']}/whep/[0-9a-f]{{32}}", viewer.location)
         await viewer.wait_colour(RED)
@@ -196,6 +200,8 @@ async def test_delete_of_the_whip_session_ends_it(api: Api, server: RunningServe
         await viewer.wait_colour(RED)
         status, body = await api.delete(pub.location, token=other["token"])
         assert status == 403 and body["error"]["code"] == "FORBIDDEN"
+        status, body = await api.request("PATCH", pub.location, token=s["token"])
+        assert status == 405  # no trickle ICE: the answer already carried every candidate
         status, _ = await api.delete(pub.location, token=s["token"])
         assert status == 200
         assert await wait_state(pub.pc, ("closed", "failed")) in ("closed", "failed")
@@ -316,3 +322,44 @@ async def test_a_viewer_that_never_connects_is_dropped(api: Api, server: Running
         assert media.stats()["publishers"] == 1  # the connected publisher stays
     finally:
         await close_all(ghost, pub)
+
+
+async def test_live_source_timeline_only_moves_forwards() -> None:
+    """Publisher swaps and RTP restarts never send viewers' or HLS timestamps backwards."""
+    import fractions
+
+    from av.video.frame import VideoFrame
+
+    from live.media import LiveSource
+
+    source = LiveSource("video")
+    tb = fractions.Fraction(1, 90000)
+    out: list[int] = []
+
+    def feed(pts: int, epoch: object) -> None:
+        frame = VideoFrame(width=16, height=16)
+        frame.pts, frame.time_base = pts, tb
+        source.feed(frame, epoch)
+        out.append(int(fed().pts))
+
+    def fed() -> VideoFrame:
+        frame = source._frame
+        assert isinstance(frame, VideoFrame)
+        return frame
+
+    a, b = object(), object()
+    for pts in (1000, 4000, 7000):
+        feed(pts, a)
+    await asyncio.sleep(0.05)  # the new publisher starts 50 ms later, its RTP clock at 0
+    for pts in (0, 3000):
+        feed(pts, b)
+    feed(10**9, b)  # a jump of hours inside one stream is a restart, not a gap to replay
+    assert out[:3] == [0, 3000, 6000]
+    assert 6000 + 4000 <= out[3] <= 6000 + 90000  # about 50 ms of wall time later
+    assert out[4] == out[3] + 3000
+    assert out[4] < out[5] < out[4] + 90000
+    frame = await asyncio.wait_for(source.recv(), 1)  # the newest frame only
+    assert frame.pts == out[5]
+    source.end()
+    with pytest.raises(MediaStreamError):
+        await source.recv()
