@@ -229,6 +229,11 @@ async def test_studio_on_a_phone_lists_from_a_photo(pages: Pages, tmp_path: Path
     await viewer.get_by_test_id("chat-send").click()
     await expect(viewer.locator("#chat-feedback")).to_have_text("你已被禁言，暂时不能发言")
     await expect(viewer.get_by_test_id("chat-message")).to_have_count(1)
+    # A ban removes the viewer from the room and says so.
+    await row.get_by_role("button", name=re.compile("^封禁")).click()
+    await expect(viewer.locator("#banner")).to_have_text("你已被移出该直播间")
+    await expect(viewer.get_by_test_id("chat-input")).to_be_disabled()
+    await expect(viewer.get_by_test_id("buy-button")).to_be_disabled()
 
 
 async def test_blocked_chat_message_shows_why(pages: Pages, api: Api) -> None:
