@@ -267,10 +267,6 @@ class ChatService:
                                                 text=text, room_id=room_id)
             raise Blocked(reason=finding.reason, **penalty.extra())
 
-    def vet_title(self, title: str) -> None:
-        """``rooms.title_guard`` hook (synchronous, no user given): refuse, count, no penalty."""
-        self._vet_anonymous(title, "title")
-
     def vet_name(self, name: str) -> None:
         """``auth.name_guard`` hook: names are vetted before the user exists, so no penalty."""
         self._vet_anonymous(name, "username")
@@ -297,7 +293,10 @@ def install(svc: Services) -> None:
     svc.rooms.join_checks.append(moderation.join_check)
     svc.rooms.history = chat.history
     svc.rooms.on_end.append(chat_log.room_ended)
-    svc.rooms.title_guard = chat.vet_title
+    async def vet_title(title: str, who: Principal) -> None:
+        await chat.vet(who, title, kind="title")
+
+    svc.rooms.title_guard = vet_title
     svc.auth.name_guard = chat.vet_name
 
     async def streams() -> list[str]:

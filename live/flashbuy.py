@@ -40,6 +40,7 @@ from live.ids import iso, new_id, now_ms, utcnow
 from live.images import ImagePipeline
 from live.inventory import CardState, Inventory
 from live.models import Card, Room
+from live.qr import find_qr_codes
 from live.storage import LocalStorage
 
 log = logging.getLogger(__name__)
@@ -133,10 +134,10 @@ class FlashService:
         if not 1 <= stock <= self.settings.max_stock:
             raise Invalid(f"stock: an integer from 1 to {self.settings.max_stock}")
         limit = limit_per_user or self.settings.default_limit_per_user
-        guard = self.svc.guard
+        chat = self.svc.chat
         for text in (title, code):
-            if text and guard is not None:
-                guard.check_or_raise(text)
+            if text and chat is not None:
+                await chat.vet(who, text, kind="card", room_id=room_id)  # BLOCKED + a violation
         if snapshot:
             media = self.svc.media
             frame = media.latest_jpeg(room_id) if media is not None else None
@@ -147,7 +148,7 @@ class FlashService:
         if image is None:
             raise Invalid("image: upload a photo (JPEG/PNG/WebP) or set \"snapshot\": true")
         processed = await asyncio.to_thread(self.images.process, image)
-        await self._refuse_qr(processed.display, who)
+        await self._refuse_qr(processed.display, who, room_id)
         now = utcnow()
         start = starts_at or now
         if start.tzinfo is None:
@@ -175,14 +176,14 @@ class FlashService:
         await self.svc.pusher.to_room(room_id, "flash:card", view)
         return view
 
-    async def _refuse_qr(self, image: bytes, who: Principal) -> None:
-        try:
-            from live.qr import find_qr_codes
-        except ImportError:  # the guard's QR module is optional at import time
-            return
+    async def _refuse_qr(self, image: bytes, who: Principal, room_id: str) -> None:
+        """A QR code or barcode in a product photo steers buyers off the platform: refused."""
         found = await asyncio.to_thread(find_qr_codes, image)
         if found:
             self.svc.metrics.blocked.labels("image", "private_trading").inc()
+            if self.svc.moderation is not None:
+                await self.svc.moderation.violation(who.id, kind="image", reason="private_trading", detector="qr",
+                                                    text=found[0][:200], room_id=room_id)
             raise Blocked("product photos must not carry QR codes or barcodes", reason="private_trading",
                           detail="qr_code")
 

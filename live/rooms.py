@@ -26,7 +26,8 @@ class RoomService:
         self._pusher = pusher
         self._presence = presence
         self.cards: CardsProvider | None = None  # the flash-buy service, set by the app
-        self.title_guard: Callable[[str], None] | None = None  # trust & safety, set by the app
+        # Trust & safety on titles, set by the chat module: raises Blocked (and records a violation).
+        self.title_guard: Callable[[str, Principal], Awaitable[None]] | None = None
         self.on_end: list[Callable[[str], Awaitable[None]]] = []  # e.g. media stops publishing
         # Checks before a user joins (e.g. chat bans); each raises a LiveError to refuse.
         self.join_checks: list[Callable[[str, Principal], Awaitable[None]]] = []
@@ -45,7 +46,7 @@ class RoomService:
         if who.role != "streamer":
             raise Forbidden("only streamers create rooms")
         if self.title_guard:
-            self.title_guard(title)
+            await self.title_guard(title, who)
         room = Room(id=new_id(), title=title, streamer_id=who.id, status="scheduled", pinned_card_id=None,
                     created_at=utcnow())
         async with self._db() as s, s.begin():

@@ -233,3 +233,26 @@ async def test_expiry_returns_stock_and_pay_after_expiry_fails(settings_factory)
         assert card_now["left"] == 1 and card_now["status"] == "on_sale"
         status, body = await api.post(f"/api/orders/{order['id']}/pay", token=v["token"])
         assert status == 409 and body["error"]["code"] == "CONFLICT"
+
+
+async def test_private_trading_in_card_title_or_photo_is_blocked(api: Api, server: RunningServer) -> None:
+    import segno
+
+    s = await api.streamer()
+    room = await api.live_room(s["token"])
+    body = await list_card(api, s["token"], room["id"], title="加微信 abc12345 更便宜", expect=422)
+    assert body["error"]["code"] == "BLOCKED" and body["error"]["reason"] == "private_trading"
+    qr = io.BytesIO()
+    segno.make("https://u.wechat.com/abc").save(qr, kind="png", scale=8, border=4)
+    body = await list_card(api, s["token"], room["id"], image=qr.getvalue(), expect=422)
+    assert body["error"]["code"] == "BLOCKED" and body["error"]["reason"] == "private_trading"
+    assert (await api.ok("GET", f"/api/rooms/{room['id']}"))["cards"] == []
+    from sqlalchemy import select
+
+    from live.models import Violation
+
+    await asyncio.sleep(0.3)  # violations reach SQL through the chat stream
+    async with server.services.db() as session:
+        kinds = list((await session.execute(select(Violation.kind).where(
+            Violation.user_id == s["user"]["id"]))).scalars())
+    assert sorted(kinds) == ["card", "image"]
