@@ -4,6 +4,7 @@ the real server (real Redis, real database)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import re
 import time
@@ -340,7 +341,7 @@ async def test_live_source_timeline_only_moves_forwards() -> None:
         frame = VideoFrame(width=16, height=16)
         frame.pts, frame.time_base = pts, tb
         source.feed(frame, epoch)
-        out.append(int(fed().pts))
+        out.append(fed().pts or 0)
 
     def fed() -> VideoFrame:
         frame = source._frame
@@ -363,3 +364,68 @@ async def test_live_source_timeline_only_moves_forwards() -> None:
     source.end()
     with pytest.raises(MediaStreamError):
         await source.recv()
+
+
+async def test_audio_is_relayed_to_whep_viewers(api: Api) -> None:
+    from aiortc import AudioStreamTrack, RTCSessionDescription
+
+    from tests.media_support import new_pc
+
+    s = await api.streamer()
+    room = await api.live_room(s["token"])
+    pub_pc, view_pc = new_pc(), new_pc()
+    pub_pc.addTransceiver(ColourCamera(), direction="sendonly")
+    pub_pc.addTransceiver(AudioStreamTrack(), direction="sendonly")  # what a browser sends
+    audio_frames = 0
+    consumers: list[asyncio.Task[None]] = []
+
+    async def count(track: Any) -> None:
+        nonlocal audio_frames
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                await track.recv()
+                audio_frames += 1
+
+    @view_pc.on("track")
+    def on_track(track: Any) -> None:
+        if track.kind == "audio":
+            consumers.append(asyncio.create_task(count(track)))
+
+    try:
+        await pub_pc.setLocalDescription(await pub_pc.createOffer())
+        status, answer, _ = await sdp_post(api, f"/api/rooms/{room['id']}/whip", pub_pc.localDescription.sdp,
+                                           s["token"])
+        assert status == 201 and "m=audio" in answer
+        await pub_pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+        view_pc.addTransceiver("video", direction="recvonly")
+        view_pc.addTransceiver("audio", direction="recvonly")
+        await view_pc.setLocalDescription(await view_pc.createOffer())
+        status, answer, _ = await sdp_post(api, f"/api/rooms/{room['id']}/whep", view_pc.localDescription.sdp)
+        assert status == 201
+        await view_pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+        await wait_until(lambda: audio_frames >= 25, what="half a second of audio at the viewer")
+    finally:
+        await close_all(view_pc, pub_pc)
+        for t in consumers:
+            t.cancel()
+        await asyncio.gather(*consumers, return_exceptions=True)
+
+
+async def test_a_room_ended_through_another_process_stops_its_media(api: Api, server: RunningServer,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import live.media
+    from live.models import Room
+
+    monkeypatch.setattr(live.media, "ROOM_CHECK_S", 0.5)
+    s = await api.streamer()
+    room = await api.live_room(s["token"])
+    pub = await publish(api, room["id"], s["token"])
+    try:
+        await wait_state(pub.pc, ("connected",))
+        # Another process ended it: the database says so, but no on_end hook ran here.
+        async with server.services.db() as db, db.begin():
+            (await db.get(Room, room["id"])).status = "ended"
+        assert await wait_state(pub.pc, ("closed", "failed"), timeout=8) in ("closed", "failed")
+        assert server.services.media.stats()["publishers"] == 0
+    finally:
+        await close_all(pub)
