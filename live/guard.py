@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from live.errors import Blocked
@@ -62,13 +62,57 @@ _SYMBOL_MAP = {"➕": "+", "✚": "+", "﹢": "+", "＋": "+", "。": ".", "｡"
 # Currency signs separate prices ("¥139 ¥159 ¥199"), so they never glue digits together.
 _KEEP_BETWEEN_DIGITS = frozenset("¥$€£￥")
 
-# Character classes used while scanning.
-_DIGIT, _CN, _JUNK, _HAN, _OTHER = range(5)
+# One letter per character class. The normaliser translates text into a string of these letters
+# and finds the few spans to edit with one regex, so a clean message costs only C-speed passes.
+_DIGIT, _CN, _JUNK, _HAN, _OTHER = "dcjho"
+_EDIT_SPANS = re.compile(r"(?P<num>[dc](?:j*[dc])*)|(?P<gap>(?<=[hc])j+(?=[hc]))")
+_TABLE_LIMIT = 65536  # bounded caches: hostile input cannot grow them without limit
 
 
 def _is_han(ch: str) -> bool:
     code = ord(ch)
     return 0x4E00 <= code <= 0x9FFF or 0x3400 <= code <= 0x4DBF or 0xF900 <= code <= 0xFAFF
+
+
+def _fold_char(ch: str) -> str:
+    """What one NFKC, lower-cased character stands for: ❶/٣ → a digit, ➕ → "+", 。→ "."."""
+    if ch.isascii():
+        return ch
+    if ch in _SYMBOL_MAP:
+        return _SYMBOL_MAP[ch]
+    digit = unicodedata.digit(ch, None)  # every script's digits and ❶ ⓿, which NFKC leaves alone
+    return ch if digit is None else str(digit)
+
+
+def _class_of(ch: str) -> str:
+    """The class letter of one folded character."""
+    if "0" <= ch <= "9":
+        return _DIGIT
+    if ch in _CN_DIGITS:
+        return _CN  # becomes a digit only inside a long enough run, see Guard._numeral_run
+    if ch == "+" or ch in _KEEP_BETWEEN_DIGITS:
+        return _OTHER  # +86 / ➕V carry meaning; currency signs separate prices
+    if ch.isascii():
+        return _OTHER if ch.isalnum() else _JUNK
+    if _is_han(ch):
+        return _HAN
+    if unicodedata.category(ch)[0] in "LN":
+        return _OTHER
+    return _JUNK  # punctuation, symbols, emoji, spaces, marks, format characters
+
+
+class _Table(dict[int, str]):
+    """A ``str.translate`` table filled on the first sight of each character."""
+
+    def __init__(self, compute: Callable[[str], str]) -> None:
+        super().__init__()
+        self._compute = compute
+
+    def __missing__(self, code: int) -> str:
+        value = self._compute(chr(code))
+        if len(self) < _TABLE_LIMIT:
+            self[code] = value
+        return value
 
 
 # --- detectors -----------------------------------------------------------------------------
@@ -112,12 +156,14 @@ _DETECTORS: list[tuple[str, str]] = [
     ("url", "|".join([
         r"https?://\S+|www\.\S+",
         r"(?<![a-z])(?:t\.me|wa\.me|bit\.ly|tinyurl\.com|u\.jd\.com)/\S*",
-        r"[a-z0-9._%+\-]+@[a-z0-9\-]+(?:\.[a-z0-9\-]+)*\.[a-z]{2,}",
-        # Domains: letters required before the dot, so 5.5寸 and 99.9 are not domains.
-        r"[a-z0-9\-]*[a-z][a-z0-9\-]*(?:\.[a-z0-9\-]+)*\.(?:com|cn|net|org|shop|top|xyz|me|io|cc|vip|store"
+        # Every pattern below starts only at the beginning of a word (the look-behinds), so a long
+        # run of letters costs linear, not cubic, time.
+        r"(?<![a-z0-9._%+\-])[a-z0-9._%+\-]+@[a-z0-9\-]+(?:\.[a-z0-9\-]+)*\.[a-z]{2,}",
+        # Domains: label(s) then a known TLD; 5.5寸 and 99.9 have no TLD, so they are not domains.
+        r"(?<![a-z0-9\-.])(?:[a-z0-9\-]+\.)+(?:com|cn|net|org|shop|top|xyz|me|io|cc|vip|store"
         r"|info|biz|hk|tw|app|link|site|online|ly|tv)(?![a-z])(?:/\S*)?",
         # Spoken or spaced dots only for the common TLDs (“cheap点com”, “sneaker . com”).
-        r"[a-z0-9\-]*[a-z][a-z0-9\-]*\s*(?:\s\.\s?|\.\s|点|dot)\s*(?:com|cn|net)(?![a-z])",
+        r"(?<![a-z0-9\-])[a-z0-9\-]+\s*(?:\s\.\s?|\.\s|点|dot)\s*(?:com|cn|net)(?![a-z])",
     ])),
     ("platform", "|".join([
         # Another shop only counts in a steering context: go there, search there, my shop there.
@@ -154,7 +200,8 @@ class Guard:
     """
 
     def __init__(self, banned_words: Iterable[str] = ()) -> None:
-        self._classes: dict[str, tuple[int, str]] = {}
+        self._fold_table = _Table(_fold_char)
+        self._class_table = _Table(_class_of)
         self._detectors = [(kind, re.compile(pattern)) for kind, pattern in _DETECTORS]
         # NANP-shaped numbers ("(415) 555-2671") are only recognisable by their grouping, which
         # the normaliser strips, so this one runs on the folded text before stripping.
@@ -166,98 +213,65 @@ class Guard:
 
     # --- normaliser ------------------------------------------------------------------------
 
-    def _classify(self, ch: str) -> tuple[int, str]:
-        """(class, replacement) of one character of NFKC, lower-cased text; cached per char."""
-        found = self._classes.get(ch)
-        if found is not None:
-            return found
-        if "0" <= ch <= "9":
-            found = (_DIGIT, ch)
-        elif ch in _CN_DIGITS:
-            found = (_CN, ch)  # converted only inside a long enough run, see _numeral_run
-        elif ch == "+" or _SYMBOL_MAP.get(ch) == "+":
-            found = (_OTHER, "+")  # ➕V / +86: the plus carries meaning, it is never junk
-        elif ch in _SYMBOL_MAP:
-            found = (_JUNK, _SYMBOL_MAP[ch])
-        elif ch.isascii():
-            found = (_OTHER if ch.isalnum() or ch in _KEEP_BETWEEN_DIGITS else _JUNK, ch)
-        elif (digit := unicodedata.digit(ch, None)) is not None:
-            found = (_DIGIT, str(digit))  # ❶ ⓿ and other digit forms NFKC leaves alone
-        elif _is_han(ch):
-            found = (_HAN, ch)
-        elif ch in _KEEP_BETWEEN_DIGITS or unicodedata.category(ch)[0] in "LN":
-            found = (_OTHER, ch)
-        else:
-            found = (_JUNK, ch)  # punctuation, symbols, emoji, spaces, marks, format chars
-        if len(self._classes) < 65536:  # bounded: hostile input cannot grow it without limit
-            self._classes[ch] = found
-        return found
-
-    def _fold(self, text: str) -> list[tuple[int, str]]:
-        """NFKC, lower case, and each character classified."""
-        folded = unicodedata.normalize("NFKC", text).lower()
-        return [self._classify(ch) for ch in folded]
-
     def normalise(self, text: str) -> str:
         """The canonical form every detector sees.
 
         "1 3 8-0013·8000" and "壹叁捌零零壹叁捌零零零" both become "13800138000"; "微❤信" becomes
         "微信"; "ＶＸ" becomes "vx". Text that is not a disguise is kept (lower-cased, NFKC).
         """
-        chars = self._fold(text)
-        out: list[str] = []
-        i, n = 0, len(chars)
-        while i < n:
-            cls, rep = chars[i]
-            if cls in (_DIGIT, _CN):
-                i = self._numeral_run(chars, i, out)
-                continue
-            if cls == _JUNK and i and chars[i - 1][0] in (_HAN, _CN):
+        return self._normalise(text)[1]
+
+    def _normalise(self, text: str) -> tuple[str, str]:
+        """(folded, normalised): folded keeps the separators, normalised drops the junk."""
+        if not unicodedata.is_normalized("NFKC", text):  # the quick check is ~40x cheaper
+            text = unicodedata.normalize("NFKC", text)
+        folded = text.lower().translate(self._fold_table)
+        classes = folded.translate(self._class_table)
+        pieces: list[str] = []
+        done = 0
+        for m in _EDIT_SPANS.finditer(classes):
+            start, end = m.span()
+            if m.lastgroup == "gap":
                 # Chinese is written without spaces, so junk between two Chinese characters
                 # (微❤信, 卫/星, 微 信 搜 一 下) is a disguise or noise: drop it.
-                j = i
-                while j < n and chars[j][0] == _JUNK:
-                    j += 1
-                if j < n and chars[j][0] in (_HAN, _CN):
-                    i = j
-                    continue
-            out.append(rep)
-            i += 1
-        return "".join(out)
+                replacement = ""
+            else:
+                span = classes[start:end]
+                if _JUNK not in span and (_CN not in span or end - start < _MIN_CN_RUN):
+                    continue  # plain digits, or a short word like 一起: nothing to change
+                replacement = self._numeral_run(folded, classes, start, end)
+            pieces.append(folded[done:start])
+            pieces.append(replacement)
+            done = end
+        if not pieces:
+            return folded, folded
+        pieces.append(folded[done:])
+        return folded, "".join(pieces)
 
-    @staticmethod
-    def _numeral_run(chars: list[tuple[int, str]], start: int, out: list[str]) -> int:
-        """Emit the numeral run starting at ``start``; return the index after it.
+    def _numeral_run(self, folded: str, classes: str, start: int, end: int) -> str:
+        """The normalised form of one numeral run ``folded[start:end]``.
 
-        A run is numerals (ASCII digits or Chinese numerals) with junk between them. Junk
-        between digits is always dropped; Chinese numerals become digits only when the run has
-        at least _MIN_CN_RUN numerals, so ordinary words keep their meaning.
+        A run is numerals (digits or Chinese numerals) with junk between them. Junk between
+        digits is always dropped; Chinese numerals become digits only when the run has at least
+        _MIN_CN_RUN numerals, so ordinary words (三三两两 aside) keep their meaning.
         """
-        n = len(chars)
-        members: list[int] = [start]  # indexes of numerals in the run
-        after_plus = start > 0 and chars[start - 1][1] == "+"
-        j = start + 1
-        while j < n:
-            k = j
-            while k < n and chars[k][0] == _JUNK:
-                k += 1
-            if k >= n or chars[k][0] not in (_DIGIT, _CN):
-                break
-            if k > j and j - start == 2 and _is_number_list(chars, start, j, k, after_plus):
-                break
-            members.append(k)
-            j = k + 1
+        split = _number_list_split(folded, classes, start, end)
+        if split is not None:
+            # "15 128 256": keep the first number and its space, normalise the rest on its own.
+            return folded[start:split] + self._numeral_run(folded, classes, split, end)
+        members = [i for i in range(start, end) if classes[i] != _JUNK]
         convert = len(members) >= _MIN_CN_RUN
-        prev = start
+        out: list[str] = []
+        prev = -1
         for idx in members:
-            cls, rep = chars[idx]
-            # A short run keeps its words, and so the junk between them, except between two
-            # digits ("1 2 3"), which is always dropped.
-            if idx != start and not convert and not (chars[prev][0] == _DIGIT and cls == _DIGIT):
-                out.extend(chars[m][1] for m in range(prev + 1, idx))
-            out.append(_CN_DIGITS[rep] if cls == _CN and convert else rep)
+            # A short run keeps its words and the junk between them, except between two digits
+            # ("1 2 3"), which is always dropped.
+            if prev >= 0 and not convert and not (classes[prev] == _DIGIT and classes[idx] == _DIGIT):
+                out.append(folded[prev + 1:idx])
+            ch = folded[idx]
+            out.append(_CN_DIGITS[ch] if convert and classes[idx] == _CN else ch)
             prev = idx
-        return members[-1] + 1
+        return "".join(out)
 
     @staticmethod
     def _compact(text: str) -> str:
@@ -268,12 +282,11 @@ class Guard:
 
     def check(self, text: str) -> Finding | None:
         """The first finding in ``text``, or ``None`` when it is clean."""
-        norm = self.normalise(text)
+        folded, norm = self._normalise(text)
         for kind, regex in self._detectors:
             m = regex.search(norm)
             if m:
                 return Finding(PRIVATE_TRADING, kind, m.group(0).strip())
-        folded = unicodedata.normalize("NFKC", text).lower()
         m = self._grouped_phone.search(folded)
         if m:
             return Finding(PRIVATE_TRADING, "phone", re.sub(r"\D", "", m.group(0)))
@@ -290,17 +303,21 @@ class Guard:
             raise Blocked(reason=found.reason)
 
 
-def _is_number_list(chars: list[tuple[int, str]], start: int, gap: int, nxt: int, after_plus: bool) -> bool:
-    """Whether a run opening with a two-digit group and a space is a list, not a phone number.
+def _number_list_split(folded: str, classes: str, start: int, end: int) -> int | None:
+    """Where a run opening with a two-digit number and a space is really a list, or ``None``.
 
     "iPhone 15 128 256 512" must not become the mobile 15128256512, while "138 0013 8000",
     "1 3 8 …" and "+86 138 …" must still be joined: phone numbers are not written 2-then-3+.
     """
-    if after_plus or any(chars[i][0] != _DIGIT for i in range(start, gap)):
-        return False
-    if any(not chars[i][1].isspace() for i in range(gap, nxt)):
-        return False
+    if classes[start:start + 3] != _DIGIT * 2 + _JUNK or (start and folded[start - 1] == "+"):
+        return None
+    gap = start + 2
+    nxt = gap
+    while nxt < end and classes[nxt] == _JUNK:
+        if not folded[nxt].isspace():
+            return None
+        nxt += 1
     width = 0
-    while nxt + width < len(chars) and chars[nxt + width][0] == _DIGIT:
+    while nxt + width < end and classes[nxt + width] == _DIGIT:
         width += 1
-    return width >= 3
+    return nxt if width >= 3 else None
