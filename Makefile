@@ -7,13 +7,14 @@ PYTEST_ARGS ?=
 
 .PHONY: run test install install-dev system-deps test-system-deps web-deps lint typecheck pytest-sqlite pytest-pg migrate clean bench
 
-# System packages (Debian/Ubuntu names), installed only when missing. `make run` needs
-# redis-server and npm; `make test` also needs Chromium for the browser tests.
+# System packages (Debian/Ubuntu names), installed only when missing: "command-or-file:package".
+# `make run` needs redis-server and npm; `make test` also needs Chromium and CJK fonts (the
+# browser tests take screenshots of Chinese pages).
 RUN_PKGS := redis-server:redis-server npm:npm
-TEST_PKGS := $(RUN_PKGS) chromium:chromium
+TEST_PKGS := $(RUN_PKGS) chromium:chromium /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc:fonts-noto-cjk
 define ensure_pkgs
 	@missing=""; for pair in $(1); do cmd=$${pair%%:*}; pkg=$${pair##*:}; \
-	  command -v $$cmd >/dev/null || missing="$$missing $$pkg"; done; \
+	  { command -v $$cmd >/dev/null || [ -e "$$cmd" ]; } || missing="$$missing $$pkg"; done; \
 	if [ -n "$$missing" ]; then \
 	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 	    echo "installing$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \

@@ -151,3 +151,16 @@ async def test_viewer_counts_distinct_users_and_coalesced_pushes(server: Running
     finally:
         for c in clients:
             await c.close()
+
+
+async def test_streamer_is_not_counted_as_a_viewer(server: RunningServer, api: Api) -> None:
+    s = await api.streamer()
+    room = await api.live_room(s["token"])
+    studio = SioClient()
+    await studio.connect(server.url, s["token"])
+    try:
+        ack = await studio.call("room:join", {"room_id": room["id"]})
+        assert ack["ok"] and ack["room"]["viewers"] == 0
+        assert (await api.ok("GET", f"/api/rooms/{room['id']}"))["viewers"] == 0
+    finally:
+        await studio.close()

@@ -25,8 +25,9 @@ def register(app: SocketApp) -> None:
         svc = app.svc
         result = await svc.rooms.join(p.room_id, who)
         await sio.enter_room(sid, room_channel(p.room_id))
-        n = await svc.presence.join(p.room_id, sid, who.id)
-        result["room"]["viewers"] = n
+        # The streamer's studio joins to receive pushes but is not a viewer of its own show.
+        if result["room"]["streamer"]["id"] != who.id:
+            result["room"]["viewers"] = await svc.presence.join(p.room_id, sid, who.id)
         return result
 
     @app.event("room:leave", RoomRef)
