@@ -126,7 +126,8 @@ _NOT_WX_AFTER_WEI = r"(?!波|笑|博|商|胖|醺|调|软|单|距|米|风|型|信
 
 _DETECTORS: list[tuple[str, str]] = [
     # CN mobile: 1[3-9] + 9 digits, optionally +86; never part of a longer digit run (order numbers).
-    ("cn_mobile", r"(?<!\d)(?:\+?86|0086)?1[3-9]\d{9}(?!\d)"),
+    # The look-behind keeps "+1 415 555 2671" (a US number, found below) from reading as 14155552671.
+    ("cn_mobile", r"(?<![\d+])(?:\+?86|0086)?1[3-9]\d{9}(?!\d)"),
     # International (+country or 00country, 7-15 digits) and CN landline (0 + area + 7-8 digits).
     ("phone", r"(?<![\d])(?:\+|(?<![\d])00)[1-9]\d{6,14}(?!\d)"
               r"|(?<!\d)0[1-9]\d{1,2}\d{7,8}(?!\d)"
