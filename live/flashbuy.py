@@ -115,6 +115,8 @@ class FlashService:
         self._dirty: set[str] = set()
         self._dirty_event = asyncio.Event()
         self._card_rooms: dict[str, str] = {}
+        # Recently accepted taps on this process: (card, user, request) → ack, bounded.
+        self._accepted: OrderedDict[tuple[str, str, str], dict[str, Any]] = OrderedDict()
         self.orders: Any = None  # live.orders.OrderService, set by install()
 
     # --- listing --------------------------------------------------------------------------
@@ -285,6 +287,10 @@ class FlashService:
             raise Invalid(f"qty: an integer from 1 to {self.settings.max_qty_per_buy}")
         known = self.unavailable.get(card_id)
         if known is not None:
+            # A retry of a request this process already accepted still gets its order.
+            prior = self._accepted.get((card_id, who.id, request_id))
+            if prior is not None:
+                return prior
             metrics.buys.labels("fast_reject").inc()
             raise SoldOut("sold out") if known == "sold_out" else NotOnSale("the sale is closed")
         if not self.buckets.take(who.id):
@@ -308,7 +314,11 @@ class FlashService:
                 self.mark_dirty(card_id, room_id)
                 if res.left == 0:
                     await self._status_changed(room_id, card_id, "sold_out")
-            return {"order": order_view(card_id, res.order), "left": res.left}
+            ack = {"order": order_view(card_id, res.order), "left": res.left}
+            self._accepted[(card_id, who.id, request_id)] = ack
+            if len(self._accepted) > 200_000:
+                self._accepted.popitem(last=False)
+            return ack
         if res.code == "SOLD_OUT":
             self._remember(card_id, "sold_out")
             raise SoldOut("sold out", left=res.left)

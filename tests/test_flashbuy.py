@@ -256,3 +256,15 @@ async def test_private_trading_in_card_title_or_photo_is_blocked(api: Api, serve
         kinds = list((await session.execute(select(Violation.kind).where(
             Violation.user_id == s["user"]["id"]))).scalars())
     assert sorted(kinds) == ["card", "image"]
+
+
+async def test_retry_after_sell_out_returns_the_order(api: Api, server: RunningServer) -> None:
+    s, room, card = await setup_sale(api, stock=1)
+    a, b = await api.guest("a"), await api.guest("b")
+    req = rid()
+    first = await api.ok("POST", f"/api/cards/{card['id']}/buy", json={"qty": 1, "request_id": req}, token=a["token"])
+    status, body = await api.post(f"/api/cards/{card['id']}/buy", json={"qty": 1, "request_id": rid()},
+                                  token=b["token"])
+    assert body["error"]["code"] == "SOLD_OUT"  # now this process knows: fast reject
+    again = await api.ok("POST", f"/api/cards/{card['id']}/buy", json={"qty": 1, "request_id": req}, token=a["token"])
+    assert again["order"]["id"] == first["order"]["id"]
