@@ -49,6 +49,7 @@ SCRIPTS = ["bucket", "presence_join", "presence_leave", "presence_reap", "coales
 DOMAINS: list[tuple[str, str]] = [
     ("live.chat", "live.transport.routes_chat"),
     ("live.flashbuy", "live.transport.routes_flash"),
+    ("live.media", "live.transport.routes_media"),
 ]
 
 
