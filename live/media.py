@@ -243,7 +243,7 @@ class MediaService:
         room = self._rooms.get(room_id)
         if room is None:
             room = self._rooms[room_id] = _Room(room_id)
-            self._start_hls(room)
+            self._start_hls(room, audio="audio" in remote)
         old = room.publisher
         room.publisher, room.orphaned_at = peer, None
         peer.tracks = list(remote.values())
@@ -362,7 +362,8 @@ class MediaService:
             "viewers": self._viewers(),
             "peers": len(self._peers),
             "tasks": len(self._tasks),
-            "hls_frames": {r.id: r.hls.frames for r in self._rooms.values() if r.hls is not None},
+            "hls_frames": {r.id: (r.hls.frames, r.hls.audio_frames) for r in self._rooms.values()
+                           if r.hls is not None},
         }
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -447,15 +448,19 @@ class MediaService:
                 if video and isinstance(frame, VideoFrame):
                     room.frame, room.seq = frame, room.seq + 1
                 source.feed(frame, peer)
+                if isinstance(frame, AudioFrame) and room.hls is not None:
+                    room.hls.push_audio(frame)  # after feed: on the room's timeline
         except MediaStreamError:
             pass
 
-    def _start_hls(self, room: _Room) -> None:
+    def _start_hls(self, room: _Room, *, audio: bool) -> None:
+        """One encoder per room, for its lifetime; it has an audio stream when the first
+        publisher sends audio (a playlist cannot add a stream later)."""
         if not self._settings.hls_enabled:
             return
-        track = room.relay.subscribe(room.video, buffered=False)
-        room.hls = HlsEncoder(track, self._hls_root / room.id, segment_s=self._settings.hls_segment_s,
-                              playlist_size=self._settings.hls_playlist_size)
+        video = room.relay.subscribe(room.video, buffered=False)
+        room.hls = HlsEncoder(video, self._hls_root / room.id, segment_s=self._settings.hls_segment_s,
+                              playlist_size=self._settings.hls_playlist_size, audio=audio)
         room.hls.start()
 
     async def _drop_viewer(self, peer: _Peer) -> None:

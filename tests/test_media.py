@@ -366,7 +366,7 @@ async def test_live_source_timeline_only_moves_forwards() -> None:
         await source.recv()
 
 
-async def test_audio_is_relayed_to_whep_viewers(api: Api) -> None:
+async def test_audio_reaches_whep_viewers_and_hls(api: Api) -> None:
     from aiortc import AudioStreamTrack, RTCSessionDescription
 
     from tests.media_support import new_pc
@@ -404,6 +404,22 @@ async def test_audio_is_relayed_to_whep_viewers(api: Api) -> None:
         assert status == 201
         await view_pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
         await wait_until(lambda: audio_frames >= 25, what="half a second of audio at the viewer")
+
+        async def segments() -> list[str]:
+            status, body = await api.get(f"/live/{room['id']}/index.m3u8")
+            return re.findall(r"^seg_\S+\.ts$", body.decode(), re.M) if status == 200 else []
+
+        names = await wait_until(segments, timeout=15, what="an HLS segment")
+        status, seg = await api.get(f"/live/{room['id']}/{names[-1]}")
+        with av.open(io.BytesIO(seg), mode="r", format="mpegts") as container:
+            assert container.streams.audio[0].codec_context.name == "aac"
+            sound = list(container.decode(audio=0))
+        with av.open(io.BytesIO(seg), mode="r", format="mpegts") as container:
+            picture = list(container.decode(video=0))
+        # Audio and video of a segment cover the same stretch of time (within half a second).
+        assert abs(float(sound[0].time or 0) - float(picture[0].time or 0)) < 0.5, (sound[0].time, picture[0].time)
+        # ~1 s of 48 kHz AAC is ~47 frames of 1024 samples; a busy CPU may cut the segment short.
+        assert sum(f.samples for f in sound) >= 0.5 * 48000
     finally:
         await close_all(view_pc, pub_pc)
         for t in consumers:
