@@ -23,7 +23,7 @@ from live.errors import Invalid
 
 # Larger photos are shrunk before decoding so the cost stays bounded; a QR code big enough
 # to be scanned by a buyer's phone from the screen survives this comfortably.
-MAX_SIDE = 2560
+MAX_SIDE = 2000
 # Refuse absurd dimensions before decoding pixels (a small file can declare a huge image).
 MAX_PIXELS = 50_000_000
 
@@ -55,6 +55,9 @@ def _open(image_bytes: bytes) -> Image.Image:
             image: Image.Image = Image.open(io.BytesIO(image_bytes))
             if image.width * image.height > MAX_PIXELS:
                 raise Invalid("image too large")
+            # JPEG can be decoded straight at a reduced scale (and in grey): several times faster
+            # than decoding a phone photo in full and shrinking it afterwards.
+            image.draft("L", (MAX_SIDE, MAX_SIDE))
             image.load()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
             Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -66,5 +69,5 @@ def _open(image_bytes: bytes) -> Image.Image:
         image = Image.alpha_composite(background, rgba)
     grey = image.convert("L")
     if max(grey.size) > MAX_SIDE:
-        grey.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
+        grey.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.BILINEAR, reducing_gap=2.0)
     return grey
