@@ -129,11 +129,11 @@ _DETECTORS: list[tuple[str, str]] = [
     # The look-behind keeps "+1 415 555 2671" (a US number, found below) from reading as 14155552671.
     ("cn_mobile", r"(?<![\d+])(?:\+?86|0086)?1[3-9]\d{9}(?!\d)"),
     # International (+country or 00country, 7-15 digits) and CN landline (0 + area + 7-8 digits).
-    ("phone", r"(?<![\d])(?:\+|(?<![\d])00)[1-9]\d{6,14}(?!\d)"
+    ("phone", r"(?<!\d)(?:\+|00)[1-9]\d{6,14}(?!\d)"
               r"|(?<!\d)0[1-9]\d{1,2}\d{7,8}(?!\d)"
               r"|(?:tel|phone|电话|手机号?|号码|座机|拨打|致电)\W{0,3}\+?\d{7,15}(?!\d)"),
     ("wechat", "|".join([
-        r"微信(?!支付|付款|付|红包|读书)",
+        r"微信(?!支付|付|红包|读书)",
         r"[威薇徽维卫]信|v信|wei\s*xin|weixin|we\s*chat",
         r"(?<![a-z])[vw]\s?x(?![a-z])",
         r"绿泡泡|绿色软件|公众号",
