@@ -108,12 +108,14 @@ async def _lifecycle(settings: Settings, ref: ServicesRef, embedded: EmbeddedRed
         async def push_viewers(room_id: str, n: int) -> None:
             await pusher.to_room(room_id, "room:viewers", {"room_id": room_id, "viewers": n})
 
+        metrics = Metrics()
         presence = Presence(redis, scripts, proc_id, heartbeat_s=settings.heartbeat_interval_s,
                             dead_after_s=settings.heartbeat_dead_after_s,
-                            push_interval_s=settings.viewers_push_interval_s, on_count=push_viewers)
+                            push_interval_s=settings.viewers_push_interval_s, on_count=push_viewers,
+                            rooms_gauge=metrics.rooms)
         svc = Services(
             settings=settings, proc_id=proc_id, redis=redis, engine=engine, db=sessionmaker, scripts=scripts,
-            metrics=Metrics(), bus=Bus(redis), pusher=pusher, ratelimit=RateLimiter(scripts), auth=auth,
+            metrics=metrics, bus=Bus(redis), pusher=pusher, ratelimit=RateLimiter(scripts), auth=auth,
             presence=presence, rooms=RoomService(sessionmaker, pusher, presence),
         )
         for domain, _ in DOMAINS:

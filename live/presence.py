@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 
 class Presence:
     def __init__(self, redis: Any, scripts: Any, proc_id: str, *, heartbeat_s: float, dead_after_s: float,
-                 push_interval_s: float, on_count: Callable[[str, int], Awaitable[None]]) -> None:
+                 push_interval_s: float, on_count: Callable[[str, int], Awaitable[None]],
+                 rooms_gauge: Any = None) -> None:
         self._redis = redis
         self._scripts = scripts
         self.proc_id = proc_id
@@ -35,6 +36,7 @@ class Presence:
         self._sid_rooms: dict[str, set[str]] = defaultdict(set)
         self._room_sids: dict[str, dict[str, str]] = defaultdict(dict)
         self._registered = False
+        self._rooms_gauge = rooms_gauge  # metrics: rooms with viewers on this process
 
     # --- connections ---------------------------------------------------------------
     async def join(self, room_id: str, sid: str, user_id: str) -> int:
@@ -138,7 +140,10 @@ class Presence:
                     await self.heartbeat()
                     extra = await self.reap_dead()
                     last_beat = loop.time()
-                await self.push_counts(sorted(set(self.local_rooms()) | set(extra)))
+                local = self.local_rooms()
+                if self._rooms_gauge is not None:
+                    self._rooms_gauge.set(len(local))
+                await self.push_counts(sorted(set(local) | set(extra)))
             except Exception:
                 log.exception("presence loop error")
             with contextlib.suppress(TimeoutError):

@@ -148,6 +148,8 @@ async def test_viewer_counts_distinct_users_and_coalesced_pushes(server: Running
         await clients[0].wait_for("room:viewers", timeout=5, where=lambda d: d["viewers"] == 1)
         pushes = clients[0].received("room:viewers")
         assert len(pushes) <= 4, pushes  # coalesced: not one push per join
+        _, text = await api.get("/metrics")
+        assert b"live_rooms_with_viewers 1.0" in text and b"live_socket_connections 3.0" in text
     finally:
         for c in clients:
             await c.close()
