@@ -93,8 +93,8 @@ class SocketApp:
 
     async def _disconnect(self, sid: str, *args: Any) -> None:
         who = self.users.pop(sid, None)
-        if who is None:
-            return
+        if who is None or self._ref._svc is None:
+            return  # unknown, or the app is shutting down (its services are already closed)
         self.svc.metrics.connections.dec()
         for hook in self.on_disconnect:
             try:
