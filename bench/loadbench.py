@@ -63,7 +63,8 @@ async def buys(proc: Proc, viewers: int, taps: int, procs: int) -> dict[str, Any
     return {
         "server": proc.name, "viewers": viewers, "taps": taps, "acks": acks, "sold": d["sold"],
         "verdict": d.get("verdict"), "lost_orders": d.get("lost_orders"), "oversold": d.get("oversold"),
-        "buys_per_s": d["buys_per_s"], "latency_ms": d["latency_ms"],
+        "duplicate_orders": d.get("duplicate_orders"), "over_limit_users": d.get("over_limit_users"),
+        "audit": d.get("audit"), "buys_per_s": d["buys_per_s"], "latency_ms": d["latency_ms"],
         "server_cpu_us_per_ack": round(cpu_ack / acks * 1e6, 1) if acks else None,
         "server_cpu_us_per_ack_incl_persist": round(cpu_all / acks * 1e6, 1) if acks else None,
         "errors": d["errors"], "client": d["client"],
