@@ -25,6 +25,10 @@ class ServicesRef:
     def set(self, svc: Services | None) -> None:
         self._svc = svc
 
+    @property
+    def running(self) -> bool:
+        return self._svc is not None
+
     def get(self) -> Services:
         if self._svc is None:
             raise RuntimeError("the app is not running")

@@ -93,7 +93,7 @@ class SocketApp:
 
     async def _disconnect(self, sid: str, *args: Any) -> None:
         who = self.users.pop(sid, None)
-        if who is None or self._ref._svc is None:
+        if who is None or not self._ref.running:
             return  # unknown, or the app is shutting down (its services are already closed)
         self.svc.metrics.connections.dec()
         for hook in self.on_disconnect:
