@@ -39,11 +39,16 @@ class Presence:
         self._rooms_gauge = rooms_gauge  # metrics: rooms with viewers on this process
 
     # --- connections ---------------------------------------------------------------
-    async def join(self, room_id: str, sid: str, user_id: str) -> int:
-        """Count this connection in the room (once, however often it joins)."""
+    async def join(self, room_id: str, sid: str, user_id: str, *, counted: bool = True) -> int:
+        """Put this connection in the room and count it (once, however often it joins).
+
+        ``counted=False`` (the room's own streamer) joins without being counted as a viewer.
+        """
         if room_id in self._sid_rooms[sid]:
             return await self.count(room_id)
         self._sid_rooms[sid].add(room_id)
+        if not counted:
+            return await self.count(room_id)
         self._room_sids[room_id][sid] = user_id
         await self._redis.sadd(keys.proc_rooms(self.proc_id), room_id)
         return int(await self._scripts.presence_join(
@@ -57,7 +62,9 @@ class Presence:
         rooms.discard(room_id)
         if not rooms:
             self._sid_rooms.pop(sid, None)
-        user_id = self._room_sids[room_id].pop(sid)
+        user_id = self._room_sids.get(room_id, {}).pop(sid, None)
+        if user_id is None:  # joined uncounted
+            return await self.count(room_id)
         if not self._room_sids[room_id]:
             del self._room_sids[room_id]
         return int(await self._scripts.presence_leave(

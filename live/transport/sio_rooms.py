@@ -25,9 +25,9 @@ def register(app: SocketApp) -> None:
         svc = app.svc
         result = await svc.rooms.join(p.room_id, who)
         await sio.enter_room(sid, room_channel(p.room_id))
-        # The streamer's studio joins to receive pushes but is not a viewer of its own show.
-        if result["room"]["streamer"]["id"] != who.id:
-            result["room"]["viewers"] = await svc.presence.join(p.room_id, sid, who.id)
+        # The streamer's studio joins to receive pushes (and chat) but is not a viewer of its own show.
+        counted = result["room"]["streamer"]["id"] != who.id
+        result["room"]["viewers"] = await svc.presence.join(p.room_id, sid, who.id, counted=counted)
         return result
 
     @app.event("room:leave", RoomRef)
