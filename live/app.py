@@ -116,7 +116,7 @@ async def _lifecycle(settings: Settings, ref: ServicesRef, embedded: EmbeddedRed
         svc = Services(
             settings=settings, proc_id=proc_id, redis=redis, engine=engine, db=sessionmaker, scripts=scripts,
             metrics=metrics, bus=Bus(redis), pusher=pusher, ratelimit=RateLimiter(scripts), auth=auth,
-            presence=presence, rooms=RoomService(sessionmaker, pusher, presence),
+            presence=presence, rooms=RoomService(sessionmaker, pusher, presence, redis),
         )
         for domain, _ in DOMAINS:
             importlib.import_module(domain).install(svc)

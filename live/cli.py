@@ -74,7 +74,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Any]:
         svc = Services(settings=settings, proc_id="cli", redis=redis, engine=engine, db=db, scripts=scripts,
                        metrics=Metrics(), bus=Bus(redis), pusher=pusher, ratelimit=RateLimiter(scripts),
                        auth=AuthService(db, "unused", 60), presence=presence,
-                       rooms=RoomService(db, pusher, presence))
+                       rooms=RoomService(db, pusher, presence, redis))
         install(svc)
         yield svc
     finally:

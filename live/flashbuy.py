@@ -38,7 +38,7 @@ from live.errors import (
 )
 from live.ids import iso, new_id, now_ms, utcnow
 from live.images import ImagePipeline
-from live.inventory import CardState, Inventory
+from live.inventory import BuyBatcher, CardState, Inventory
 from live.models import Card, Room
 from live.qr import find_qr_codes
 from live.storage import LocalStorage
@@ -103,6 +103,8 @@ class FlashService:
         self.svc = svc
         self.settings = svc.settings
         self.inventory = Inventory(svc.redis, svc.scripts)
+        self.batcher = BuyBatcher(self.inventory)
+        self.batcher.pay_window_ms = int(svc.settings.payment_timeout_s * 1000)
         self.images = ImagePipeline(max_bytes=svc.settings.max_upload_bytes,
                                     max_pixels=svc.settings.max_image_pixels,
                                     display_px=svc.settings.image_display_px,
@@ -115,6 +117,7 @@ class FlashService:
         self._dirty: set[str] = set()
         self._dirty_event = asyncio.Event()
         self._card_rooms: dict[str, str] = {}
+        self._room_cards: dict[str, tuple[str, list[Card]]] = {}  # room -> (version, card rows)
         # Recently accepted taps on this process: (card, user, request) → ack, bounded.
         self._accepted: OrderedDict[tuple[str, str, str], dict[str, Any]] = OrderedDict()
         self.orders: Any = None  # live.orders.OrderService, set by install()
@@ -142,7 +145,8 @@ class FlashService:
                 await chat.vet(who, text, kind="card", room_id=room_id)  # BLOCKED + a violation
         if snapshot:
             media = self.svc.media
-            frame = media.latest_jpeg(room_id) if media is not None else None
+            # JPEG-encoding a 720p frame takes milliseconds: off the event loop.
+            frame = await asyncio.to_thread(media.latest_jpeg, room_id) if media is not None else None
             if frame is None:
                 raise Conflict("no live video frame to take a snapshot from: go live with video first, "
                                "or upload a photo")
@@ -174,6 +178,7 @@ class FlashService:
         state = CardState(status, stock, stock, limit, card.price_cents, int(start.timestamp() * 1000),
                           int(ends.timestamp() * 1000) if ends else 0, room_id)
         await self.inventory.init_card(card_id, state)
+        await self.svc.rooms.touch(room_id)
         view = self.view(card, state)
         await self.svc.pusher.to_room(room_id, "flash:card", view)
         return view
@@ -233,10 +238,19 @@ class FlashService:
         card = await self._card_row(card_id)
         return self.view(card, await self.inventory.state(card_id))
 
-    async def room_cards(self, room_id: str) -> list[dict[str, Any]]:
-        async with self.svc.db() as s:
-            cards = list((await s.execute(
-                select(Card).where(Card.room_id == room_id).order_by(Card.created_at))).scalars())
+    async def room_cards(self, room_id: str, version: str | None = None) -> list[dict[str, Any]]:
+        """The room's cards with live numbers; the SQL rows are cached per room version."""
+        cached = self._room_cards.get(room_id)
+        if version is not None and cached is not None and cached[0] == version:
+            cards = cached[1]
+        else:
+            async with self.svc.db() as s:
+                cards = list((await s.execute(
+                    select(Card).where(Card.room_id == room_id).order_by(Card.created_at))).scalars())
+            if version is not None:
+                if len(self._room_cards) > 10_000:
+                    self._room_cards.clear()
+                self._room_cards[room_id] = (version, cards)
         states = await self.inventory.states([c.id for c in cards])
         return [self.view(c, states.get(c.id)) for c in cards]
 
@@ -296,11 +310,9 @@ class FlashService:
         if not self.buckets.take(who.id):
             metrics.buys.labels("rate_limited").inc()
             raise RateLimited("too many taps; slow down")
-        now = now_ms()
-        pay_by = now + int(self.settings.payment_timeout_s * 1000)
         for _ in range(3):
             order_id = f"{card_id}-{secrets.token_hex(6)}"
-            res = await self.inventory.buy(card_id, who.id, qty, request_id, order_id, now, pay_by)
+            res = await self.batcher.buy(card_id, who.id, qty, request_id, order_id)
             if res.code == "NOT_FOUND" and await self.orders.rebuild(card_id):
                 continue  # Redis lost the card (data loss): rebuilt from SQL, try again
             if res.code != "RETRY":

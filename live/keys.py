@@ -28,6 +28,12 @@ def room_proc_users(room: str, proc: str) -> str:
     return f"{PREFIX}:{{room:{room}}}:proc:{proc}"
 
 
+def room_version(room: str) -> str:
+    """Counter bumped whenever a room's snapshot changes shape (status, pin, a new card):
+    processes cache the SQL part of the snapshot and re-read it when the counter moves."""
+    return f"{PREFIX}:{{room:{room}}}:ver"
+
+
 def room_tick(room: str, what: str) -> str:
     """Short-lived NX lock: one process per interval pushes a coalesced ``what`` update."""
     return f"{PREFIX}:{{room:{room}}}:tick:{what}"

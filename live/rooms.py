@@ -8,6 +8,7 @@ from typing import Any, Protocol
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from live import keys
 from live.auth import Principal
 from live.errors import Conflict, Forbidden, NotFound
 from live.ids import iso, new_id, utcnow
@@ -17,14 +18,18 @@ from live.push import Pusher
 
 
 class CardsProvider(Protocol):
-    async def room_cards(self, room_id: str) -> list[dict[str, Any]]: ...
+    async def room_cards(self, room_id: str, version: str | None = None) -> list[dict[str, Any]]: ...
 
 
 class RoomService:
-    def __init__(self, db: async_sessionmaker[AsyncSession], pusher: Pusher, presence: Presence) -> None:
+    def __init__(self, db: async_sessionmaker[AsyncSession], pusher: Pusher, presence: Presence,
+                 redis: Any) -> None:
         self._db = db
         self._pusher = pusher
         self._presence = presence
+        self._redis = redis
+        # room id -> (version, room row, streamer row): a join storm reads SQL once per change.
+        self._cache: dict[str, tuple[str, Room, User]] = {}
         self.cards: CardsProvider | None = None  # the flash-buy service, set by the app
         # Trust & safety on titles, set by the chat module: raises Blocked (and records a violation).
         self.title_guard: Callable[[str, Principal], Awaitable[None]] | None = None
@@ -82,6 +87,7 @@ class RoomService:
                     room.started_at = utcnow()
                 else:
                     room.ended_at = utcnow()
+        await self.touch(room_id)
         await self._pusher.to_room(room_id, "room:status", {"room_id": room_id, "status": status})
         if status == "ended":
             for hook in self.on_end:
@@ -100,6 +106,14 @@ class RoomService:
             if room is None:
                 raise NotFound("no such room")
             room.pinned_card_id = card_id
+        await self.touch(room_id)
+
+    async def touch(self, room_id: str) -> None:
+        """The room's snapshot changed shape: every process re-reads it from SQL next time."""
+        await self._redis.incr(keys.room_version(room_id))
+
+    async def version(self, room_id: str) -> str:
+        return str(await self._redis.get(keys.room_version(room_id)) or "0")
 
     async def list_live(self, limit: int = 100) -> list[dict[str, Any]]:
         async with self._db() as s:
@@ -110,17 +124,27 @@ class RoomService:
 
     async def snapshot(self, room_id: str) -> dict[str, Any]:
         """The contract's room snapshot, with live viewer count and cards."""
-        async with self._db() as s:
-            row = (await s.execute(
-                select(Room, User).join(User, User.id == Room.streamer_id).where(Room.id == room_id))).first()
-        if row is None:
-            raise NotFound("no such room")
-        return await self._render(row[0], row[1], with_cards=True)
+        version = await self.version(room_id)
+        cached = self._cache.get(room_id)
+        if cached is not None and cached[0] == version:
+            room, streamer = cached[1], cached[2]
+        else:
+            async with self._db() as s:
+                row = (await s.execute(
+                    select(Room, User).join(User, User.id == Room.streamer_id).where(Room.id == room_id))).first()
+            if row is None:
+                raise NotFound("no such room")
+            room, streamer = row[0], row[1]
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[room_id] = (version, room, streamer)
+        return await self._render(room, streamer, with_cards=True, version=version)
 
-    async def _render(self, room: Room, streamer: User, *, with_cards: bool) -> dict[str, Any]:
+    async def _render(self, room: Room, streamer: User, *, with_cards: bool,
+                      version: str | None = None) -> dict[str, Any]:
         cards: list[dict[str, Any]] = []
         if with_cards and self.cards is not None:
-            cards = await self.cards.room_cards(room.id)
+            cards = await self.cards.room_cards(room.id, version)
         return {
             "id": room.id,
             "title": room.title,
