@@ -23,6 +23,7 @@ from live.auth import Principal
 from live.errors import Invalid, LiveError, Unauthorized
 from live.push import room_channel, user_channel
 from live.settings import Settings
+from live.transport.fanout import FanoutManager, FanoutRedisManager
 from live.transport.http import validation_message
 
 log = logging.getLogger(__name__)
@@ -43,9 +44,9 @@ class OrjsonShim:
 
 def make_server(settings: Settings, redis_url: str | None) -> socketio.AsyncServer:
     """The Socket.IO server; with ``redis_url`` its emits reach clients on every process."""
-    manager = None
+    manager: socketio.AsyncManager = FanoutManager()
     if redis_url:
-        manager = socketio.AsyncRedisManager(redis_url, channel=f"{keys.PREFIX}:socketio")
+        manager = FanoutRedisManager(redis_url, channel=f"{keys.PREFIX}:socketio")
     origins: Any = [o.strip() for o in settings.cors_origins.split(",") if o.strip()] or None
     return socketio.AsyncServer(
         async_mode="aiohttp",
@@ -86,7 +87,8 @@ class SocketApp:
         try:
             who = self.svc.auth.verify(token)
         except Unauthorized as e:
-            raise socketio.exceptions.ConnectionRefusedError(e.to_dict()) from None
+            # The client sees {"message": ..., "data": {"code": "UNAUTHORIZED", "message": ...}}.
+            raise socketio.exceptions.ConnectionRefusedError(e.message, e.to_dict()) from None
         self.users[sid] = who
         await self.sio.enter_room(sid, user_channel(who.id))
         self.svc.metrics.connections.inc()
@@ -109,10 +111,18 @@ class SocketApp:
         payload is ``INVALID`` and never drops the connection.
         """
         def deco(fn: Handler) -> Handler:
+            # Metric children per event, looked up once per running app (labels() is not free).
+            children: dict[int, tuple[Any, Any]] = {}
+
             async def wrapped(sid: str, *args: Any) -> dict[str, Any]:
                 t0 = time.perf_counter()
                 metrics = self.svc.metrics
-                metrics.events.labels(name).inc()
+                mine = children.get(id(metrics))
+                if mine is None:
+                    children.clear()
+                    mine = children[id(metrics)] = (metrics.events.labels(name),
+                                                    metrics.latency.labels(f"sio {name}"))
+                mine[0].inc()
                 try:
                     who = self.users.get(sid)
                     if who is None:
@@ -142,7 +152,7 @@ class SocketApp:
                     metrics.errors.labels("socket", "INTERNAL").inc()
                     return {"ok": False, "error": {"code": "INTERNAL", "message": "internal error"}}
                 finally:
-                    metrics.latency.labels(f"sio {name}").observe(time.perf_counter() - t0)
+                    mine[1].observe(time.perf_counter() - t0)
 
             self.sio.on(name, wrapped)
             return fn
