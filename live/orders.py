@@ -17,10 +17,10 @@ import contextlib
 import logging
 from collections import defaultdict
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import orjson
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from live import keys
@@ -91,7 +91,9 @@ class OrderService:
                     "created_at": _dt(int(o["c"])), "pay_by": _dt(int(o["p"])), "updated_at": utcnow(),
                 } for o in creates.values()]
                 dialect = s.bind.dialect.name
-                ins = (postgresql.insert(Order) if dialect == "postgresql" else sqlite.insert(Order))
+                # Core insert on the table (not the ORM entity): no per-row ORM bookkeeping.
+                table = cast(Table, Order.__table__)
+                ins = (postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table))
                 await s.execute(ins.on_conflict_do_nothing(index_elements=["id"]), rows)
             for order_id, status, at in updates:
                 # Status only moves forward from pending_payment: a replay changes nothing.

@@ -53,6 +53,9 @@ def make_server(settings: Settings, redis_url: str | None) -> socketio.AsyncServ
         client_manager=manager,
         json=OrjsonShim,
         cors_allowed_origins=origins,
+        # Engine.IO already runs each incoming message in its own task; a second task per event
+        # (python-socketio's default) costs CPU on the buy path and loses per-client ordering.
+        async_handlers=False,
         ping_interval=20,
         ping_timeout=20,
         max_http_buffer_size=64 * 1024,
