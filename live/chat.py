@@ -282,7 +282,7 @@ def install(svc: Services) -> None:
     """Build the guard, chat and moderation services, hook them into rooms and auth, and add
     the chat-log persister loop."""
     s = svc.settings
-    guard = Guard()
+    guard = Guard(banned_words=s.banned_words)
     chat_log = ChatLog(svc.redis, svc.db, history=s.chat_history, dialect=svc.engine.dialect.name)
     moderation = ModerationService(redis=svc.redis, scripts=svc.scripts, db=svc.db, pusher=svc.pusher,
                                    auth=svc.auth, rooms=svc.rooms, ratelimit=svc.ratelimit, metrics=svc.metrics,

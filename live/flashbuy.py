@@ -184,14 +184,15 @@ class FlashService:
         return view
 
     async def _refuse_qr(self, image: bytes, who: Principal, room_id: str) -> None:
-        """A QR code or barcode in a product photo steers buyers off the platform: refused."""
+        """A QR code (or another 2-D code) in a product photo steers buyers off the platform: refused.
+        Ordinary retail barcodes on product boxes are allowed."""
         found = await asyncio.to_thread(find_qr_codes, image)
         if found:
             self.svc.metrics.blocked.labels("image", "private_trading").inc()
             if self.svc.moderation is not None:
                 await self.svc.moderation.violation(who.id, kind="image", reason="private_trading", detector="qr",
                                                     text=found[0][:200], room_id=room_id)
-            raise Blocked("product photos must not carry QR codes or barcodes", reason="private_trading",
+            raise Blocked("product photos must not carry QR codes", reason="private_trading",
                           detail="qr_code")
 
     def view(self, card: Card, state: CardState | None) -> dict[str, Any]:

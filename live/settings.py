@@ -71,6 +71,7 @@ class Settings(BaseModel):
     chat_history: int = Field(50, ge=0)
     chat_rate_per_s: float = Field(1.0, gt=0)
     chat_rate_burst: int = Field(5, ge=1)
+    banned_words: list[str] = Field(default_factory=list)
     penalties: list[str] = Field(default_factory=lambda: ["warn", "mute:300", "mute:3600", "chat_ban"])
 
     whep_max_viewers: int = Field(20, ge=0)
