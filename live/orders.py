@@ -51,10 +51,16 @@ class OrderService:
             streams=self._streams, dead_key=self._dead_key,
             on_dead=lambda stream: svc.metrics.dead_letters.labels("orders").inc(),
             batch=s.persister_batch, claim_idle_ms=s.persister_claim_idle_ms,
-            max_deliveries=s.persister_max_deliveries)
+            max_deliveries=s.persister_max_deliveries, live_consumers=self._live_processes,
+            claim_every_s=min(s.persister_claim_idle_ms / 2000, s.heartbeat_interval_s))
         self._rebuild_locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     # --- persistence ----------------------------------------------------------------------
+    async def _live_processes(self) -> set[str]:
+        """Processes whose heartbeat is recent: consumers named after any other are dead."""
+        cutoff = now_ms() - int(self.svc.settings.heartbeat_dead_after_s * 1000)
+        return set(await self.svc.redis.zrangebyscore(keys.PROCS, cutoff, "+inf")) | {self.svc.proc_id}
+
     async def _streams(self) -> list[str]:
         return [keys.card_stream(c) for c in await self.inventory.active_cards()]
 
@@ -108,11 +114,12 @@ class OrderService:
                         card.status = card_updates["status"]
         self.svc.metrics.orders_persisted.inc(len(entries))
 
-    async def flush(self, timeout: float = 2.0) -> None:
-        """Persist what is in the streams now (used before reading orders from SQL)."""
+    async def flush(self, timeout: float = 2.0, *, claim: bool = False) -> None:
+        """Persist what is in the streams now (used before reading orders from SQL); with
+        ``claim``, also what dead processes left pending."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
-                await self.persister.drain_once()
+                await self.persister.drain_once(claim=claim)
 
     async def backlog(self, card_id: str) -> int:
         return int(await self.svc.redis.xlen(keys.card_stream(card_id)))
@@ -309,7 +316,7 @@ class OrderService:
         """The server's own verdict on a sale, for load testers (the card's streamer or a moderator)."""
         if not await self._can_see_card(who, card_id):
             raise Forbidden("not your card")
-        await self.flush()
+        await self.flush(claim=True)
         rec = await self.reconcile(card_id)
         async with self.svc.db() as s:
             dups = (await s.execute(

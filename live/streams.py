@@ -40,7 +40,9 @@ class StreamConsumer:
     def __init__(self, redis: Any, *, group: str, consumer: str, apply: Apply,
                  streams: Callable[[], Awaitable[list[str]]], dead_key: Callable[[str], str],
                  on_dead: Callable[[str], None] = lambda s: None, batch: int = 500,
-                 claim_idle_ms: int = 30000, max_deliveries: int = 5, idle_sleep_s: float = 0.05) -> None:
+                 claim_idle_ms: int = 30000, max_deliveries: int = 5, idle_sleep_s: float = 0.05,
+                 live_consumers: Callable[[], Awaitable[set[str]]] | None = None,
+                 claim_every_s: float | None = None) -> None:
         self._redis = redis
         self.group = group
         self.consumer = consumer
@@ -52,6 +54,10 @@ class StreamConsumer:
         self._claim_idle_ms = claim_idle_ms
         self._max_deliveries = max_deliveries
         self._idle_sleep_s = idle_sleep_s
+        # Names of consumers known to be alive (process heartbeats): entries held by any other
+        # consumer are taken over at once, without waiting ``claim_idle_ms``.
+        self._live_consumers = live_consumers
+        self._claim_every_s = claim_every_s if claim_every_s is not None else claim_idle_ms / 2000
         self._groups: set[str] = set()
         self._failures: dict[tuple[str, str], int] = {}
         self.healthy = True  # False while the database is unreachable
@@ -96,6 +102,30 @@ class StreamConsumer:
                 return []
             raise
         return [(i, f) for i, f in res[1] if f is not None]
+
+    async def _claim_dead(self, stream: str) -> list[Entry]:
+        """Entries pending for consumers that are no longer alive (their process died)."""
+        if self._live_consumers is None:
+            return []
+        try:
+            summary = await self._redis.xpending(stream, self.group)
+        except ResponseError:
+            return []
+        holders = [c["name"] for c in summary.get("consumers") or [] if c["name"] != self.consumer]
+        if not holders:
+            return []
+        alive = await self._live_consumers()
+        entries: list[Entry] = []
+        for name in holders:
+            if name in alive:
+                continue
+            rows = await self._redis.xpending_range(stream, self.group, min="-", max="+", count=self._batch,
+                                                    consumername=name)
+            ids = [r["message_id"] for r in rows]
+            if ids:
+                claimed = await self._redis.xclaim(stream, self.group, self.consumer, 0, ids)
+                entries += [(i, f) for i, f in claimed if f is not None]
+        return entries
 
     async def _ack(self, stream: str, ids: list[str]) -> None:
         if not ids:
@@ -153,6 +183,7 @@ class StreamConsumer:
             total += await self.process(stream, await self._read(stream, "0"))
             total += await self.process(stream, await self._read(stream, ">"))
             if claim:
+                total += await self.process(stream, await self._claim_dead(stream))
                 total += await self.process(stream, await self._claim(stream))
         return total
 
@@ -163,7 +194,7 @@ class StreamConsumer:
         backoff = 0.1
         while not stop.is_set():
             try:
-                claim = loop.time() - last_claim > self._claim_idle_ms / 2000
+                claim = loop.time() - last_claim > self._claim_every_s
                 n = await self.drain_once(claim=claim)
                 if claim:
                     last_claim = loop.time()

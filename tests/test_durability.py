@@ -49,7 +49,9 @@ async def test_kill_9_mid_storm_on_embedded_defaults_loses_no_acked_order() -> N
     data_dir = Path(tempfile.mkdtemp(prefix="live-crash-")).resolve()
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {"LIVE_DATA_DIR": str(data_dir), "LIVE_SECRET": "crash-test-secret-" + "y" * 20}
+    env = {"LIVE_DATA_DIR": str(data_dir), "LIVE_SECRET": "crash-test-secret-" + "y" * 20,
+           # a dead process is recognised (and its unpersisted orders claimed) after 3 s
+           "LIVE_HEARTBEAT_INTERVAL_S": "0.5", "LIVE_HEARTBEAT_DEAD_AFTER_S": "3"}
     server = spawn_server(port, env)
     try:
         await wait_healthy(url, 60)
@@ -83,7 +85,9 @@ async def test_kill_9_mid_storm_on_embedded_defaults_loses_no_acked_order() -> N
         await wait_healthy(url, 60)
         assert len(redis_servers_in(data_dir)) == 1
         async with Api(url) as api:
-            for _ in range(50):
+            # Orders the killed process had read but not yet written are claimed from its
+            # consumer once its heartbeat is stale (15 s by default).
+            for _ in range(150):
                 audit = await api.ok("POST", f"/api/cards/{card['id']}/audit", json={"order_ids": acked},
                                      token=s["token"])
                 if audit["pending_persist"] == 0:

@@ -44,7 +44,10 @@ async def test_a_poison_entry_is_dead_lettered_and_the_rest_land(settings_factor
 
 
 async def test_entries_of_a_dead_consumer_are_claimed(settings_factory) -> None:  # type: ignore[no-untyped-def]
-    async with run_app(settings_factory(persister_claim_idle_ms=300)) as srv, Api(srv.url) as api:
+    # The idle limit is long (a minute): the entry is taken over because its holder has no
+    # heartbeat, not because it waited.
+    async with run_app(settings_factory(persister_claim_idle_ms=60000, heartbeat_interval_s=0.5)) as srv, \
+            Api(srv.url) as api:
         s, room, card = await setup_sale(api, stock=5)
         redis = srv.services.redis
         stream = keys.card_stream(card["id"])
@@ -57,7 +60,7 @@ async def test_entries_of_a_dead_consumer_are_claimed(settings_factory) -> None:
         assert got, "the ghost consumer should hold the entry"
         pending = await redis.xpending(stream, keys.PERSIST_GROUP)
         assert pending["pending"] == 1
-        for _ in range(100):
+        for _ in range(50):  # within 5 s
             if order["id"] in await _orders_in_sql(srv, card["id"]):
                 break
             await asyncio.sleep(0.1)
