@@ -255,7 +255,7 @@ class FlashService:
         states = await self.inventory.states([c.id for c in cards])
         return [self.view(c, states.get(c.id)) for c in cards]
 
-    async def _owned(self, who: Principal, card_id: str) -> Card:
+    async def owned(self, who: Principal, card_id: str) -> Card:
         card = await self._card_row(card_id)
         room = await self.svc.rooms.get(card.room_id)
         if room.streamer_id != who.id:
@@ -263,7 +263,7 @@ class FlashService:
         return card
 
     async def pin(self, who: Principal, card_id: str) -> dict[str, Any]:
-        card = await self._owned(who, card_id)
+        card = await self.owned(who, card_id)
         await self.svc.rooms.set_pinned(card.room_id, card.id)
         view = self.view(card, await self.inventory.state(card_id))
         await self.svc.pusher.to_room(card.room_id, "flash:pin", {"room_id": card.room_id, "card_id": card.id,
@@ -271,7 +271,7 @@ class FlashService:
         return view
 
     async def close(self, who: Principal, card_id: str) -> dict[str, Any]:
-        card = await self._owned(who, card_id)
+        card = await self.owned(who, card_id)
         code, _ = await self.inventory.set_status(card_id, "closed", now_ms())
         if code == "NOT_FOUND":
             await self.orders.rebuild(card_id)
@@ -281,7 +281,7 @@ class FlashService:
         return await self.card(card_id)
 
     async def restock(self, who: Principal, card_id: str, add: int) -> dict[str, Any]:
-        card = await self._owned(who, card_id)
+        card = await self.owned(who, card_id)
         if not 1 <= add <= self.settings.max_stock:
             raise Invalid(f"add: an integer from 1 to {self.settings.max_stock}")
         code, _, _, status = await self.inventory.restock(card_id, add)

@@ -195,7 +195,8 @@ async def reconcile(request: web.Request) -> web.Response:
     who = principal(request)
     svc = services(request)
     card_id = request.match_info["card_id"]
-    await svc.flash._owned(who, card_id) if not who.is_moderator else None
+    if not who.is_moderator:
+        await svc.flash.owned(who, card_id)  # the card's streamer only
     return json_response(await svc.orders.reconcile(card_id))
 
 
