@@ -277,7 +277,7 @@ class FlashService:
             await self.orders.rebuild(card_id)
             code, _ = await self.inventory.set_status(card_id, "closed", now_ms())
         if code == "OK":
-            await self._status_changed(card.room_id, card_id, "closed")
+            await self.status_changed(card.room_id, card_id, "closed")
         return await self.card(card_id)
 
     async def restock(self, who: Principal, card_id: str, add: int) -> dict[str, Any]:
@@ -290,7 +290,7 @@ class FlashService:
             code, _, _, status = await self.inventory.restock(card_id, add)
         if code == "CLOSED":
             raise Conflict("the sale is closed")
-        await self._status_changed(card.room_id, card_id, status)
+        await self.status_changed(card.room_id, card_id, status)
         self.mark_dirty(card_id, card.room_id)
         return await self.card(card_id)
 
@@ -323,10 +323,10 @@ class FlashService:
             if res.order is None:
                 raise Unavailable("order record missing; retry")
             if res.code == "OK":
-                room_id = await self._room_of(card_id)
+                room_id = await self.room_of(card_id)
                 self.mark_dirty(card_id, room_id)
                 if res.left == 0:
-                    await self._status_changed(room_id, card_id, "sold_out")
+                    await self.status_changed(room_id, card_id, "sold_out")
             ack = {"order": order_view(card_id, res.order), "left": res.left}
             self._accepted[(card_id, who.id, request_id)] = ack
             if len(self._accepted) > 200_000:
@@ -343,7 +343,7 @@ class FlashService:
             raise NotFound("no such card")
         raise Unavailable(f"unexpected buy result {res.code}")
 
-    async def _room_of(self, card_id: str) -> str:
+    async def room_of(self, card_id: str) -> str:
         room = self._card_rooms.get(card_id)
         if room is None:
             state = await self.inventory.state(card_id)
@@ -360,7 +360,7 @@ class FlashService:
         else:
             self.unavailable.pop(card_id, None)
 
-    async def _status_changed(self, room_id: str, card_id: str, status: str) -> None:
+    async def status_changed(self, room_id: str, card_id: str, status: str) -> None:
         """Tell the room and every process (fast reject) that a sale's status changed."""
         self._remember(card_id, status)
         await self.svc.bus.publish(keys.CH_CARD_HINTS, f"{card_id} {status}")
@@ -423,7 +423,7 @@ class FlashService:
                     if target:
                         code, status = await self.inventory.set_status(card_id, target, now)
                         if code == "OK":
-                            await self._status_changed(st.room_id, card_id, status)
+                            await self.status_changed(st.room_id, card_id, status)
             except Exception:
                 log.exception("scheduler failed")
             with contextlib.suppress(TimeoutError):

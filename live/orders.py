@@ -88,7 +88,7 @@ class OrderService:
                 card_updates["stock_total"] = int(f["stock"])
             elif t == "card":
                 card_updates["status"] = f["s"]
-        room_id = await self.flash._room_of(card_id) if creates else ""
+        room_id = await self.flash.room_of(card_id) if creates else ""
         async with self.svc.db() as s, s.begin():
             if creates:
                 rows = [{
@@ -207,10 +207,10 @@ class OrderService:
 
     async def _released(self, card_id: str, res: Any) -> dict[str, Any]:
         view = order_view(card_id, res.order)
-        room_id = await self.flash._room_of(card_id)
+        room_id = await self.flash.room_of(card_id)
         self.flash.mark_dirty(card_id, room_id)
         if res.status:  # a sold-out card is back on sale
-            await self.flash._status_changed(room_id, card_id, res.status)
+            await self.flash.status_changed(room_id, card_id, res.status)
         await self.svc.pusher.to_user(view["user_id"], "order:update", view)
         return view
 
