@@ -4,7 +4,9 @@ the order persister, chat and cross-process notices (bus) work."""
 from __future__ import annotations
 
 import asyncio
+import random
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -17,15 +19,40 @@ import redis
 from live import keys
 from tests.flash_support import list_card
 from tests.storm import Storm, make_viewers
-from tests.support import Api, SioClient, free_port, run_app
+from tests.support import Api, SioClient, run_app
 
 pytestmark = pytest.mark.slow
+
+
+def cluster_port() -> int:
+    """A free port whose cluster-bus port (port + 10000) is free and valid too."""
+    for _ in range(200):
+        port = random.randint(20000, 50000)
+        try:
+            for p in (port, port + 10000):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
+def _ping(port: int) -> bool:
+    try:
+        return bool(redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.2, retry=None).ping())
+    except redis.ConnectionError:
+        return False
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[str]:
     base = Path(tempfile.mkdtemp(prefix="live-cluster-"))
-    ports = [free_port() for _ in range(3)]
+    ports: list[int] = []
+    while len(ports) < 3:
+        p = cluster_port()
+        if p not in ports:
+            ports.append(p)
     procs = []
     for p in ports:
         (base / str(p)).mkdir()
@@ -34,17 +61,16 @@ def cluster() -> Iterator[str]:
              "--cluster-config-file", f"nodes-{p}.conf", "--dir", str(base / str(p)), "--save", "",
              "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     try:
-        for p in ports:
-            for _ in range(100):
-                try:
-                    if redis.Redis(port=p).ping():
-                        break
-                except redis.ConnectionError:
-                    time.sleep(0.05)
+        for p, pr in zip(ports, procs, strict=True):
+            deadline = time.monotonic() + 10
+            while not _ping(p):
+                assert pr.poll() is None, f"cluster node on port {p} exited with {pr.returncode}"
+                assert time.monotonic() < deadline, f"cluster node on port {p} did not answer"
+                time.sleep(0.05)
         subprocess.run(["redis-cli", "--cluster", "create", *[f"127.0.0.1:{p}" for p in ports],
                         "--cluster-replicas", "0", "--cluster-yes"], check=True, capture_output=True, timeout=60)
         for _ in range(100):
-            if b"cluster_state:ok" in redis.Redis(port=ports[0]).execute_command("CLUSTER INFO"):
+            if b"cluster_state:ok" in redis.Redis(host="127.0.0.1", port=ports[0]).execute_command("CLUSTER INFO"):
                 break
             time.sleep(0.1)
         yield f"redis://127.0.0.1:{ports[0]}/0"
