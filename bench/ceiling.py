@@ -54,8 +54,9 @@ def run(port: int, requests: int = 100_000, clients: int = 50) -> dict[str, Any]
                                           "price": "19.90", "starts_ms": 0, "ends_ms": 0, "room": "bench"})
     our_keys = [keys.card_state(CARD), keys.card_bought(CARD), keys.card_requests(CARD), keys.card_orders(CARD),
                 keys.card_deadlines(CARD), keys.card_stream(CARD)]
-    our_args = ["EVALSHA", sha, str(len(our_keys)), *our_keys, "u__rand_int__", "1", "r__rand_int__",
-                "o__rand_int__", str(now), str(now + 900_000)]
+    # buy.lua takes a batch: now, pay_by, then (user, qty, request, order) per tap; one tap here.
+    our_args = ["EVALSHA", sha, str(len(our_keys)), *our_keys, str(now), str(now + 900_000),
+                "u__rand_int__", "1", "r__rand_int__", "o__rand_int__"]
     node_sha = r.script_load(_node_script())
     pk = [f"peer:{{card:{CARD}}}", f"peer:{{card:{CARD}}}:bought", f"peer:{{card:{CARD}}}:req",
           f"peer:{{card:{CARD}}}:orders"]
