@@ -51,7 +51,7 @@ def run(port: int, requests: int = 100_000, clients: int = 50) -> dict[str, Any]
     ours = (Path(ROOT) / "live" / "lua" / "buy.lua").read_text(encoding="utf-8")
     sha = r.script_load(ours)
     r.hset(keys.card_state(CARD), mapping={"status": "on_sale", "stock": 10**9, "left": 10**9, "limit": 10**9,
-                                          "price": "19.90", "starts_ms": 0, "ends_ms": 0, "room": "bench"})
+                                          "price": 1990, "starts_ms": 0, "ends_ms": 0, "room": "bench"})
     our_keys = [keys.card_state(CARD), keys.card_bought(CARD), keys.card_requests(CARD), keys.card_orders(CARD),
                 keys.card_deadlines(CARD), keys.card_stream(CARD)]
     # buy.lua takes a batch: now, pay_by, then (user, qty, request, order) per tap; one tap here.
@@ -63,7 +63,7 @@ def run(port: int, requests: int = 100_000, clients: int = 50) -> dict[str, Any]
     r.hset(pk[0], mapping={"left": 10**9, "limit": 10**9, "status": "on_sale"})
     node_args = ["EVALSHA", node_sha, "4", *pk, "u__rand_int__", "1", "r__rand_int__", "o__rand_int__", str(now)]
     # Sanity: one call of each succeeds before we time thousands.
-    probe = r.evalsha(sha, len(our_keys), *our_keys, "probe-user", 1, "probe-req", "probe-order", now, now + 900_000)
+    probe = r.evalsha(sha, len(our_keys), *our_keys, now, now + 900_000, "probe-user", 1, "probe-req", "probe-order")
     if probe[0] != b"OK":
         raise RuntimeError(f"buy.lua probe failed: {probe!r}")
     out: dict[str, Any] = {"requests": requests, "clients": clients}
