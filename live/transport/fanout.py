@@ -16,8 +16,42 @@ from __future__ import annotations
 from typing import Any
 
 import socketio
+from aiohttp import WSMsgType, web
 from engineio import packet as eio_packet
+from engineio.async_drivers.aiohttp import WebSocket as EngineIOWebSocket
 from socketio import packet as sio_packet
+
+
+class DirectWebSocket(EngineIOWebSocket):
+    """Engine.IO's aiohttp websocket, without per-message deflate, and known by Engine.IO sid so a
+    broadcast can write its one pre-built frame to it directly.
+
+    Deflate is off (as in the Node.js Socket.IO server's default): our messages are small JSON,
+    and an uncompressed frame is the same bytes for every recipient.
+    """
+
+    async def __call__(self, environ: dict[str, Any]) -> web.WebSocketResponse:
+        request = environ["aiohttp.request"]
+        self._sock = web.WebSocketResponse(max_msg_size=self.server.max_http_buffer_size, compress=False)
+        await self._sock.prepare(request)
+        self.environ = environ
+        registry: dict[str, web.WebSocketResponse] = self.server.live_direct_ws
+        sid = getattr(getattr(self.handler, "__self__", None), "sid", None)
+        if sid is not None:
+            registry[sid] = self._sock
+        try:
+            await self.handler(self)
+        finally:
+            if sid is not None:
+                registry.pop(sid, None)
+        return self._sock
+
+
+def install_direct_websockets(sio: socketio.AsyncServer) -> None:
+    """Use :class:`DirectWebSocket` for this server only (no global patching)."""
+    eio = sio.eio
+    eio.live_direct_ws = {}
+    eio._async = {**eio._async, "websocket": DirectWebSocket}
 
 
 class _Encoded(eio_packet.Packet):
@@ -47,14 +81,30 @@ class EncodeOnceEmit(socketio.AsyncManager):
         if isinstance(encoded, list):  # binary attachments: the stock path knows how
             return await super().emit(event, data, namespace, room=room, skip_sid=skip_sid,
                                       **kwargs)
-        wire = _Encoded(eio_packet.Packet(eio_packet.MESSAGE, encoded).encode())
+        text = eio_packet.Packet(eio_packet.MESSAGE, encoded).encode()
+        wire = _Encoded(text)
+        frame = text.encode()
+        direct: dict[str, Any] = getattr(self.server.eio, "live_direct_ws", None) or {}
         skip = skip_sid if isinstance(skip_sid, list) else [skip_sid]
         for sid, eio_sid in self.get_participants(namespace, room):
             if sid in skip:
                 continue
             sock = sockets.get(eio_sid)
-            if sock is not None and not sock.closed:
-                sock.queue.put_nowait(wire)
+            if sock is None or sock.closed:
+                continue
+            ws = direct.get(eio_sid)
+            writer = getattr(ws, "_writer", None)
+            # Straight onto the wire when nothing is queued for this client (so nothing is
+            # overtaken) and the connection is a plain, uncompressed, established websocket;
+            # otherwise through Engine.IO's queue like any packet.
+            if (ws is not None and writer is not None and not writer.compress and not ws.closed and sock.upgraded
+                    and not sock.upgrading and sock.queue.empty()):
+                try:
+                    writer._write_websocket_frame(frame, WSMsgType.TEXT, 0)
+                    continue
+                except Exception:  # a closing transport: let Engine.IO deal with it
+                    pass
+            sock.queue.put_nowait(wire)
         return None
 
 
