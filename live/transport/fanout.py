@@ -1,4 +1,4 @@
-"""Socket.IO client managers that encode a broadcast once.
+"""Socket.IO fan-out: encode a broadcast once, and write frames straight to idle websockets.
 
 python-socketio's manager creates one task per recipient for every emit, and Engine.IO then
 encodes the packet again in each client's writer. For a card popping up on 5,000 screens that
@@ -47,6 +47,36 @@ class DirectWebSocket(EngineIOWebSocket):
         return self._sock
 
 
+def write_direct(eio: Any, eio_sid: str, frame: bytes) -> bool:
+    """Write one uncompressed text frame straight to a client's websocket, if that is safe now:
+    a plain established websocket (not mid-upgrade, no deflate) with nothing queued in Engine.IO
+    for it (so nothing is overtaken). Returns False when the caller must queue instead."""
+    sock = eio.sockets.get(eio_sid)
+    ws = eio.live_direct_ws.get(eio_sid)
+    writer = getattr(ws, "_writer", None)
+    if (sock is None or ws is None or writer is None or writer.compress or ws.closed or sock.closed
+            or not sock.upgraded or sock.upgrading or not sock.queue.empty()):
+        return False
+    try:
+        writer._write_websocket_frame(frame, WSMsgType.TEXT, 0)
+    except Exception:  # a closing transport: let Engine.IO deal with it
+        return False
+    return True
+
+
+class LiveSocketServer(socketio.AsyncServer):
+    """python-socketio's server whose single-recipient packets (acks above all: one per tap)
+    skip Engine.IO's per-connection writer task when the connection is idle."""
+
+    async def _send_packet(self, eio_sid: str, pkt: Any) -> None:
+        encoded = pkt.encode()
+        if isinstance(encoded, str) and hasattr(self.eio, "live_direct_ws"):
+            text = eio_packet.Packet(eio_packet.MESSAGE, encoded).encode()
+            if write_direct(self.eio, eio_sid, text.encode()):
+                return
+        await super()._send_packet(eio_sid, pkt)
+
+
 def install_direct_websockets(sio: socketio.AsyncServer) -> None:
     """Use :class:`DirectWebSocket` for this server only (no global patching)."""
     eio = sio.eio
@@ -84,7 +114,8 @@ class EncodeOnceEmit(socketio.AsyncManager):
         text = eio_packet.Packet(eio_packet.MESSAGE, encoded).encode()
         wire = _Encoded(text)
         frame = text.encode()
-        direct: dict[str, Any] = getattr(self.server.eio, "live_direct_ws", None) or {}
+        eio = self.server.eio
+        direct = hasattr(eio, "live_direct_ws")
         skip = skip_sid if isinstance(skip_sid, list) else [skip_sid]
         for sid, eio_sid in self.get_participants(namespace, room):
             if sid in skip:
@@ -92,19 +123,9 @@ class EncodeOnceEmit(socketio.AsyncManager):
             sock = sockets.get(eio_sid)
             if sock is None or sock.closed:
                 continue
-            ws = direct.get(eio_sid)
-            writer = getattr(ws, "_writer", None)
-            # Straight onto the wire when nothing is queued for this client (so nothing is
-            # overtaken) and the connection is a plain, uncompressed, established websocket;
-            # otherwise through Engine.IO's queue like any packet.
-            if (ws is not None and writer is not None and not writer.compress and not ws.closed and sock.upgraded
-                    and not sock.upgrading and sock.queue.empty()):
-                try:
-                    writer._write_websocket_frame(frame, WSMsgType.TEXT, 0)
-                    continue
-                except Exception:  # a closing transport: let Engine.IO deal with it
-                    pass
-            sock.queue.put_nowait(wire)
+            # Straight onto the wire when safe, else through Engine.IO's queue like any packet.
+            if not (direct and write_direct(eio, eio_sid, frame)):
+                sock.queue.put_nowait(wire)
         return None
 
 

@@ -23,7 +23,7 @@ from live.auth import Principal
 from live.errors import Invalid, LiveError, Unauthorized
 from live.push import room_channel, user_channel
 from live.settings import Settings
-from live.transport.fanout import FanoutManager, FanoutRedisManager, install_direct_websockets
+from live.transport.fanout import FanoutManager, FanoutRedisManager, LiveSocketServer, install_direct_websockets
 from live.transport.http import validation_message
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ def make_server(settings: Settings, redis_url: str | None) -> socketio.AsyncServ
     if redis_url:
         manager = FanoutRedisManager(redis_url, channel=f"{keys.PREFIX}:socketio")
     origins: Any = [o.strip() for o in settings.cors_origins.split(",") if o.strip()] or None
-    server = socketio.AsyncServer(
+    server = LiveSocketServer(
         async_mode="aiohttp",
         client_manager=manager,
         json=OrjsonShim,
