@@ -103,8 +103,7 @@ class FlashService:
         self.svc = svc
         self.settings = svc.settings
         self.inventory = Inventory(svc.redis, svc.scripts)
-        self.batcher = BuyBatcher(self.inventory)
-        self.batcher.pay_window_ms = int(svc.settings.payment_timeout_s * 1000)
+        self.batcher = BuyBatcher(self.inventory, int(svc.settings.payment_timeout_s * 1000))
         self.images = ImagePipeline(max_bytes=svc.settings.max_upload_bytes,
                                     max_pixels=svc.settings.max_image_pixels,
                                     display_px=svc.settings.image_display_px,
@@ -117,7 +116,8 @@ class FlashService:
         self._dirty: set[str] = set()
         self._dirty_event = asyncio.Event()
         self._card_rooms: dict[str, str] = {}
-        self._room_cards: dict[str, tuple[str, list[Card]]] = {}  # room -> (version, card rows)
+        self._room_cards: dict[str, tuple[str, list[Card]]] = {}
+        self._outcomes: dict[str, Any] = {}  # buy outcome -> metric child  # room -> (version, card rows)
         # Recently accepted taps on this process: (card, user, request) → ack, bounded.
         self._accepted: OrderedDict[tuple[str, str, str], dict[str, Any]] = OrderedDict()
         self.orders: Any = None  # live.orders.OrderService, set by install()
@@ -297,7 +297,6 @@ class FlashService:
     # --- buying ------------------------------------------------------------------------------
     async def buy(self, who: Principal, card_id: str, qty: int, request_id: str) -> dict[str, Any]:
         """Take stock for one tap. Returns ``{"order", "left"}`` or raises the contract's error."""
-        metrics = self.svc.metrics
         if not 1 <= qty <= self.settings.max_qty_per_buy:
             raise Invalid(f"qty: an integer from 1 to {self.settings.max_qty_per_buy}")
         known = self.unavailable.get(card_id)
@@ -306,10 +305,10 @@ class FlashService:
             prior = self._accepted.get((card_id, who.id, request_id))
             if prior is not None:
                 return prior
-            metrics.buys.labels("fast_reject").inc()
+            self._count("fast_reject")
             raise SoldOut("sold out") if known == "sold_out" else NotOnSale("the sale is closed")
         if not self.buckets.take(who.id):
-            metrics.buys.labels("rate_limited").inc()
+            self._count("rate_limited")
             raise RateLimited("too many taps; slow down")
         for _ in range(3):
             order_id = f"{card_id}-{secrets.token_hex(6)}"
@@ -318,7 +317,7 @@ class FlashService:
                 continue  # Redis lost the card (data loss): rebuilt from SQL, try again
             if res.code != "RETRY":
                 break
-        metrics.buys.labels(res.code.lower()).inc()
+        self._count(res.code.lower())
         if res.code in ("OK", "DUP"):
             if res.order is None:
                 raise Unavailable("order record missing; retry")
@@ -342,6 +341,13 @@ class FlashService:
         if res.code == "NOT_FOUND":
             raise NotFound("no such card")
         raise Unavailable(f"unexpected buy result {res.code}")
+
+    def _count(self, outcome: str) -> None:
+        """Count a tap's outcome; the labelled child is looked up once per outcome (hot path)."""
+        child = self._outcomes.get(outcome)
+        if child is None:
+            child = self._outcomes[outcome] = self.svc.metrics.buys.labels(outcome)
+        child.inc()
 
     async def room_of(self, card_id: str) -> str:
         room = self._card_rooms.get(card_id)

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from live import keys
+from live.ids import now_ms
 
 SCRIPTS = ["buy", "release", "pay", "restock", "card_status"]
 STATE_FIELDS = ("status", "stock", "left", "limit", "price", "starts_ms", "ends_ms", "room")
@@ -77,11 +78,6 @@ class Inventory:
             pipe.hmget(keys.card_state(c), STATE_FIELDS)
         return {c: _state(v) for c, v in zip(card_ids, await pipe.execute(), strict=True)}
 
-    async def buy(self, card_id: str, user_id: str, qty: int, request_id: str, order_id: str, now_ms: int,
-                  pay_by_ms: int) -> Result:
-        """One tap (see :class:`BuyBatcher` for many taps in one call)."""
-        return (await self.buy_many(card_id, [(user_id, qty, request_id, order_id)], now_ms, pay_by_ms))[0]
-
     async def buy_many(self, card_id: str, taps: list[tuple[str, int, str, str]], now_ms: int,
                        pay_by_ms: int) -> list[Result]:
         """Taps on one card, applied in order by one script call: (user, qty, request, order id)."""
@@ -142,8 +138,9 @@ class BuyBatcher:
     fewer pool connections, and Redis runs one script instead of hundreds.
     """
 
-    def __init__(self, inventory: Inventory, max_batch: int = 256) -> None:
+    def __init__(self, inventory: Inventory, pay_window_ms: int, max_batch: int = 256) -> None:
         self._inv = inventory
+        self._pay_window_ms = pay_window_ms
         self._max = max_batch
         self._pending: dict[str, list[tuple[tuple[str, int, str, str], asyncio.Future[Result]]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -169,11 +166,9 @@ class BuyBatcher:
         task.add_done_callback(self._tasks.discard)
 
     async def _run(self, card_id: str, batch: list[tuple[tuple[str, int, str, str], asyncio.Future[Result]]]) -> None:
-        from live.ids import now_ms
-
         now = now_ms()
         try:
-            results = await self._inv.buy_many(card_id, [t for t, _ in batch], now, now + self.pay_window_ms)
+            results = await self._inv.buy_many(card_id, [t for t, _ in batch], now, now + self._pay_window_ms)
         except BaseException as e:
             for _, fut in batch:
                 if not fut.done():
@@ -184,5 +179,3 @@ class BuyBatcher:
         for (_, fut), res in zip(batch, results, strict=True):
             if not fut.done():
                 fut.set_result(res)
-
-    pay_window_ms: int = 900_000
