@@ -355,12 +355,7 @@ class OrderService:
         async with self._rebuild_locks[card_id]:
             if await self.inventory.state(card_id) is not None:
                 return True  # somebody rebuilt it meanwhile
-            stream = keys.card_stream(card_id)
-            await self.persister.ensure_group(stream)
-            for _ in range(100):
-                if await self.persister.process(stream, await self.persister._read(stream, "0")) + \
-                        await self.persister.process(stream, await self.persister._read(stream, ">")) == 0:
-                    break
+            await self.persister.drain(keys.card_stream(card_id))
             async with self.svc.db() as s:
                 card = await s.get(Card, card_id)
                 if card is None:

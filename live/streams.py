@@ -175,6 +175,18 @@ class StreamConsumer:
             self._failures.pop((stream, i), None)
         return len(entries)
 
+    async def drain(self, stream: str, max_rounds: int = 100) -> int:
+        """Persist everything one stream holds for us now (our pending entries, then new ones)."""
+        await self.ensure_group(stream)
+        total = 0
+        for _ in range(max_rounds):
+            n = await self.process(stream, await self._read(stream, "0"))
+            n += await self.process(stream, await self._read(stream, ">"))
+            if n == 0:
+                break
+            total += n
+        return total
+
     async def drain_once(self, *, claim: bool = False) -> int:
         """One pass over every stream: our own pending entries, then new ones (and claims)."""
         total = 0
