@@ -16,7 +16,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av.video.frame import VideoFrame
 from PIL import Image
 
-from tests.support import Api
+from tests.support import Api, ApiError
 
 RED = (255, 0, 0)
 BLUE = (0, 0, 255)
@@ -218,15 +218,8 @@ async def play(api: Api, room_id: str, token: str | None = None, keep: bool = Fa
     return viewer
 
 
-class SdpError(Exception):
-    def __init__(self, status: int, body: Any) -> None:
-        super().__init__(f"{status}: {body}")
-        self.status = status
-        self.body = body
-
-    @property
-    def code(self) -> str:
-        return str(self.body["error"]["code"])
+class SdpError(ApiError):
+    """A WHIP/WHEP request that did not get its 201 answer."""
 
 
 async def sdp_post(api: Api, path: str, sdp: str, token: str | None = None,

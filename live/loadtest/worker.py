@@ -304,14 +304,15 @@ class Worker:
             await self._buy(v, str(card["id"]))
         self.bump(DONE)
 
-    async def _buy(self, v: Viewer, card_id: str, op_lat: list[float] | None = None) -> bool:
-        """One tap; False when the connection is gone."""
+    async def _call(self, v: Viewer, event: str, data: dict[str, Any],
+                    op_lat: list[float] | None) -> tuple[Any, float, float] | bool:
+        """Emit with an ack and time it: ``(ack, sent, acked)``, or True (timed out, go on) /
+        False (the connection is gone) after counting the error."""
         s = self.samples
         t0 = time.monotonic()
         self.bump(SENT)
         try:
-            ack = await v.sock.call("flash:buy", {"card_id": card_id, "qty": 1, "request_id": uuid.uuid4().hex},
-                                    timeout=self.plan.timeout)
+            ack = await v.sock.call(event, data, timeout=self.plan.timeout)
         except TimeoutError:
             s.errors["TIMEOUT"] += 1
             return True
@@ -319,12 +320,22 @@ class Worker:
             s.errors["DISCONNECTED"] += 1
             return False
         t1 = time.monotonic()
-        s.tap_sent.append(t0)
-        s.tap_ack.append(t1)
         if op_lat is not None:
             op_lat.append(t1 - t0)
             s.op_ack.append(t1)
         self.bump(ACKS)
+        return ack, t0, t1
+
+    async def _buy(self, v: Viewer, card_id: str, op_lat: list[float] | None = None) -> bool:
+        """One tap; False when the connection is gone."""
+        s = self.samples
+        got = await self._call(v, "flash:buy", {"card_id": card_id, "qty": 1, "request_id": uuid.uuid4().hex},
+                               op_lat)
+        if isinstance(got, bool):
+            return got
+        ack, t0, t1 = got
+        s.tap_sent.append(t0)
+        s.tap_ack.append(t1)
         if isinstance(ack, dict) and ack.get("ok"):
             order = ack.get("order") or {}
             s.order_ids.append(str(order.get("id")))
@@ -335,24 +346,12 @@ class Worker:
 
     async def _chat_once(self, v: Viewer, text: str, op_lat: list[float] | None = None) -> bool:
         s = self.samples
-        t0 = time.monotonic()
-        self.bump(SENT)
-        try:
-            ack = await v.sock.call("chat:send", {"room_id": self.plan.room_id, "text": text},
-                                    timeout=self.plan.timeout)
-        except TimeoutError:
-            s.errors["TIMEOUT"] += 1
-            return True
-        except Disconnected:
-            s.errors["DISCONNECTED"] += 1
-            return False
-        t1 = time.monotonic()
+        got = await self._call(v, "chat:send", {"room_id": self.plan.room_id, "text": text}, op_lat)
+        if isinstance(got, bool):
+            return got
+        ack, t0, t1 = got
         s.chat_lat.append(t1 - t0)
         s.chat_ack.append(t1)
-        if op_lat is not None:
-            op_lat.append(t1 - t0)
-            s.op_ack.append(t1)
-        self.bump(ACKS)
         if isinstance(ack, dict) and ack.get("ok"):
             msg = ack.get("message") or {}
             s.chat_sent.append((str(msg.get("id")), t0))
