@@ -38,8 +38,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def serve(settings: Settings, *, reuse_port: bool = False) -> None:
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log.info("live-commerce on http://%s:%s (%s)", settings.host, settings.port, settings)
+    loop = new_event_loop(settings.event_loop)
+    asyncio.set_event_loop(loop)
     web.run_app(create_app(settings), host=settings.host, port=settings.port, reuse_port=reuse_port or None,
-                print=None, shutdown_timeout=5, handle_signals=True)
+                print=None, shutdown_timeout=5, handle_signals=True, loop=loop)
+
+
+def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
+    """The server's event loop: uvloop (libuv) by default, the standard library's on request."""
+    if kind == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
 
 
 def supervise(settings: Settings, args: argparse.Namespace) -> int:

@@ -43,6 +43,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--procs", type=int, default=2, help="load-tester processes for fan-out runs ≥ 5,000")
     p.add_argument("--manager", default="auto", choices=["auto", "on", "off"],
                    help="LIVE_SOCKETIO_REDIS_MANAGER of the project (auto = on, since LIVE_REDIS_URL is set)")
+    p.add_argument("--server-env", action="append", default=[], metavar="LIVE_X=VALUE",
+                   help="extra setting for the project server (repeatable), e.g. LIVE_EVENT_LOOP=asyncio")
     p.add_argument("--skip-node", action="store_true")
     p.add_argument("--skip-ceiling", action="store_true")
     p.add_argument("--skip-buys", action="store_true")
@@ -50,6 +52,17 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--json", type=Path, default=Path("bench/results.json"))
     p.add_argument("--markdown", type=Path, default=None, help="also write the tables as Markdown here")
     return p.parse_args(argv)
+
+
+def server_env(pairs: list[str]) -> dict[str, str]:
+    """``["LIVE_X=1", …]`` → ``{"LIVE_X": "1"}``; only LIVE_ settings are accepted."""
+    env: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.startswith("LIVE_"):
+            raise SystemExit(f"--server-env wants LIVE_NAME=VALUE, got {pair!r}")
+        env[key] = value
+    return env
 
 
 def _ratio(a: float | None, b: float | None) -> str:
@@ -117,7 +130,8 @@ def targets(res: dict[str, Any]) -> list[str]:
 async def main_async(a: argparse.Namespace, console: Console) -> dict[str, Any]:
     raise_fd_limit()
     res: dict[str, Any] = {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "machine": machine(),
-                           "command": "python -m bench " + " ".join(sys.argv[1:]), "manager": a.manager}
+                           "command": "python -m bench " + " ".join(sys.argv[1:]), "manager": a.manager,
+                           "server_env": server_env(a.server_env)}
     stack = Stack(manager=a.manager)
     with stack.running():
         redis_url = stack.start_redis()
@@ -126,7 +140,7 @@ async def main_async(a: argparse.Namespace, console: Console) -> dict[str, Any]:
             console.log("ceiling: redis-benchmark EVALSHA buy.lua …")
             res["ceiling"] = await asyncio.to_thread(ceiling.run, stack.redis_port, a.ceiling_requests)
             console.log(res["ceiling"])
-        project = stack.start_project(redis_url)
+        project = stack.start_project(redis_url, **server_env(a.server_env))
         console.log(f"project on {project.url} (pid {project.pid})")
         servers = [project]
         if not a.skip_node:

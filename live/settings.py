@@ -81,6 +81,9 @@ class Settings(BaseModel):
     ice_servers: list[str] = Field(default_factory=list)
 
     log_level: str = "INFO"
+    # "uvloop" (libuv's event loop: cheaper socket I/O, tasks and timers on the buy path) or
+    # "asyncio" (the standard library's).
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
 
     # Set by run_server.py, not by files: how many worker processes share this port.
     workers: int = Field(1, ge=1)

@@ -7,6 +7,9 @@ import asyncio
 import contextlib
 import io
 import re
+import signal
+import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -31,7 +34,16 @@ from tests.media_support import (
     wait_state,
     whip_offer,
 )
-from tests.support import Api, RunningServer, run_app
+from tests.support import (
+    Api,
+    RedisServer,
+    RunningServer,
+    TestDatabase,
+    free_port,
+    run_app,
+    spawn_server,
+    wait_healthy,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -445,3 +457,32 @@ async def test_a_room_ended_through_another_process_stops_its_media(api: Api, se
         assert server.services.media.stats()["publishers"] == 0
     finally:
         await close_all(pub)
+
+
+@pytest.mark.slow
+async def test_the_shipped_server_on_uvloop_carries_webrtc(redis_server: RedisServer, database: TestDatabase) -> None:
+    """run_server.py runs on uvloop by default; aiortc's UDP transports must work on it."""
+    port = free_port()
+    proc = spawn_server(port, {"LIVE_REDIS_URL": redis_server.url, "LIVE_DATABASE_URL": database.url(),
+                               "LIVE_DATA_DIR": tempfile.mkdtemp(prefix="live-uvloop-")})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        await wait_healthy(url, 60)
+        async with Api(url) as api:
+            assert (await api.ok("GET", "/healthz")).get("event_loop") == "uvloop"
+            s = await api.streamer()
+            room = await api.live_room(s["token"])
+            pub = await publish(api, room["id"], s["token"], ColourCamera(BLUE))
+            viewer = None
+            try:
+                await wait_state(pub.pc, ("connected",))
+                viewer = await play(api, room["id"])
+                await viewer.wait_colour(BLUE)
+            finally:
+                await close_all(viewer, pub)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()

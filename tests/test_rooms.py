@@ -13,7 +13,7 @@ from tests.support import Api, RunningServer, SioClient
 
 
 async def test_healthz_and_metrics(api: Api) -> None:
-    assert await api.ok("GET", "/healthz") == {"status": "ok"}
+    assert await api.ok("GET", "/healthz") == {"status": "ok", "event_loop": "asyncio"}  # pytest's loop
     status, body = await api.get("/metrics")
     assert status == 200 and b"live_socket_connections" in body
 

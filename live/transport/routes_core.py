@@ -60,7 +60,8 @@ async def healthz(request: web.Request) -> web.Response:
     results = dict(zip(checks, await asyncio.gather(*checks.values()), strict=True))
     ok = all(results.values())
     if ok:
-        return json_response({"status": "ok"})
+        loop = "uvloop" if type(asyncio.get_running_loop()).__module__.startswith("uvloop") else "asyncio"
+        return json_response({"status": "ok", "event_loop": loop})
     return json_response({"status": "unavailable", "checks": results,
                           "error": {"code": "UNAVAILABLE", "message": "a backend does not answer"}}, status=503)
 
