@@ -116,6 +116,7 @@ class FlashService:
         self._dirty: set[str] = set()
         self._dirty_event = asyncio.Event()
         self._card_rooms: dict[str, str] = {}
+        self._room_lookups: dict[str, asyncio.Future[str]] = {}
         self._room_cards: dict[str, tuple[str, list[Card]]] = {}
         self._outcomes: dict[str, Any] = {}  # buy outcome -> metric child  # room -> (version, card rows)
         # Recently accepted taps on this process: (card, user, request) → ack, bounded.
@@ -351,12 +352,21 @@ class FlashService:
 
     async def room_of(self, card_id: str) -> str:
         room = self._card_rooms.get(card_id)
-        if room is None:
-            state = await self.inventory.state(card_id)
-            room = state.room_id if state else (await self._card_row(card_id)).room_id
-            if len(self._card_rooms) > 100_000:
-                self._card_rooms.clear()
-            self._card_rooms[card_id] = room
+        if room is not None:
+            return room
+        # One lookup per card however many taps miss the cache at once (the first tick of a storm).
+        lookup = self._room_lookups.get(card_id)
+        if lookup is None:
+            lookup = self._room_lookups[card_id] = asyncio.ensure_future(self._lookup_room(card_id))
+            lookup.add_done_callback(lambda _: self._room_lookups.pop(card_id, None))
+        return await asyncio.shield(lookup)
+
+    async def _lookup_room(self, card_id: str) -> str:
+        state = await self.inventory.state(card_id)
+        room = state.room_id if state else (await self._card_row(card_id)).room_id
+        if len(self._card_rooms) > 100_000:
+            self._card_rooms.clear()
+        self._card_rooms[card_id] = room
         return room
 
     # --- pushes and hints --------------------------------------------------------------------
