@@ -305,6 +305,7 @@ def install(svc: Services) -> None:
     consumer = StreamConsumer(
         svc.redis, group=keys.PERSIST_GROUP, consumer=svc.proc_id, apply=chat_log.apply, streams=streams,
         dead_key=lambda _: keys.CHAT_DEAD, on_dead=lambda _: svc.metrics.dead_letters.labels("chat").inc(),
-        batch=s.persister_batch, claim_idle_ms=s.persister_claim_idle_ms, max_deliveries=s.persister_max_deliveries)
+        batch=s.persister_batch, claim_idle_ms=s.persister_claim_idle_ms, max_deliveries=s.persister_max_deliveries,
+        gather_s=s.persister_gather_ms / 1000)
     svc.loops.append(("chat-persister", consumer.run))
     svc.closers.append(moderation.close)

@@ -52,6 +52,7 @@ class OrderService:
             on_dead=lambda stream: svc.metrics.dead_letters.labels("orders").inc(),
             batch=s.persister_batch, claim_idle_ms=s.persister_claim_idle_ms,
             max_deliveries=s.persister_max_deliveries, live_consumers=self._live_processes,
+            gather_s=s.persister_gather_ms / 1000,
             claim_every_s=min(s.persister_claim_idle_ms / 2000, s.heartbeat_interval_s))
         self._rebuild_locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 

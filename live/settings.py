@@ -58,6 +58,7 @@ class Settings(BaseModel):
     buy_rate_per_s: float = Field(20.0, gt=0)
     buy_rate_burst: int = Field(20, ge=1)
     persister_batch: int = Field(500, ge=1)
+    persister_gather_ms: int = Field(100, ge=0, le=5000)
     persister_claim_idle_ms: int = Field(30000, ge=100)
     persister_max_deliveries: int = Field(5, ge=1)
     reconcile_interval_s: float = Field(60.0, gt=0)

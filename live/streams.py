@@ -41,6 +41,7 @@ class StreamConsumer:
                  streams: Callable[[], Awaitable[list[str]]], dead_key: Callable[[str], str],
                  on_dead: Callable[[str], None] = lambda s: None, batch: int = 500,
                  claim_idle_ms: int = 30000, max_deliveries: int = 5, idle_sleep_s: float = 0.05,
+                 gather_s: float = 0.0,
                  live_consumers: Callable[[], Awaitable[set[str]]] | None = None,
                  claim_every_s: float | None = None) -> None:
         self._redis = redis
@@ -54,6 +55,9 @@ class StreamConsumer:
         self._claim_idle_ms = claim_idle_ms
         self._max_deliveries = max_deliveries
         self._idle_sleep_s = idle_sleep_s
+        # After a round that found less than a full batch, wait this long so that the next
+        # transaction carries more entries (a transaction's fixed cost dwarfs a row's).
+        self._gather_s = gather_s
         # Names of consumers known to be alive (process heartbeats): entries held by any other
         # consumer are taken over at once, without waiting ``claim_idle_ms``.
         self._live_consumers = live_consumers
@@ -212,9 +216,9 @@ class StreamConsumer:
                     last_claim = loop.time()
                 self.healthy = True
                 backoff = 0.1
-                if n:
+                if n >= self._batch or (n and not self._gather_s):
                     continue
-                delay = self._idle_sleep_s
+                delay = self._gather_s if n else self._idle_sleep_s
             except asyncio.CancelledError:
                 raise
             except Exception as e:
