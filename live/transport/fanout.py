@@ -13,21 +13,34 @@ internals used here.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
 import socketio
 from aiohttp import WSMsgType, web
 from engineio import packet as eio_packet
 from engineio.async_drivers.aiohttp import WebSocket as EngineIOWebSocket
 from socketio import packet as sio_packet
 
+log = logging.getLogger(__name__)
+
 
 class DirectWebSocket(EngineIOWebSocket):
-    """Engine.IO's aiohttp websocket, without per-message deflate, and known by Engine.IO sid so a
-    broadcast can write its one pre-built frame to it directly.
+    """Engine.IO's aiohttp websocket, without per-message deflate, known by Engine.IO sid so a
+    broadcast can write its one pre-built frame to it directly, and serving the short-path
+    events (see :class:`LiveSocketServer`) as they are read.
 
     Deflate is off (as in the Node.js Socket.IO server's default): our messages are small JSON,
     and an uncompressed frame is the same bytes for every recipient.
+
+    Engine.IO reads a websocket with a new task and a timer per message, then runs each message
+    in a task of its own. For a short-path event :meth:`wait` instead runs the handler right
+    where the frame was read and writes its ack, then reads on; so one connection's short-path
+    events are served one at a time, in the order sent (a client waiting for each ack, as every
+    tapping viewer does, sees no difference; one that pipelines gets its acks in order). Other
+    frames (pings, other events, binary, the upgrade handshake) go to Engine.IO unchanged.
     """
 
     async def __call__(self, environ: dict[str, Any]) -> web.WebSocketResponse:
@@ -36,7 +49,8 @@ class DirectWebSocket(EngineIOWebSocket):
         await self._sock.prepare(request)
         self.environ = environ
         registry: dict[str, web.WebSocketResponse] = self.server.live_direct_ws
-        sid = getattr(getattr(self.handler, "__self__", None), "sid", None)
+        self._eio_socket = getattr(self.handler, "__self__", None)
+        sid = getattr(self._eio_socket, "sid", None)
         if sid is not None:
             registry[sid] = self._sock
         try:
@@ -45,6 +59,22 @@ class DirectWebSocket(EngineIOWebSocket):
             if sid is not None:
                 registry.pop(sid, None)
         return self._sock
+
+    async def wait(self) -> str | bytes:
+        sio: LiveSocketServer | None = getattr(self.server, "live_sio", None)
+        eio_socket = getattr(self, "_eio_socket", None)
+        while True:
+            data = await super().wait()
+            if (sio is None or eio_socket is None or not isinstance(data, str) or data[:2] != "42"
+                    or not eio_socket.upgraded or eio_socket.upgrading):
+                return data
+            call = sio.direct_call(eio_socket.sid, data[1:])
+            if call is None:
+                return data
+            try:
+                await sio.run_direct(eio_socket.sid, call)
+            except Exception:  # never let one event's failure end the connection
+                log.exception("short-path event failed")
 
 
 def write_direct(eio: Any, eio_sid: str, frame: bytes) -> bool:
@@ -64,9 +94,75 @@ def write_direct(eio: Any, eio_sid: str, frame: bytes) -> bool:
     return True
 
 
+DirectHandler = Callable[..., Awaitable[Any]]
+DirectCall = tuple[DirectHandler, str, bytes, list[Any]]
+
+
 class LiveSocketServer(socketio.AsyncServer):
-    """python-socketio's server whose single-recipient packets (acks above all: one per tap)
-    skip Engine.IO's per-connection writer task when the connection is idle."""
+    """python-socketio's server with a short path for the events that carry a storm.
+
+    * Events registered with :meth:`on_direct` (every ``SocketApp`` event: one JSON payload, an
+      ack) are parsed straight from the Engine.IO message — ``2<ack id>["name", payload]`` on the
+      default namespace — and their ack is written as one pre-built frame. python-socketio's
+      generic packet decoder (a character-by-character parse plus a scan of the payload for
+      binary parts), its dispatch layers and its ack packet are skipped; anything else (another
+      namespace, binary attachments, no ack id, an unknown event, a client not connected to
+      ``/``) takes python-socketio's own path, unchanged.
+    * Single-recipient packets (acks above all: one per tap) skip Engine.IO's per-connection
+      writer task when the connection is idle.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.direct_events: dict[str, DirectHandler] = {}
+
+    def on_direct(self, event: str, handler: DirectHandler) -> None:
+        """Serve ``event`` on the short path (and on the stock one, for frames it does not take)."""
+        self.direct_events[event] = handler
+        self.on(event, handler)
+
+    async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
+        call = self.direct_call(eio_sid, data)
+        if call is None:
+            await super()._handle_eio_message(eio_sid, data)
+        else:
+            await self.run_direct(eio_sid, call)
+
+    async def run_direct(self, eio_sid: str, call: DirectCall) -> None:
+        """Run a short-path event's handler and send its ack."""
+        handler, sid, ack_id, args = call
+        result = await handler(sid, *args)
+        try:
+            wire = b"43" + ack_id + orjson.dumps([] if result is None else [result])
+        except TypeError:  # not plain JSON: let python-socketio encode it
+            await super()._send_packet(eio_sid, self.packet_class(
+                sio_packet.ACK, namespace="/", id=int(ack_id), data=[result]))
+            return
+        if not write_direct(self.eio, eio_sid, wire):
+            await self.eio.send(eio_sid, wire[1:].decode())
+
+    def direct_call(self, eio_sid: str, data: Any) -> DirectCall | None:
+        """``(handler, sid, ack id, args)`` when this Socket.IO packet can take the short path."""
+        if (not self.direct_events or not isinstance(data, str) or data[:1] != "2"
+                or eio_sid in self._binary_packet):
+            return None
+        i = 1
+        n = len(data)
+        while i < n and "0" <= data[i] <= "9":
+            i += 1
+        if i == 1 or i > 20 or i == n or data[i] != "[":
+            return None  # no ack id, a namespace, or not an event array
+        try:
+            parts = orjson.loads(data[i:])
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(parts, list) or not parts or not isinstance(parts[0], str):
+            return None
+        handler = self.direct_events.get(parts[0])
+        sid = self.manager.sid_from_eio_sid(eio_sid, "/") if handler is not None else None
+        if handler is None or sid is None:
+            return None
+        return handler, sid, data[1:i].encode(), parts[1:]
 
     async def _send_packet(self, eio_sid: str, pkt: Any) -> None:
         encoded = pkt.encode()
@@ -81,6 +177,7 @@ def install_direct_websockets(sio: socketio.AsyncServer) -> None:
     """Use :class:`DirectWebSocket` for this server only (no global patching)."""
     eio = sio.eio
     eio.live_direct_ws = {}
+    eio.live_sio = sio if isinstance(sio, LiveSocketServer) else None
     eio._async = {**eio._async, "websocket": DirectWebSocket}
 
 

@@ -159,7 +159,10 @@ class SocketApp:
                 finally:
                     mine[1].observe(time.perf_counter() - t0)
 
-            self.sio.on(name, wrapped)
+            if isinstance(self.sio, LiveSocketServer):
+                self.sio.on_direct(name, wrapped)
+            else:
+                self.sio.on(name, wrapped)
             return fn
 
         return deco

@@ -1,0 +1,142 @@
+"""The short path for Socket.IO events (live/transport/fanout.py) answers exactly like
+python-socketio's own: on websocket, on long-polling, after an upgrade, pipelined, and for frames
+it must leave to python-socketio (no ack id, bad JSON, unknown events)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+
+from tests.flash_support import rid, setup_sale
+from tests.support import Api, RunningServer, SioClient
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class RawSocket:
+    """A bare Engine.IO v4 / Socket.IO v5 websocket client: frames in, frames out, nothing hidden."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self.acks: list[tuple[int, Any]] = []  # in arrival order
+        self.events: list[tuple[str, Any]] = []
+        self._got_ack = asyncio.Event()
+        self._reader = asyncio.create_task(self._read())
+
+    @classmethod
+    async def open(cls, session: aiohttp.ClientSession, url: str, token: str) -> RawSocket:
+        ws = await session.ws_connect(url.replace("http", "ws", 1) + "/socket.io/?EIO=4&transport=websocket")
+        assert (await ws.receive_str()).startswith("0")
+        await ws.send_str("40" + orjson.dumps({"token": token}).decode())
+        assert (await ws.receive_str()).startswith("40")
+        return cls(ws)
+
+    async def _read(self) -> None:
+        async for msg in self.ws:
+            data = msg.data
+            if data == "2":
+                await self.ws.send_str("3")
+            elif data.startswith("43"):
+                i = 2
+                while data[i].isdigit():
+                    i += 1
+                self.acks.append((int(data[2:i]), orjson.loads(data[i:])))
+                self._got_ack.set()
+            elif data.startswith("42"):
+                name, *rest = orjson.loads(data[2:])
+                self.events.append((name, rest[0] if rest else None))
+
+    async def send(self, frame: str) -> None:
+        await self.ws.send_str(frame)
+
+    async def wait_acks(self, n: int, timeout: float = 10) -> list[tuple[int, Any]]:
+        async with asyncio.timeout(timeout):
+            while len(self.acks) < n:
+                self._got_ack.clear()
+                await self._got_ack.wait()
+        return self.acks
+
+    async def close(self) -> None:
+        await self.ws.close()
+        self._reader.cancel()
+
+
+def buy_frame(ack_id: int, card_id: str, request_id: str | None = None) -> str:
+    payload = {"card_id": card_id, "qty": 1, "request_id": request_id or rid()}
+    return f"42{ack_id}" + orjson.dumps(["flash:buy", payload]).decode()
+
+
+async def test_pipelined_taps_are_each_answered_once_and_in_order(api: Api, server: RunningServer) -> None:
+    _, _, card = await setup_sale(api, stock=8, limit_per_user=5)
+    viewer = await api.guest()
+    async with aiohttp.ClientSession() as session:
+        sock = await RawSocket.open(session, server.url, viewer["token"])
+        try:
+            # Eight taps sent back to back without waiting: five orders, then the limit.
+            for i in range(8):
+                await sock.send(buy_frame(100 + i, card["id"]))
+            acks = await sock.wait_acks(8)
+            assert [i for i, _ in acks] == list(range(100, 108))
+            bodies = [a[0] for _, a in acks]
+            assert [b["ok"] for b in bodies] == [True] * 5 + [False] * 3
+            assert {b["error"]["code"] for b in bodies[5:]} == {"LIMIT_EXCEEDED"}
+            assert len({b["order"]["id"] for b in bodies[:5]}) == 5
+            assert [b["left"] for b in bodies[:5]] == [7, 6, 5, 4, 3]
+            await asyncio.sleep(0.2)
+            assert len(sock.acks) == 8  # nothing answered twice
+        finally:
+            await sock.close()
+    assert (await api.ok("GET", f"/api/cards/{card['id']}"))["left"] == 3
+
+
+async def test_frames_the_short_path_does_not_take_still_work_and_bad_ones_change_nothing(
+        api: Api, server: RunningServer) -> None:
+    s, room, card = await setup_sale(api, stock=5)
+    viewer = await api.guest()
+    async with aiohttp.ClientSession() as session:
+        sock = await RawSocket.open(session, server.url, viewer["token"])
+        try:
+            await sock.send('421["flash:buy",{"card_id":')            # not JSON: python-socketio's path
+            await sock.send('422["no:such:event",{}]')                 # unknown: no handler, no ack
+            await sock.send('423["flash:buy","not an object"]')        # short path: INVALID
+            await sock.send('424["flash:buy"]')                        # no payload: INVALID
+            await sock.send('425["flash:buy",{"card_id":"x"},{"y":1}]')  # two payloads: INVALID
+            await sock.send('42["room:join",{"room_id":"' + room["id"] + '"}]')  # no ack id: still served
+            await sock.send(buy_frame(6, card["id"]))
+            acks = await sock.wait_acks(4)
+            await asyncio.sleep(0.2)
+            assert [i for i, _ in sock.acks] == [3, 4, 5, 6]
+            assert [a[0]["error"]["code"] for _, a in acks[:3]] == ["INVALID"] * 3
+            assert acks[3][1][0]["ok"] is True
+            # The join without an ack id took effect: the room counts this viewer.
+            assert (await api.ok("GET", f"/api/rooms/{room['id']}"))["viewers"] == 1
+        finally:
+            await sock.close()
+    assert (await api.ok("GET", f"/api/cards/{card['id']}"))["left"] == 4  # only the one good tap
+
+
+@pytest.mark.parametrize("transports", [("polling",), ("polling", "websocket")], ids=["polling", "upgrade"])
+async def test_long_polling_and_upgraded_clients_get_the_same_acks(
+        api: Api, server: RunningServer, transports: tuple[str, ...]) -> None:
+    _, _, card = await setup_sale(api, stock=3)
+    viewer = await api.guest()
+    c = SioClient()
+    await c.connect(server.url, viewer["token"], transports=transports)
+    try:
+        request_id = rid()
+        first = await c.call("flash:buy", {"card_id": card["id"], "qty": 1, "request_id": request_id})
+        again = await c.call("flash:buy", {"card_id": card["id"], "qty": 1, "request_id": request_id})
+        assert first["ok"] and again == first  # a retry gets the same order
+        bad = await c.call("flash:buy", {"card_id": card["id"], "qty": 0, "request_id": rid()})
+        assert bad["ok"] is False and bad["error"]["code"] == "INVALID"
+        assert c.sio.transport() == transports[-1]
+        # Hang up from the server: a long-polling client's own disconnect waits for its pending
+        # GET to time out (python-engineio), which only slows the test down.
+        await server.services.pusher.sio.disconnect(c.sio.get_sid())
+    finally:
+        await c.close()
+    assert (await api.ok("GET", f"/api/cards/{card['id']}"))["left"] == 2
