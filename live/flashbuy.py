@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import time
 from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
@@ -36,7 +35,7 @@ from live.errors import (
     SoldOut,
     Unavailable,
 )
-from live.ids import iso, new_id, now_ms, utcnow
+from live.ids import RANDOM, iso, iso_ms, new_id, now_ms, utcnow
 from live.images import ImagePipeline
 from live.inventory import BuyBatcher, CardState, Inventory
 from live.models import Card, Room
@@ -63,8 +62,8 @@ def order_view(card_id: str, o: dict[str, Any]) -> dict[str, Any]:
         "qty": int(o["q"]),
         "amount": money(int(o["a"])),
         "status": o["s"],
-        "created_at": iso(datetime.fromtimestamp(int(o["c"]) / 1000, UTC)),
-        "pay_by": iso(datetime.fromtimestamp(int(o["p"]) / 1000, UTC)),
+        "created_at": iso_ms(int(o["c"])),
+        "pay_by": iso_ms(int(o["p"])),
         "request_id": o.get("r"),
     }
 
@@ -312,7 +311,7 @@ class FlashService:
             self._count("rate_limited")
             raise RateLimited("too many taps; slow down")
         for _ in range(3):
-            order_id = f"{card_id}-{secrets.token_hex(6)}"
+            order_id = f"{card_id}-{RANDOM.take(12)}"
             res = await self.batcher.buy(card_id, who.id, qty, request_id, order_id)
             if res.code == "NOT_FOUND" and await self.orders.rebuild(card_id):
                 continue  # Redis lost the card (data loss): rebuilt from SQL, try again
