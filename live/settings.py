@@ -38,6 +38,8 @@ class Settings(BaseModel):
     redis_appendfsync: Literal["everysec", "always"] = "everysec"
     database_url: str = ""
     socketio_redis_manager: Literal["auto", "on", "off"] = "auto"
+    socket_ping_interval_s: float = Field(20.0, gt=0)
+    socket_ping_timeout_s: float = Field(20.0, gt=0)
 
     secret: str = ""
     admin_token: str = ""

@@ -5,14 +5,16 @@ it must leave to python-socketio (no ack id, bad JSON, unknown events)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 import orjson
 import pytest
 
+from live.settings import Settings
 from tests.flash_support import rid, setup_sale
-from tests.support import Api, RunningServer, SioClient
+from tests.support import Api, RunningServer, SioClient, run_app
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -25,6 +27,7 @@ class RawSocket:
         self.acks: list[tuple[int, Any]] = []  # in arrival order
         self.events: list[tuple[str, Any]] = []
         self._got_ack = asyncio.Event()
+        self.answer_pings = True
         self._reader = asyncio.create_task(self._read())
 
     @classmethod
@@ -39,7 +42,8 @@ class RawSocket:
         async for msg in self.ws:
             data = msg.data
             if data == "2":
-                await self.ws.send_str("3")
+                if self.answer_pings:
+                    await self.ws.send_str("3")
             elif data.startswith("43"):
                 i = 2
                 while data[i].isdigit():
@@ -59,6 +63,10 @@ class RawSocket:
                 self._got_ack.clear()
                 await self._got_ack.wait()
         return self.acks
+
+    async def closed(self) -> None:
+        """Return once the connection has ended."""
+        await asyncio.shield(self._reader)
 
     async def close(self) -> None:
         await self.ws.close()
@@ -140,3 +148,35 @@ async def test_long_polling_and_upgraded_clients_get_the_same_acks(
     finally:
         await c.close()
     assert (await api.ok("GET", f"/api/cards/{card['id']}"))["left"] == 2
+
+
+async def test_a_client_that_goes_silent_is_dropped_and_leaves_the_count(
+        settings_factory: Callable[..., Settings]) -> None:
+    settings = settings_factory(socket_ping_interval_s=0.5, socket_ping_timeout_s=0.5)
+    async with run_app(settings) as srv, Api(srv.url) as api, aiohttp.ClientSession() as session:
+        s = await api.streamer()
+        room = await api.live_room(s["token"])
+        talker = await RawSocket.open(session, srv.url, (await api.guest())["token"])
+        quiet = await RawSocket.open(session, srv.url, (await api.guest())["token"])
+        try:
+            for i, sock in enumerate((talker, quiet)):
+                await sock.send(f'42{i}["room:join",{{"room_id":"{room["id"]}"}}]')
+                assert (await sock.wait_acks(1))[0][1][0]["ok"]
+            assert (await api.ok("GET", f"/api/rooms/{room['id']}"))["viewers"] == 2
+            quiet.answer_pings = False  # the network drops it: no pong, nothing else
+            async with asyncio.timeout(10):
+                await quiet.closed()  # the server hung up
+            for _ in range(50):
+                if (await api.ok("GET", f"/api/rooms/{room['id']}"))["viewers"] == 1:
+                    break
+                await asyncio.sleep(0.1)
+            assert (await api.ok("GET", f"/api/rooms/{room['id']}"))["viewers"] == 1
+            # The one answering pings over the same seconds is still connected and served.
+            await asyncio.sleep(1.5)
+            assert not talker.ws.closed
+            await talker.send(buy_frame(7, "no-such-card"))
+            acks = await talker.wait_acks(2)
+            assert acks[1][0] == 7 and acks[1][1][0]["error"]["code"] == "NOT_FOUND"
+        finally:
+            await talker.close()
+            await quiet.close()

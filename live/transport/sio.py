@@ -56,8 +56,8 @@ def make_server(settings: Settings, redis_url: str | None) -> socketio.AsyncServ
         # Engine.IO already runs each incoming message in its own task; a second task per event
         # (python-socketio's default) costs CPU on the buy path and loses per-client ordering.
         async_handlers=False,
-        ping_interval=20,
-        ping_timeout=20,
+        ping_interval=settings.socket_ping_interval_s,
+        ping_timeout=settings.socket_ping_timeout_s,
         max_http_buffer_size=64 * 1024,
         logger=False,
         engineio_logger=False,
