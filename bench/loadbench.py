@@ -74,7 +74,7 @@ async def buys(proc: Proc, viewers: int, taps: int, procs: int) -> dict[str, Any
 async def fanout(proc: Proc, viewers: int, procs: int) -> dict[str, Any]:
     """Card fan-out to ``viewers`` connected viewers, and server RSS per connected viewer."""
     sampler = Sampler(proc)
-    cfg = LoadConfig(url=proc.url, scenario="flash", viewers=viewers, stock=1, taps=1, procs=procs,
+    cfg = LoadConfig(url=proc.url, scenario="flash", viewers=viewers, stock=1, taps=0, procs=procs,
                      progress=False, concurrency=200, timeout=120, audit_timeout=60)
     report = await run(cfg, _hooks(sampler, 2.0))
     d = report.data
