@@ -180,3 +180,35 @@ async def test_a_client_that_goes_silent_is_dropped_and_leaves_the_count(
         finally:
             await talker.close()
             await quiet.close()
+
+
+async def test_send_queue_keeps_engineio_queue_semantics() -> None:
+    from live.transport.fanout import SendQueue
+
+    old: asyncio.Queue[Any] = asyncio.Queue()
+    old.put_nowait("open")
+    q = SendQueue.taking_over(old)
+    assert isinstance(q, SendQueue) and old.empty() and q.qsize() == 1
+    got: list[Any] = []
+
+    async def consume() -> None:
+        while (item := await q.get()) is not None:
+            got.append(item)
+            q.task_done()
+        q.task_done()
+
+    consumer = asyncio.create_task(consume())
+    await q.put("a")
+    q.put_nowait("b")
+    await asyncio.wait_for(q.join(), 1)  # returns once every item was task_done()
+    assert got == ["open", "a", "b"] and q.empty()
+    q.put_nowait(None)
+    await asyncio.wait_for(consumer, 1)
+    with pytest.raises(asyncio.QueueEmpty):
+        q.get_nowait()
+    # A queue somebody already waits on is left alone.
+    waited: asyncio.Queue[Any] = asyncio.Queue()
+    getter = asyncio.create_task(waited.get())
+    await asyncio.sleep(0)
+    assert SendQueue.taking_over(waited) is waited
+    getter.cancel()
