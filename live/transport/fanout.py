@@ -243,7 +243,7 @@ def write_direct(eio: Any, eio_sid: str, frame: bytes) -> bool:
 
 
 DirectHandler = Callable[..., Awaitable[Any]]
-DirectCall = tuple[DirectHandler, str, bytes, list[Any]]
+DirectCall = tuple[DirectHandler, str, str, list[Any]]
 
 
 class LiveSocketServer(socketio.AsyncServer):
@@ -263,6 +263,11 @@ class LiveSocketServer(socketio.AsyncServer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.direct_events: dict[str, DirectHandler] = {}
+        # This server's Engine.IO uses DirectWebSocket (no global patching) and knows us.
+        eio = self.eio
+        eio.live_direct_ws = {}
+        eio.live_sio = self
+        eio._async = {**eio._async, "websocket": DirectWebSocket}
 
     def on_direct(self, event: str, handler: DirectHandler) -> None:
         """Serve ``event`` on the short path (and on the stock one, for frames it does not take)."""
@@ -281,13 +286,12 @@ class LiveSocketServer(socketio.AsyncServer):
         handler, sid, ack_id, args = call
         result = await handler(sid, *args)
         try:
-            wire = b"43" + ack_id + orjson.dumps([] if result is None else [result])
+            ack = f"3{ack_id}" + orjson.dumps([] if result is None else [result]).decode()
         except TypeError:  # not plain JSON: let python-socketio encode it
             await super()._send_packet(eio_sid, self.packet_class(
                 sio_packet.ACK, namespace="/", id=int(ack_id), data=[result]))
             return
-        if not write_direct(self.eio, eio_sid, wire):
-            await self.eio.send(eio_sid, wire[1:].decode())
+        await self._send_text(eio_sid, ack)
 
     def direct_call(self, eio_sid: str, data: Any) -> DirectCall | None:
         """``(handler, sid, ack id, args)`` when this Socket.IO packet can take the short path."""
@@ -310,23 +314,20 @@ class LiveSocketServer(socketio.AsyncServer):
         sid = self.manager.sid_from_eio_sid(eio_sid, "/") if handler is not None else None
         if handler is None or sid is None:
             return None
-        return handler, sid, data[1:i].encode(), parts[1:]
+        return handler, sid, data[1:i], parts[1:]
 
     async def _send_packet(self, eio_sid: str, pkt: Any) -> None:
         encoded = pkt.encode()
-        if isinstance(encoded, str) and hasattr(self.eio, "live_direct_ws"):
-            text = eio_packet.Packet(eio_packet.MESSAGE, encoded).encode()
-            if write_direct(self.eio, eio_sid, text.encode()):
-                return
-        await super()._send_packet(eio_sid, pkt)
+        if isinstance(encoded, str):
+            await self._send_text(eio_sid, encoded)
+        else:  # binary attachments
+            await super()._send_packet(eio_sid, pkt)
 
-
-def install_direct_websockets(sio: socketio.AsyncServer) -> None:
-    """Use :class:`DirectWebSocket` for this server only (no global patching)."""
-    eio = sio.eio
-    eio.live_direct_ws = {}
-    eio.live_sio = sio if isinstance(sio, LiveSocketServer) else None
-    eio._async = {**eio._async, "websocket": DirectWebSocket}
+    async def _send_text(self, eio_sid: str, packet: str) -> None:
+        """One encoded Socket.IO packet: straight onto the client's websocket when it is idle,
+        else through Engine.IO's queue."""
+        if not write_direct(self.eio, eio_sid, ("4" + packet).encode()):
+            await self.eio.send(eio_sid, packet)
 
 
 class _Encoded(eio_packet.Packet):

@@ -23,7 +23,7 @@ from live.auth import Principal
 from live.errors import Invalid, LiveError, Unauthorized
 from live.push import room_channel, user_channel
 from live.settings import Settings
-from live.transport.fanout import FanoutManager, FanoutRedisManager, LiveSocketServer, install_direct_websockets
+from live.transport.fanout import FanoutManager, FanoutRedisManager, LiveSocketServer
 from live.transport.http import validation_message
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ class OrjsonShim:
         return orjson.loads(s)
 
 
-def make_server(settings: Settings, redis_url: str | None) -> socketio.AsyncServer:
+def make_server(settings: Settings, redis_url: str | None) -> LiveSocketServer:
     """The Socket.IO server; with ``redis_url`` its emits reach clients on every process."""
     manager: socketio.AsyncManager = FanoutManager()
     if redis_url:
@@ -62,7 +62,6 @@ def make_server(settings: Settings, redis_url: str | None) -> socketio.AsyncServ
         logger=False,
         engineio_logger=False,
     )
-    install_direct_websockets(server)
     return server
 
 
@@ -72,7 +71,7 @@ Handler = Callable[[str, Principal, Any], Awaitable[dict[str, Any] | None]]
 class SocketApp:
     """Connections, their principals, and event registration with uniform acks."""
 
-    def __init__(self, sio: socketio.AsyncServer, ref: Any) -> None:
+    def __init__(self, sio: LiveSocketServer, ref: Any) -> None:
         self.sio = sio
         self._ref = ref
         self.users: dict[str, Principal] = {}
@@ -159,10 +158,7 @@ class SocketApp:
                 finally:
                     mine[1].observe(time.perf_counter() - t0)
 
-            if isinstance(self.sio, LiveSocketServer):
-                self.sio.on_direct(name, wrapped)
-            else:
-                self.sio.on(name, wrapped)
+            self.sio.on_direct(name, wrapped)
             return fn
 
         return deco
