@@ -216,8 +216,8 @@ class StreamConsumer:
                     last_claim = loop.time()
                 self.healthy = True
                 backoff = 0.1
-                if n >= self._batch or (n and not self._gather_s):
-                    continue
+                if n >= self._batch:
+                    continue  # a full batch: more is waiting
                 delay = self._gather_s if n else self._idle_sleep_s
             except asyncio.CancelledError:
                 raise
