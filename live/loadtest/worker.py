@@ -397,6 +397,15 @@ class Worker:
                 break
         self.bump(DONE)
 
+    def _joined(self, ack: Any, t0: float, lat: list[float]) -> None:
+        """Time a soak operation that ends with a room:join ack, and count a refused join."""
+        t1 = time.monotonic()
+        lat.append(t1 - t0)
+        self.samples.op_ack.append(t1)
+        self.bump(ACKS)
+        if not (isinstance(ack, dict) and ack.get("ok")):
+            self.samples.errors[f"JOIN_{_code(ack)}"] += 1
+
     async def _rejoin(self, v: Viewer, lat: list[float]) -> bool:
         t0 = time.monotonic()
         try:
@@ -407,12 +416,7 @@ class Worker:
             return True
         except Disconnected:
             return False
-        t1 = time.monotonic()
-        lat.append(t1 - t0)
-        self.samples.op_ack.append(t1)
-        self.bump(ACKS)
-        if not (isinstance(ack, dict) and ack.get("ok")):
-            self.samples.errors[f"JOIN_{_code(ack)}"] += 1
+        self._joined(ack, t0, lat)
         return True
 
     async def _reconnect(self, v: Viewer, lat: list[float]) -> bool:
@@ -429,12 +433,7 @@ class Worker:
         except (TimeoutError, Disconnected, aiohttp.ClientError, ConnectionError, OSError) as e:
             self.samples.errors[f"RECONNECT_{type(e).__name__}"] += 1
             return False
-        t1 = time.monotonic()
-        lat.append(t1 - t0)
-        self.samples.op_ack.append(t1)
-        self.bump(ACKS)
-        if not (isinstance(ack, dict) and ack.get("ok")):
-            self.samples.errors[f"JOIN_{_code(ack)}"] += 1
+        self._joined(ack, t0, lat)
         return True
 
 
