@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import uuid
 from typing import Any
@@ -31,6 +32,19 @@ async def list_card(api: Api, token: str, room_id: str, *, price: str = "19.90",
     status, body = await api.post(f"/api/rooms/{room_id}/cards", data=form, token=token)
     assert status == expect, (status, body)
     return body
+
+
+async def audit_once_persisted(api: Api, card_id: str, order_ids: list[str], token: str,
+                               tries: int) -> dict[str, Any]:
+    """The server's audit of a card, asked every 0.2 s (up to ``tries`` times) until nothing
+    is left to persist; the last answer either way."""
+    for _ in range(tries):
+        audit: dict[str, Any] = await api.ok("POST", f"/api/cards/{card_id}/audit",
+                                             json={"order_ids": order_ids}, token=token)
+        if audit["pending_persist"] == 0:
+            break
+        await asyncio.sleep(0.2)
+    return audit
 
 
 def rid() -> str:

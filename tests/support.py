@@ -8,6 +8,7 @@ import contextlib
 import os
 import random
 import shutil
+import signal
 import socket
 import string
 import subprocess
@@ -269,6 +270,16 @@ class SioClient:
     async def close(self) -> None:
         with contextlib.suppress(Exception):
             await self.sio.disconnect()
+
+
+def stop_server(p: subprocess.Popen[bytes]) -> None:
+    """Ctrl-C a spawned server; kill it if it has not exited within 20 s."""
+    if p.poll() is None:
+        p.send_signal(signal.SIGINT)
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            p.kill()
 
 
 def spawn_server(port: int, env: dict[str, str], *extra: str) -> subprocess.Popen[bytes]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -13,9 +12,9 @@ from urllib.parse import urlparse
 
 import pytest
 
-from tests.flash_support import list_card
+from tests.flash_support import audit_once_persisted, list_card
 from tests.storm import Storm, make_viewers
-from tests.support import Api, free_port, run_app, spawn_server, wait_healthy
+from tests.support import Api, free_port, run_app, spawn_server, stop_server, wait_healthy
 from tests.tcpproxy import TcpProxy
 
 pytestmark = pytest.mark.slow
@@ -87,23 +86,13 @@ async def test_kill_9_mid_storm_on_embedded_defaults_loses_no_acked_order() -> N
         async with Api(url) as api:
             # Orders the killed process had read but not yet written are claimed from its
             # consumer once its heartbeat is stale (15 s by default).
-            for _ in range(150):
-                audit = await api.ok("POST", f"/api/cards/{card['id']}/audit", json={"order_ids": acked},
-                                     token=s["token"])
-                if audit["pending_persist"] == 0:
-                    break
-                await asyncio.sleep(0.2)
+            audit = await audit_once_persisted(api, card["id"], acked, s["token"], tries=150)
             assert audit["missing_order_ids"] == [], f"{len(audit['missing_order_ids'])} acked orders lost"
             assert audit["oversold"] == 0 and audit["duplicate_orders"] == 0 and audit["over_limit_users"] == 0
             assert audit["invariant_ok"], audit["problems"]
             assert audit["sold"] >= len(acked)
     finally:
-        if server.poll() is None:
-            server.send_signal(signal.SIGINT)
-            try:
-                server.wait(20)
-            except subprocess.TimeoutExpired:
-                server.kill()
+        stop_server(server)
     for _ in range(50):
         if not redis_servers_in(data_dir):
             break
@@ -137,12 +126,7 @@ async def test_database_cut_mid_storm_loses_no_order(settings_factory, database)
         assert backlog >= 150, "orders should be waiting in the stream while the database is down"
         await proxy.restore()
         await wait_healthy(srv.url, 30)
-        for _ in range(100):
-            audit = await api.ok("POST", f"/api/cards/{card['id']}/audit", json={"order_ids": acked},
-                                 token=s["token"])
-            if audit["pending_persist"] == 0:
-                break
-            await asyncio.sleep(0.2)
+        audit = await audit_once_persisted(api, card["id"], acked, s["token"], tries=100)
         assert audit["missing_order_ids"] == [] and audit["oversold"] == 0
         assert audit["invariant_ok"], audit["problems"]
         assert srv.services.metrics.dead_letters.labels("orders")._value.get() == 0

@@ -7,8 +7,6 @@ import asyncio
 import contextlib
 import io
 import re
-import signal
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -42,6 +40,7 @@ from tests.support import (
     free_port,
     run_app,
     spawn_server,
+    stop_server,
     wait_healthy,
 )
 
@@ -481,8 +480,4 @@ async def test_the_shipped_server_on_uvloop_carries_webrtc(redis_server: RedisSe
             finally:
                 await close_all(viewer, pub)
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_server(proc)

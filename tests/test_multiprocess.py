@@ -12,19 +12,10 @@ from pathlib import Path
 import pytest
 
 from tests.flash_support import list_card
-from tests.support import Api, RedisServer, SioClient, TestDatabase, free_port, spawn_server, wait_healthy
+from tests.support import Api, RedisServer, SioClient, TestDatabase, free_port, spawn_server, stop_server, wait_healthy
 from tests.test_durability import redis_servers_in
 
 pytestmark = pytest.mark.slow
-
-
-def stop(p: subprocess.Popen[bytes]) -> None:
-    if p.poll() is None:
-        p.send_signal(signal.SIGINT)
-        try:
-            p.wait(20)
-        except subprocess.TimeoutExpired:
-            p.kill()
 
 
 async def test_two_processes_share_counts_fanout_and_drop_a_killed_ones_viewers(
@@ -73,7 +64,7 @@ async def test_two_processes_share_counts_fanout_and_drop_a_killed_ones_viewers(
         for c in clients[3:]:
             await c.close()
         for p in procs:
-            stop(p)
+            stop_server(p)
 
 
 async def test_workers_share_one_port(redis_server: RedisServer, database: TestDatabase) -> None:
@@ -103,7 +94,7 @@ async def test_workers_share_one_port(redis_server: RedisServer, database: TestD
                 ["pgrep", "-P", str(sup.pid), "-a"], capture_output=True, text=True).stdout.splitlines()}
             assert len(pids) == 2, "expected two worker processes"
     finally:
-        stop(sup)
+        stop_server(sup)
 
 
 async def test_embedded_defaults_serve_and_ctrl_c_leaves_no_redis() -> None:
