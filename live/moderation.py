@@ -16,7 +16,6 @@ import asyncio
 import logging
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 from sqlalchemy import func, select, update
@@ -25,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from live import keys
 from live.auth import AuthService, Principal
 from live.errors import Conflict, Forbidden, Invalid, Muted, NotFound, RateLimited
-from live.ids import iso, new_id, now_ms, utcnow
+from live.ids import iso, iso_ms, new_id, now_ms, utcnow
 from live.metrics import Metrics
 from live.models import Card, ModerationAction, Report, Room, User, Violation
 from live.push import Pusher
@@ -69,11 +68,6 @@ class Penalty:
         if self.until_ms is not None:
             out["until"] = iso_ms(self.until_ms)
         return out
-
-
-def iso_ms(ms: int) -> str:
-    """ISO 8601 UTC of a moment in epoch milliseconds."""
-    return iso(datetime.fromtimestamp(ms / 1000, tz=UTC)) or ""
 
 
 def penalty_for(penalties: list[str], n: int) -> str:
