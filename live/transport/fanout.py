@@ -79,14 +79,14 @@ class DirectWebSocket(EngineIOWebSocket):
         return await self._next(None)
 
     async def _next(self, timeout: float | None) -> str | bytes:
-        sio: LiveSocketServer | None = getattr(self.server, "live_sio", None)
-        eio_socket = getattr(self, "_eio_socket", None)
+        sio: LiveSocketServer = self.server.live_sio
+        eio_socket = self._eio_socket
         while True:
             msg = await self._sock.receive(timeout)
             data = msg.data
             if not isinstance(data, str | bytes):
                 raise OSError("websocket closed")
-            if (sio is None or eio_socket is None or not isinstance(data, str) or data[:2] != "42"
+            if (eio_socket is None or not isinstance(data, str) or data[:2] != "42"
                     or not eio_socket.upgraded or eio_socket.upgrading):
                 return data
             call = sio.direct_call(eio_socket.sid, data[1:])
@@ -97,31 +97,29 @@ class DirectWebSocket(EngineIOWebSocket):
             except Exception:  # never let one event's failure end the connection
                 log.exception("short-path event failed")
 
-    async def _session(self, s: AsyncSocket) -> None:
-        """python-engineio's websocket session for socket ``s`` (see the class docstring)."""
-        if s.connected:  # an upgrade from long-polling: probe, then UPGRADE
-            s.upgrading = True  # hold packet sends during the upgrade
-            try:
-                probe = eio_packet.Packet(encoded_packet=await self.wait())
-            except OSError:
-                s.upgrading = False
-                return
+    async def _upgrade(self, s: AsyncSocket) -> bool:
+        """Engine.IO's upgrade of a long-polling socket: PING "probe" → PONG "probe", then UPGRADE.
+        Packet sends are held meanwhile; False if the client did not follow through."""
+        s.upgrading = True
+        try:
+            probe = eio_packet.Packet(encoded_packet=await self.wait())
             if probe.packet_type != eio_packet.PING or probe.data != "probe":
-                s.upgrading = False
-                return
+                return False
             await self.send(eio_packet.Packet(eio_packet.PONG, data="probe").encode())
             await s.queue.put(eio_packet.Packet(eio_packet.NOOP))  # end the pending poll
-            try:
-                upgrade = eio_packet.Packet(encoded_packet=await self.wait())
-            except OSError:
-                s.upgrading = False
-                return
-            if upgrade.packet_type != eio_packet.UPGRADE:
-                s.upgraded = False
-                s.upgrading = False
-                return
-            s.upgraded = True
+            upgrade = eio_packet.Packet(encoded_packet=await self.wait())
+            s.upgraded = upgrade.packet_type == eio_packet.UPGRADE
+            return s.upgraded
+        except OSError:
+            return False
+        finally:
             s.upgrading = False
+
+    async def _session(self, s: AsyncSocket) -> None:
+        """python-engineio's websocket session for socket ``s`` (see the class docstring)."""
+        if s.connected:  # an upgrade from long-polling
+            if not await self._upgrade(s):
+                return
         else:
             s.connected = True
             s.upgraded = True
