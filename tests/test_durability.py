@@ -58,16 +58,20 @@ async def test_kill_9_mid_storm_on_embedded_defaults_loses_no_acked_order() -> N
         async with Api(url) as api:
             s = await api.streamer()
             room = await api.live_room(s["token"])
-            card = await list_card(api, s["token"], room["id"], stock=300, limit_per_user=3)
+            # Stock for every tap, so the sale runs in rounds: a buyer taps again only after the
+            # ack of its last tap, so more sold than there are buyers means acks reached them.
+            # (Kill on "some sold" raced the server: one batched script call can sell a whole
+            # round before a single ack is written.)
+            card = await list_card(api, s["token"], room["id"], stock=3000, limit_per_user=10)
             tokens = await make_viewers(api, 300)
-            storm = Storm(url, card["id"], tokens, procs=3, taps=3)
+            storm = Storm(url, card["id"], tokens, procs=3, taps=10)
             await storm.start()
 
-            async def some_sold() -> bool:
+            async def some_acked() -> bool:
                 status, c = await api.get(f"/api/cards/{card['id']}")
-                return status == 200 and c["sold"] >= 30
+                return status == 200 and c["sold"] > len(tokens)
 
-            await wait_until(some_sold, 60, "the storm to start selling")
+            await wait_until(some_acked, 60, "buyers to get acks and tap again")
             server.send_signal(signal.SIGKILL)
             server.wait(10)
             res = await storm.results()
