@@ -20,8 +20,8 @@ import time
 
 from aiohttp import web
 
-from live.app import create_app
-from live.settings import Settings, SettingsError, load_settings
+from live.app.factory import create_app
+from live.core.settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger("live")
 
@@ -55,8 +55,8 @@ def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
 
 def supervise(settings: Settings, args: argparse.Namespace) -> int:
     """Run ``settings.workers`` processes on one port; own the embedded Redis if any."""
-    from live import db as dbmod
-    from live.embedded import EmbeddedRedis
+    from live.core import db as dbmod
+    from live.ops.embedded import EmbeddedRedis
 
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     env = dict(os.environ)

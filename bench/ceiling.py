@@ -18,7 +18,7 @@ from typing import Any
 import redis
 
 from bench.procs import NODE_SRC, ROOT
-from live import keys
+from live.core import keys
 
 CARD = "bench-ceiling"
 

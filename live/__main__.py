@@ -2,6 +2,6 @@
 
 import sys
 
-from live.cli import main
+from live.ops.cli import main
 
 sys.exit(main())

@@ -26,8 +26,8 @@ import redis
 import socketio
 from aiohttp import web
 
-from live.app import create_app
-from live.settings import Settings, load_settings
+from live.app.factory import create_app
+from live.core.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -138,7 +138,7 @@ class RunningServer:
 
     @property
     def services(self) -> Any:
-        from live.appkeys import SERVICES
+        from live.app.appkeys import SERVICES
 
         return self.app[SERVICES].get()
 

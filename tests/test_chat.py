@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from live import keys
-from live.errors import Blocked, Forbidden
-from live.models import ChatMessage, Violation
+from live.core import keys
+from live.core.errors import Blocked, Forbidden
+from live.core.models import ChatMessage, Violation
 from tests.support import Api, RunningServer, SioClient, run_app
 
 PRIVATE = "加我微信 abc12345 私聊发货"  # steering a buyer off the platform

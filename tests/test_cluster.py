@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from live import keys
+from live.core import keys
 from tests.flash_support import list_card
 from tests.storm import Storm, make_viewers
 from tests.support import Api, SioClient, run_app

@@ -249,7 +249,7 @@ async def test_private_trading_in_card_title_or_photo_is_blocked(api: Api, serve
     assert (await api.ok("GET", f"/api/rooms/{room['id']}"))["cards"] == []
     from sqlalchemy import select
 
-    from live.models import Violation
+    from live.core.models import Violation
 
     await asyncio.sleep(0.3)  # violations reach SQL through the chat stream
     async with server.services.db() as session:

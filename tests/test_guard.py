@@ -12,9 +12,9 @@ import segno
 import zxingcpp
 from PIL import Image
 
-from live.errors import Blocked, Invalid
-from live.guard import Finding, Guard
-from live.qr import find_qr_codes
+from live.community.guard import Finding, Guard
+from live.core.errors import Blocked, Invalid
+from live.media.qr import find_qr_codes
 
 DATA = Path(__file__).parent / "data"
 

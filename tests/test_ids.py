@@ -6,7 +6,7 @@ import os
 import random
 from datetime import UTC, datetime
 
-from live.ids import RandomHex, iso, iso_ms
+from live.core.ids import RandomHex, iso, iso_ms
 
 
 def test_iso_ms_writes_what_iso_writes() -> None:

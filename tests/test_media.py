@@ -16,7 +16,7 @@ import av
 import pytest
 from aiortc.mediastreams import MediaStreamError
 
-from live.settings import Settings
+from live.core.settings import Settings
 from tests.media_support import (
     BLUE,
     RED,
@@ -285,9 +285,9 @@ async def test_a_card_is_created_from_the_snapshot(api: Api) -> None:
 
 async def test_publisher_lost_to_the_network_can_come_back(api: Api, server: RunningServer,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    import live.media
+    import live.media.rtc
 
-    monkeypatch.setattr(live.media, "REPUBLISH_GRACE_S", 1.5)
+    monkeypatch.setattr(live.media.rtc, "REPUBLISH_GRACE_S", 1.5)
     s = await api.streamer()
     room = await api.live_room(s["token"])
     first = await publish(api, room["id"], s["token"], ColourCamera(RED))
@@ -312,9 +312,9 @@ async def test_publisher_lost_to_the_network_can_come_back(api: Api, server: Run
 
 async def test_a_viewer_that_never_connects_is_dropped(api: Api, server: RunningServer,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    import live.media
+    import live.media.rtc
 
-    monkeypatch.setattr(live.media, "CONNECT_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(live.media.rtc, "CONNECT_TIMEOUT_S", 1.0)
     s = await api.streamer()
     room = await api.live_room(s["token"])
     pub = await publish(api, room["id"], s["token"])
@@ -342,7 +342,7 @@ async def test_live_source_timeline_only_moves_forwards() -> None:
 
     from av.video.frame import VideoFrame
 
-    from live.media import LiveSource
+    from live.media.rtc import LiveSource
 
     source = LiveSource("video")
     tb = fractions.Fraction(1, 90000)
@@ -440,10 +440,10 @@ async def test_audio_reaches_whep_viewers_and_hls(api: Api) -> None:
 
 async def test_a_room_ended_through_another_process_stops_its_media(api: Api, server: RunningServer,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    import live.media
-    from live.models import Room
+    import live.media.rtc
+    from live.core.models import Room
 
-    monkeypatch.setattr(live.media, "ROOM_CHECK_S", 0.5)
+    monkeypatch.setattr(live.media.rtc, "ROOM_CHECK_S", 0.5)
     s = await api.streamer()
     room = await api.live_room(s["token"])
     pub = await publish(api, room["id"], s["token"])

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from live.models import ModerationAction
+from live.core.models import ModerationAction
 from tests.support import Api, RunningServer, run_app
 from tests.test_chat import PRIVATE, Room, eventually, room, send
 

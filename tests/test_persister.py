@@ -9,8 +9,8 @@ import time
 import orjson
 from sqlalchemy import select
 
-from live import keys
-from live.models import Order
+from live.core import keys
+from live.core.models import Order
 from tests.flash_support import list_card, rid, setup_sale
 from tests.support import Api, SioClient, run_app
 

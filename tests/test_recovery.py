@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from live import keys
+from live.core import keys
 from tests.flash_support import rid, setup_sale
 from tests.support import ROOT, Api, RunningServer
 

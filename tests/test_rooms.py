@@ -36,7 +36,7 @@ async def test_password_is_hashed_with_argon2(api: Api, server: RunningServer) -
     await api.ok("POST", "/api/auth/register", json={"username": "hashme", "password": "plain-text-pw"})
     from sqlalchemy import select
 
-    from live.models import User
+    from live.core.models import User
 
     async with server.services.db() as s:
         user = (await s.execute(select(User).where(User.username == "hashme"))).scalar_one()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from live.settings import SettingsError, load_settings
+from live.core.settings import SettingsError, load_settings
 from tests.support import ROOT
 
 

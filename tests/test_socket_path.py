@@ -12,7 +12,7 @@ import aiohttp
 import orjson
 import pytest
 
-from live.settings import Settings
+from live.core.settings import Settings
 from tests.flash_support import rid, setup_sale
 from tests.support import Api, RunningServer, SioClient, run_app
 

@@ -11,7 +11,7 @@ from datetime import datetime
 import pytest
 from sqlalchemy import select
 
-from live.models import Order
+from live.core.models import Order
 from tests.flash_support import list_card
 from tests.storm import Storm, make_viewers
 from tests.support import Api, RunningServer

@@ -13,10 +13,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import OperationalError
 
-from live.appkeys import SERVICES
-from live.auth import Principal
-from live.errors import Invalid, LiveError, Unauthorized
-from live.services import Services
+from live.app.appkeys import SERVICES
+from live.app.services import Services
+from live.core.auth import Principal
+from live.core.errors import Invalid, LiveError, Unauthorized
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)

@@ -113,7 +113,7 @@ def _file(path: Path, cache: str) -> web.FileResponse:
 
 
 def setup(app: web.Application, root: Path = WEB_DIR) -> None:
-    """Add the page and static routes to ``app`` (called by ``live.app.create_app``)."""
+    """Add the page and static routes to ``app`` (called by ``live.app.factory.create_app``)."""
     site = Site(root)
     site.load()
 

@@ -10,8 +10,8 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from live.auth import Principal
-from live.errors import Invalid
+from live.core.auth import Principal
+from live.core.errors import Invalid
 from live.transport.http import body, json_response, principal, services, validation_message
 from live.transport.sio import SocketApp
 

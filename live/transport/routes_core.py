@@ -8,9 +8,9 @@ from collections.abc import Awaitable
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from live.db import ping
-from live.errors import Forbidden
-from live.metrics import CONTENT_TYPE_LATEST
+from live.core.db import ping
+from live.core.errors import Forbidden
+from live.core.metrics import CONTENT_TYPE_LATEST
 from live.transport.http import body, json_response, principal, services
 
 routes = web.RouteTableDef()

@@ -10,8 +10,8 @@ from typing import Any
 from aiohttp import BodyPartReader, web
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from live.auth import Principal
-from live.errors import Invalid, NotFound
+from live.core.auth import Principal
+from live.core.errors import Invalid, NotFound
 from live.transport.http import body, json_response, parse, principal, read_json, services
 from live.transport.sio import SocketApp
 

@@ -1,6 +1,6 @@
 """HTTP routes of live video: WHIP ingest, WHEP playback (RFC 9725 style, non-trickle),
 the snapshot JPEG and the HLS playlist and segments. Parse, authorise, call ``svc.media``,
-reply; the media rules live in ``live.media``."""
+reply; the media rules live in ``live.media.rtc``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import asyncio
 
 from aiohttp import web
 
-from live.errors import Conflict, Forbidden, Invalid, NotFound
+from live.core.errors import Conflict, Forbidden, Invalid, NotFound
 from live.transport.http import bearer, principal, services
 
 routes = web.RouteTableDef()
@@ -120,5 +120,5 @@ async def hls(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application, socket_app: object) -> None:
-    """Add the media routes (called by ``live.app.create_app``)."""
+    """Add the media routes (called by ``live.app.factory.create_app``)."""
     app.router.add_routes(routes)

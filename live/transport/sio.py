@@ -18,11 +18,11 @@ from pydantic import BaseModel, ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from live import keys
-from live.auth import Principal
-from live.errors import Invalid, LiveError, Unauthorized
-from live.push import room_channel, user_channel
-from live.settings import Settings
+from live.core import keys
+from live.core.auth import Principal
+from live.core.errors import Invalid, LiveError, Unauthorized
+from live.core.push import room_channel, user_channel
+from live.core.settings import Settings
 from live.transport.fanout import FanoutManager, FanoutRedisManager, LiveSocketServer
 from live.transport.http import validation_message
 
@@ -83,7 +83,7 @@ class SocketApp:
 
     @property
     def svc(self) -> Any:
-        """The running app's services (see ``live.appkeys.ServicesRef``)."""
+        """The running app's services (see ``live.app.appkeys.ServicesRef``)."""
         return self._ref.get()
 
     async def _connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
@@ -165,7 +165,7 @@ class SocketApp:
 
 
 class SioPusher:
-    """Implements ``live.push.Pusher`` on Socket.IO (through its Redis manager when set)."""
+    """Implements ``live.core.push.Pusher`` on Socket.IO (through its Redis manager when set)."""
 
     def __init__(self, sio: socketio.AsyncServer) -> None:
         self.sio = sio

@@ -6,9 +6,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from live import keys
-from live.auth import Principal
-from live.push import room_channel
+from live.core import keys
+from live.core.auth import Principal
+from live.core.push import room_channel
 from live.transport.sio import SioPusher, SocketApp
 
 

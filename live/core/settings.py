@@ -15,7 +15,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-DEFAULT_FILE = Path(__file__).resolve().parent.parent / "config" / "default.toml"
+DEFAULT_FILE = Path(__file__).resolve().parent.parent.parent / "config" / "default.toml"
 ENV_PREFIX = "LIVE_"
 
 

@@ -21,23 +21,23 @@ import orjson
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from live import keys
-from live.auth import Principal
-from live.errors import Blocked, Forbidden, Invalid
-from live.guard import Guard
-from live.ids import iso, new_id, utcnow
-from live.metrics import Metrics
-from live.models import ChatMessage, Violation
-from live.moderation import ModerationService
-from live.presence import Presence
-from live.push import Pusher
-from live.ratelimit import RateLimiter
-from live.rooms import RoomService
-from live.settings import Settings
-from live.streams import Entry, StreamConsumer
+from live.community.guard import Guard
+from live.community.moderation import ModerationService
+from live.community.presence import Presence
+from live.community.rooms import RoomService
+from live.core import keys
+from live.core.auth import Principal
+from live.core.errors import Blocked, Forbidden, Invalid
+from live.core.ids import iso, new_id, utcnow
+from live.core.metrics import Metrics
+from live.core.models import ChatMessage, Violation
+from live.core.push import Pusher
+from live.core.ratelimit import RateLimiter
+from live.core.settings import Settings
+from live.core.streams import Entry, StreamConsumer
 
 if TYPE_CHECKING:
-    from live.services import Services
+    from live.app.services import Services
 
 log = logging.getLogger(__name__)
 

@@ -6,10 +6,10 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from live.settings import Settings
+from live.core.settings import Settings
 
 if TYPE_CHECKING:
-    from live.services import Services
+    from live.app.services import Services
 
 
 class ServicesRef:

@@ -22,7 +22,7 @@ import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from live.errors import Blocked
+from live.core.errors import Blocked
 
 PRIVATE_TRADING = "private_trading"
 BANNED_WORD = "banned_word"

@@ -8,7 +8,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
-from live.settings import Settings
+from live.core.settings import Settings
 
 Redis = aioredis.Redis | RedisCluster
 

@@ -19,7 +19,7 @@ import warnings
 import zxingcpp
 from PIL import Image, UnidentifiedImageError
 
-from live.errors import Invalid
+from live.core.errors import Invalid
 
 # Larger photos are shrunk before decoding so the cost stays bounded; a QR code big enough
 # to be scanned by a buyer's phone from the screen survives this comfortably.
@@ -31,7 +31,7 @@ MAX_PIXELS = 50_000_000
 def find_qr_codes(image_bytes: bytes, *, include_linear: bool = False) -> list[str]:
     """Decoded texts of every QR code (or other 2-D code) found in the image; empty when none.
 
-    Raises ``live.errors.Invalid`` when the bytes are not a readable image.
+    Raises ``live.core.errors.Invalid`` when the bytes are not a readable image.
     """
     image = _open(image_bytes)
     formats = zxingcpp.BarcodeFormats(

@@ -1,7 +1,7 @@
 """Flash-buy (闪电购): put a product on air and sell it to a buy storm without overselling.
 
-The rules of a sale live here; the atomic stock work is in ``live.inventory`` (Lua), the
-order lifecycle and its durability in ``live.orders``.
+The rules of a sale live here; the atomic stock work is in ``live.commerce.inventory`` (Lua), the
+order lifecycle and its durability in ``live.commerce.orders``.
 
 Hot path of a tap: local checks (known sold-out, rate) → one Lua script in Redis (which
 checks sale window, idempotency, limit and stock before it writes, and appends the order to
@@ -21,9 +21,10 @@ from typing import Any
 
 from sqlalchemy import select
 
-from live import keys
-from live.auth import Principal
-from live.errors import (
+from live.commerce.inventory import BuyBatcher, CardState, Inventory
+from live.core import keys
+from live.core.auth import Principal
+from live.core.errors import (
     Blocked,
     Conflict,
     Forbidden,
@@ -35,12 +36,11 @@ from live.errors import (
     SoldOut,
     Unavailable,
 )
-from live.ids import RANDOM, iso, iso_ms, new_id, now_ms, utcnow
-from live.images import ImagePipeline
-from live.inventory import BuyBatcher, CardState, Inventory
-from live.models import Card, Room
-from live.qr import find_qr_codes
-from live.storage import LocalStorage
+from live.core.ids import RANDOM, iso, iso_ms, new_id, now_ms, utcnow
+from live.core.models import Card, Room
+from live.media.images import ImagePipeline
+from live.media.qr import find_qr_codes
+from live.media.storage import LocalStorage
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ class FlashService:
         self._outcomes: dict[str, Any] = {}  # buy outcome -> metric child  # room -> (version, card rows)
         # Recently accepted taps on this process: (card, user, request) → ack, bounded.
         self._accepted: OrderedDict[tuple[str, str, str], dict[str, Any]] = OrderedDict()
-        self.orders: Any = None  # live.orders.OrderService, set by install()
+        self.orders: Any = None  # live.commerce.orders.OrderService, set by install()
 
     # --- listing --------------------------------------------------------------------------
     async def create_card(self, who: Principal, room_id: str, *, price: Decimal, stock: int,
@@ -447,7 +447,7 @@ class FlashService:
 
 def install(svc: Any) -> None:
     """Build the flash-buy and order services and their loops."""
-    from live.orders import OrderService
+    from live.commerce.orders import OrderService
 
     flash = FlashService(svc)
     orders = OrderService(svc, flash)

@@ -1,7 +1,7 @@
 """Orders: durable behind the buy path, paid or cancelled by the buyer, expired when unpaid.
 
 Durability: the buy script appends each order to its card's Redis Stream in the same atomic
-step that takes the stock. The persister (a consumer group, ``live.streams``) writes stream
+step that takes the stock. The persister (a consumer group, ``live.core.streams``) writes stream
 entries to SQL in batches — idempotently, keyed by the order id — and acknowledges them only
 after the commit. While the database is down, orders wait in the stream.
 
@@ -23,14 +23,14 @@ import orjson
 from sqlalchemy import Table, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from live import keys
-from live.auth import Principal
-from live.errors import Conflict, Forbidden, NotFound
-from live.flashbuy import FlashService, card_of_order, money, order_view
-from live.ids import iso, now_ms, utcnow
-from live.inventory import Inventory, card_keys
-from live.models import Card, Order, Room
-from live.streams import Entry, StreamConsumer
+from live.commerce.flashbuy import FlashService, card_of_order, money, order_view
+from live.commerce.inventory import Inventory, card_keys
+from live.core import keys
+from live.core.auth import Principal
+from live.core.errors import Conflict, Forbidden, NotFound
+from live.core.ids import iso, now_ms, utcnow
+from live.core.models import Card, Order, Room
+from live.core.streams import Entry, StreamConsumer
 
 log = logging.getLogger(__name__)
 ACTIVE = ("pending_payment", "paid")

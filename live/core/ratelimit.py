@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from live import keys
-from live.errors import RateLimited
-from live.ids import now_ms
+from live.core import keys
+from live.core.errors import RateLimited
+from live.core.ids import now_ms
 
 
 class RateLimiter:

@@ -8,13 +8,13 @@ from typing import Any, Protocol
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from live import keys
-from live.auth import Principal
-from live.errors import Conflict, Forbidden, NotFound
-from live.ids import iso, new_id, utcnow
-from live.models import Room, User
-from live.presence import Presence
-from live.push import Pusher
+from live.community.presence import Presence
+from live.core import keys
+from live.core.auth import Principal
+from live.core.errors import Conflict, Forbidden, NotFound
+from live.core.ids import iso, new_id, utcnow
+from live.core.models import Room, User
+from live.core.push import Pusher
 
 
 class CardsProvider(Protocol):

@@ -15,8 +15,8 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from live import keys
-from live.ids import now_ms
+from live.core import keys
+from live.core.ids import now_ms
 
 log = logging.getLogger(__name__)
 

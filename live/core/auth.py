@@ -24,9 +24,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from live.errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
-from live.ids import new_id, utcnow
-from live.models import User
+from live.core.errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
+from live.core.ids import new_id, utcnow
+from live.core.models import User
 
 ROLES = ("viewer", "streamer", "moderator")
 ADMIN_ID = "admin"

@@ -19,20 +19,20 @@ from typing import Any
 
 from aiohttp import web
 
-from live import db as dbmod
-from live.appkeys import SERVICES, SETTINGS, ServicesRef
-from live.auth import AuthService, load_or_create_secret
-from live.bus import Bus
-from live.embedded import EmbeddedRedis
-from live.ids import new_id
-from live.metrics import Metrics
-from live.presence import Presence
-from live.ratelimit import RateLimiter
-from live.redisconn import make_redis
-from live.rooms import RoomService
-from live.scripts import Scripts
-from live.services import Services
-from live.settings import Settings
+from live.app.appkeys import SERVICES, SETTINGS, ServicesRef
+from live.app.services import Services
+from live.community.presence import Presence
+from live.community.rooms import RoomService
+from live.core import db as dbmod
+from live.core.auth import AuthService, load_or_create_secret
+from live.core.bus import Bus
+from live.core.ids import new_id
+from live.core.metrics import Metrics
+from live.core.ratelimit import RateLimiter
+from live.core.redisconn import make_redis
+from live.core.scripts import Scripts
+from live.core.settings import Settings
+from live.ops.embedded import EmbeddedRedis
 from live.transport import routes_core, sio_rooms
 from live.transport.http import error_middleware
 from live.transport.sio import SioPusher, SocketApp, make_server
@@ -47,9 +47,9 @@ SCRIPTS = ["bucket", "presence_join", "presence_leave", "presence_reap", "coales
 # ``install(services)`` (builds its service, adds loops/closers); the transport module has
 # ``setup(app, socket_app)`` (routes and Socket.IO events, at creation time).
 DOMAINS: list[tuple[str, str]] = [
-    ("live.chat", "live.transport.routes_chat"),
-    ("live.flashbuy", "live.transport.routes_flash"),
-    ("live.media", "live.transport.routes_media"),
+    ("live.community.chat", "live.transport.routes_chat"),
+    ("live.commerce.flashbuy", "live.transport.routes_flash"),
+    ("live.media.rtc", "live.transport.routes_media"),
 ]
 
 

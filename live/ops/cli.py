@@ -19,8 +19,8 @@ from typing import Any
 
 import orjson
 
-from live import db as dbmod
-from live.settings import Settings, SettingsError, load_settings
+from live.core import db as dbmod
+from live.core.settings import Settings, SettingsError, load_settings
 
 
 class NullPusher:
@@ -39,19 +39,19 @@ class NullPusher:
 @contextlib.asynccontextmanager
 async def open_services(settings: Settings) -> AsyncIterator[Any]:
     """The domain services over the configured Redis and database, without a web server."""
-    from live.app import SCRIPTS
-    from live.auth import AuthService
-    from live.bus import Bus
-    from live.embedded import EmbeddedRedis
-    from live.flashbuy import SCRIPTS as FLASH_SCRIPTS
-    from live.flashbuy import install
-    from live.metrics import Metrics
-    from live.presence import Presence
-    from live.ratelimit import RateLimiter
-    from live.redisconn import make_redis
-    from live.rooms import RoomService
-    from live.scripts import Scripts
-    from live.services import Services
+    from live.app.factory import SCRIPTS
+    from live.app.services import Services
+    from live.commerce.flashbuy import SCRIPTS as FLASH_SCRIPTS
+    from live.commerce.flashbuy import install
+    from live.community.presence import Presence
+    from live.community.rooms import RoomService
+    from live.core.auth import AuthService
+    from live.core.bus import Bus
+    from live.core.metrics import Metrics
+    from live.core.ratelimit import RateLimiter
+    from live.core.redisconn import make_redis
+    from live.core.scripts import Scripts
+    from live.ops.embedded import EmbeddedRedis
 
     url = settings.redis_url
     if not url:
@@ -112,7 +112,7 @@ async def _reconcile(settings: Settings, card: str | None, as_json: bool) -> int
 
 async def _rebuild(settings: Settings, card: str) -> int:
     async with open_services(settings) as svc:
-        from live import keys
+        from live.core import keys
 
         await svc.redis.delete(keys.card_state(card))  # force: rebuild even if some state is left
         ok = await svc.orders.rebuild(card)

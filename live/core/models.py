@@ -1,6 +1,6 @@
 """SQL schema of every domain (SQLAlchemy 2 declarative). Alembic migrations mirror it.
 
-Money is stored as integer cents. Ids are short time-sortable strings made by ``live.ids``.
+Money is stored as integer cents. Ids are short time-sortable strings made by ``live.core.ids``.
 """
 
 from __future__ import annotations

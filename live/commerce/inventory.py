@@ -1,6 +1,6 @@
 """A card's stock in Redis: every change is one Lua script over keys of one hash tag.
 
-This module only speaks Redis; ``live.flashbuy`` and ``live.orders`` hold the rules around it.
+This module only speaks Redis; ``live.commerce.flashbuy`` and ``live.commerce.orders`` hold the rules around it.
 Orders are kept as small JSON objects in the card's orders hash (``u`` user, ``q`` qty,
 ``s`` status, ``c`` created ms, ``p`` pay_by ms, ``r`` request id, ``a`` amount cents).
 """
@@ -13,8 +13,8 @@ from typing import Any
 
 import orjson
 
-from live import keys
-from live.ids import now_ms
+from live.core import keys
+from live.core.ids import now_ms
 
 SCRIPTS = ["buy", "release", "pay", "restock", "card_status"]
 STATE_FIELDS = ("status", "stock", "left", "limit", "price", "starts_ms", "ends_ms", "room")

@@ -1,4 +1,4 @@
-"""The services of one server process, built and torn down by ``live.app``.
+"""The services of one server process, built and torn down by ``live.app.factory``.
 
 Domain services live here side by side; transport handlers reach them through
 ``request.app[SERVICES]`` (HTTP) or the Socket.IO layer, never through globals.
@@ -14,14 +14,14 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from live.auth import AuthService
-from live.bus import Bus
-from live.metrics import Metrics
-from live.presence import Presence
-from live.push import Pusher
-from live.ratelimit import RateLimiter
-from live.rooms import RoomService
-from live.settings import Settings
+from live.community.presence import Presence
+from live.community.rooms import RoomService
+from live.core.auth import AuthService
+from live.core.bus import Bus
+from live.core.metrics import Metrics
+from live.core.push import Pusher
+from live.core.ratelimit import RateLimiter
+from live.core.settings import Settings
 
 log = logging.getLogger(__name__)
 Loop = Callable[[asyncio.Event], Coroutine[Any, Any, None]]

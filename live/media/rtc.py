@@ -49,13 +49,13 @@ from av.audio.frame import AudioFrame
 from av.frame import Frame
 from av.video.frame import VideoFrame
 
-from live.errors import Invalid, NotFound, Unavailable
-from live.hls import PLAYLIST, HlsEncoder, hls_file, remove_dir
-from live.metrics import Metrics
-from live.settings import Settings
+from live.core.errors import Invalid, NotFound, Unavailable
+from live.core.metrics import Metrics
+from live.core.settings import Settings
+from live.media.hls import PLAYLIST, HlsEncoder, hls_file, remove_dir
 
 if TYPE_CHECKING:
-    from live.services import Services
+    from live.app.services import Services
 
 log = logging.getLogger(__name__)
 

@@ -21,15 +21,15 @@ from typing import Any, Literal, Protocol
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from live import keys
-from live.auth import AuthService, Principal
-from live.errors import Conflict, Forbidden, Invalid, Muted, NotFound, RateLimited
-from live.ids import iso, iso_ms, new_id, now_ms, utcnow
-from live.metrics import Metrics
-from live.models import Card, ModerationAction, Report, Room, User, Violation
-from live.push import Pusher
-from live.ratelimit import RateLimiter
-from live.rooms import RoomService
+from live.community.rooms import RoomService
+from live.core import keys
+from live.core.auth import AuthService, Principal
+from live.core.errors import Conflict, Forbidden, Invalid, Muted, NotFound, RateLimited
+from live.core.ids import iso, iso_ms, new_id, now_ms, utcnow
+from live.core.metrics import Metrics
+from live.core.models import Card, ModerationAction, Report, Room, User, Violation
+from live.core.push import Pusher
+from live.core.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ REPORT_BURST = 10
 
 
 class MessageLog(Protocol):
-    """What moderation needs of the chat log (implemented by ``live.chat.ChatLog``)."""
+    """What moderation needs of the chat log (implemented by ``live.community.chat.ChatLog``)."""
 
     async def find(self, msg_id: str) -> tuple[str, str] | None:
         """``(room_id, user_id)`` of a message, or None when there is no such message."""

@@ -1,4 +1,4 @@
-"""Alembic environment: runs on a connection handed over by live.db.migrate (or the CLI)."""
+"""Alembic environment: runs on a connection handed over by live.core.db.migrate (or the CLI)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 from alembic import context
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from live.models import Base
+from live.core.models import Base
 
 target_metadata = Base.metadata
 
