@@ -9,7 +9,7 @@ import jwt
 import pytest
 import socketio
 
-from tests.support import Api, RunningServer, SioClient
+from tests.support import Api, RunningServer, SioClient, run_app
 
 
 async def test_healthz_and_metrics(api: Api) -> None:
@@ -166,3 +166,118 @@ async def test_streamer_is_not_counted_as_a_viewer(server: RunningServer, api: A
         assert (await api.ok("GET", f"/api/rooms/{room['id']}"))["viewers"] == 0
     finally:
         await studio.close()
+
+
+# --- rooms end by themselves --------------------------------------------------------------
+IDLE_S = 2.0
+
+
+async def _status(api: Api, room_id: str) -> str:
+    return str((await api.ok("GET", f"/api/rooms/{room_id}"))["status"])
+
+
+async def test_room_whose_publisher_vanished_ends_within_grace_and_pushes_status(settings_factory) -> None:  # type: ignore[no-untyped-def]
+    from tests.media_support import publish
+
+    async with run_app(settings_factory(room_idle_end_s=IDLE_S)) as server, Api(server.url) as api:
+        s = await api.streamer()
+        room = await api.live_room(s["token"], "闪购")
+        publisher = await publish(api, room["id"], s["token"])
+        studio, viewer = SioClient(), SioClient()
+        try:
+            await studio.connect(server.url, s["token"])
+            assert (await studio.call("room:join", {"room_id": room["id"]}))["ok"]
+            v = await api.guest()
+            await viewer.connect(server.url, v["token"])
+            assert (await viewer.call("room:join", {"room_id": room["id"]}))["ok"]
+            media = server.services.media
+            await _until(lambda: room["id"] in media.publishing_rooms(), 10)
+            # Hosted for twice the grace: still live.
+            await asyncio.sleep(2 * IDLE_S)
+            assert await _status(api, room["id"]) == "live" and not viewer.received("room:status")
+            # The publisher and the studio vanish (no DELETE, no /end).
+            await publisher.close()
+            await studio.close()
+            await _until(lambda: room["id"] not in media.publishing_rooms(), 30)
+            gone = time.monotonic()
+            assert await viewer.wait_for("room:status", timeout=IDLE_S + 4) == {"room_id": room["id"],
+                                                                                  "status": "ended"}
+            assert time.monotonic() - gone <= IDLE_S + 4
+            assert await _status(api, room["id"]) == "ended"
+            assert room["id"] not in [r["id"] for r in await api.ok("GET", "/api/rooms")]
+            await asyncio.sleep(IDLE_S)
+            assert len(viewer.received("room:status")) == 1  # ended once
+        finally:
+            await publisher.close()
+            await studio.close()
+            await viewer.close()
+
+
+async def test_racing_idle_sweeps_end_a_room_once(settings_factory) -> None:  # type: ignore[no-untyped-def]
+    async with run_app(settings_factory(room_idle_end_s=60)) as server, Api(server.url) as api:
+        s = await api.streamer()
+        room = await api.live_room(s["token"])
+        viewer = SioClient()
+        try:
+            v = await api.guest()
+            await viewer.connect(server.url, v["token"])
+            assert (await viewer.call("room:join", {"room_id": room["id"]}))["ok"]
+            rooms = server.services.rooms
+            rooms.idle_end_s = 0.001  # every live room here is idle now
+            await asyncio.sleep(0.01)
+            results = await asyncio.gather(*(rooms.end_idle() for _ in range(8)))
+            assert sum(r.count(room["id"]) for r in results) == 1
+            await viewer.wait_for("room:status")
+            await asyncio.sleep(0.5)
+            assert viewer.received("room:status") == [{"room_id": room["id"], "status": "ended"}]
+            # The streamer's own /end afterwards is a conflict and pushes nothing more.
+            status, body = await api.post(f"/api/rooms/{room['id']}/end", token=s["token"])
+            assert status == 409 and body["error"]["code"] == "CONFLICT"
+        finally:
+            await viewer.close()
+
+
+async def test_restart_ends_live_rooms_nobody_hosts(settings_factory) -> None:  # type: ignore[no-untyped-def]
+    settings = settings_factory(room_idle_end_s=120)
+    async with run_app(settings) as server, Api(server.url) as api:
+        s = await api.streamer()
+        room = await api.live_room(s["token"])
+        studio = SioClient()
+        await studio.connect(server.url, s["token"])
+        assert (await studio.call("room:join", {"room_id": room["id"]}))["ok"]
+        await _until(lambda: room["id"] in server.services.presence.hosted_rooms(), 5)
+        await server.services.rooms.mark_hosts()
+        await studio.close()
+    # A new run: the old process left cleanly and nobody hosts the room (the studio's entry went
+    # with its process): it ends at start-up, not a grace period (two minutes) later.
+    async with run_app(settings) as server, Api(server.url) as api:
+        await _until_async(lambda: _status(api, room["id"]), "ended", 5)
+
+
+async def test_me_rooms_lists_the_live_room_to_resume(api: Api) -> None:
+    s = await api.streamer()
+    other = await api.streamer()
+    room = await api.live_room(s["token"], "续播")
+    await api.ok("POST", "/api/rooms", json={"title": "later"}, token=s["token"])
+    live = await api.ok("GET", "/api/me/rooms?status=live", token=s["token"])
+    assert [r["id"] for r in live] == [room["id"]] and live[0]["status"] == "live"
+    assert len(await api.ok("GET", "/api/me/rooms", token=s["token"])) == 2
+    assert await api.ok("GET", "/api/me/rooms?status=live", token=other["token"]) == []
+    status, body = await api.get("/api/me/rooms?status=bogus", token=s["token"])
+    assert status == 400 and body["error"]["code"] == "INVALID"
+    status, body = await api.get("/api/me/rooms")
+    assert status == 401 and body["error"]["code"] == "UNAUTHORIZED"
+
+
+async def _until(cond, timeout: float) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+async def _until_async(get, want: object, timeout: float) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while (got := await get()) != want:
+        assert time.monotonic() < deadline, f"still {got!r}, wanted {want!r}"
+        await asyncio.sleep(0.1)
