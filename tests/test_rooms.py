@@ -281,3 +281,25 @@ async def _until_async(get, want: object, timeout: float) -> None:  # type: igno
     while (got := await get()) != want:
         assert time.monotonic() < deadline, f"still {got!r}, wanted {want!r}"
         await asyncio.sleep(0.1)
+
+
+async def test_two_processes_racing_end_an_unhosted_room_once(settings_factory) -> None:  # type: ignore[no-untyped-def]
+    """Two servers on one Redis and database (as two processes are): both idle loops see the
+    room unhosted at about the same moment; the room ends once and its viewers hear it once."""
+    settings = settings_factory(room_idle_end_s=1.0)
+    async with run_app(settings) as a, run_app(settings) as b, Api(a.url) as api:
+        s = await api.streamer()
+        room = await api.live_room(s["token"])
+        viewers = [SioClient(), SioClient()]
+        try:
+            for c, srv in zip(viewers, (a, b), strict=True):
+                v = await api.guest()
+                await c.connect(srv.url, v["token"])
+                assert (await c.call("room:join", {"room_id": room["id"]}))["ok"]
+            for c in viewers:
+                assert await c.wait_for("room:status", timeout=8) == {"room_id": room["id"], "status": "ended"}
+            await asyncio.sleep(1.5)  # both loops have had more passes
+            assert [len(c.received("room:status")) for c in viewers] == [1, 1]
+        finally:
+            for c in viewers:
+                await c.close()

@@ -197,8 +197,8 @@ def _kv_table(rows: Sequence[tuple[str, Any]]) -> str:
 def _grid(title: str, cols: Sequence[str], rows: Sequence[tuple[str, dict[str, Any]]]) -> str:
     """A table with a header row: one row per item, one column per key."""
     head = "".join(f"<th>{html.escape(c)}</th>" for c in ("", *cols))
-    body = "".join(f"<tr><th>{html.escape(name)}</th>" + "".join(_cell(r.get(c)) for c in cols) + "</tr>"
-                   for name, r in rows)
+    body = "".join(f"<tr><th>{html.escape(name)}</th>"
+                   + "".join(_cell(r[c]) if c in r else "<td>—</td>" for c in cols) + "</tr>" for name, r in rows)
     return f"<h2>{html.escape(title)}</h2><table><tr>{head}</tr>{body}</table>"
 
 
@@ -223,7 +223,8 @@ def verdict_box(data: dict[str, Any]) -> str:
 def render_html(data: dict[str, Any], latency_s: Sequence[float], acks_at_s: Sequence[float],
                 fanout_s: Sequence[float], chat_fanout_s: Sequence[float] = ()) -> str:
     """The whole page as a string: verdict, summary, latency and errors tables, charts, raw JSON."""
-    summary = [(LABELS.get(k, k.replace("_", " ")), data[k]) for k in LABELS if k in data]
+    shown = data | ({"limit": "server default"} if data.get("limit", 0) is None else {})
+    summary = [(LABELS.get(k, k.replace("_", " ")), shown[k]) for k in LABELS if k in shown]
     summary += [(k.replace("_", " "), v) for k, v in data.items() if k not in LABELS and k not in SECTIONS]
     parts = [verdict_box(data), "<h2>Summary</h2>", _kv_table(summary)]
     timings = [(name, data[key]) for key, name in (("latency_ms", "ack latency (ms)"),
