@@ -303,3 +303,23 @@ async def test_two_processes_racing_end_an_unhosted_room_once(settings_factory) 
         finally:
             for c in viewers:
                 await c.close()
+
+
+async def test_what_a_dead_process_hosted_does_not_keep_a_room_live(settings_factory) -> None:  # type: ignore[no-untyped-def]
+    from live.core import keys
+    from live.core.ids import now_ms
+
+    async with run_app(settings_factory(room_idle_end_s=120)) as server, Api(server.url) as api:
+        s = await api.streamer()
+        kept = await api.live_room(s["token"])
+        orphan = await api.live_room(s["token"])
+        svc = server.services
+        # Both were hosted a moment ago: one by this (registered) process, one by a process that
+        # was killed and has been reaped from the registry.
+        await svc.redis.zadd(keys.room_hosts(kept["id"]), {svc.presence.proc_id: now_ms()})
+        await svc.redis.zadd(keys.room_hosts(orphan["id"]), {"killed-proc": now_ms()})
+        for room in (kept, orphan):
+            await svc.redis.zrem(keys.room_hosts(room["id"]), "live")  # hosted: the go-live entry is gone
+        ended = await svc.rooms.end_idle()
+        assert orphan["id"] in ended and kept["id"] not in ended
+        assert await _status(api, orphan["id"]) == "ended" and await _status(api, kept["id"]) == "live"

@@ -157,14 +157,19 @@ class RoomService:
         self._marked |= rooms
 
     async def end_idle(self) -> list[str]:
-        """End every live room whose newest hosts entry is older than ``idle_end_s``."""
+        """End every live room whose newest hosts entry is older than ``idle_end_s``. Entries of
+        processes that are no longer registered (stopped, or reaped after ``kill -9``) do not
+        count: what a dead process hosted is gone, so a restart ends its rooms without waiting."""
         async with self._db() as s:
             live = list((await s.execute(select(Room.id).where(Room.status == "live"))).scalars())
+        if not live:
+            return []
+        alive = {str(p) for p in await self._redis.zrange(keys.PROCS, 0, -1)} | {HOST_LIVE}
         cutoff = now_ms() - int(self.idle_end_s * 1000)
         ended = []
         for room_id in live:
-            newest = await self._redis.zrevrange(keys.room_hosts(room_id), 0, 0, withscores=True)
-            if newest and float(newest[0][1]) >= cutoff:
+            hosts = await self._redis.zrange(keys.room_hosts(room_id), 0, -1, withscores=True)
+            if any(str(host) in alive and float(seen) >= cutoff for host, seen in hosts):
                 continue
             if await self._finish(room_id):
                 ended.append(room_id)
