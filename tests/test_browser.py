@@ -526,6 +526,10 @@ async def test_studio_resumes_its_live_room_after_signing_in_again(pages: Pages,
     room = await api.live_room(s["token"], "续播测试")
     studio = await pages.open("/studio", DESKTOP)
     await studio.get_by_label("用户名").fill(username)
+    # A refusal is told by its code in the page's language, not by the server's English text.
+    await studio.get_by_label("密码").fill("wrong horse")
+    await studio.get_by_role("button", name="登录").click()
+    await expect(studio.locator("#signin-feedback")).to_have_text("用户名、密码或令牌不对")
     await studio.get_by_label("密码").fill("correct horse")
     await studio.get_by_role("button", name="登录").click()
     await expect(studio.locator("#viewer-link")).to_have_attribute("href", f"/room/{room['id']}")

@@ -222,6 +222,9 @@ const STRINGS = {
     "error.NETWORK": "网络异常，请重试",
     "error.INTERNAL": "服务器出错了，请稍后重试",
     "error.other": "操作失败（{code}）",
+    "signin.UNAUTHORIZED": "用户名、密码或令牌不对",
+    "signin.CONFLICT": "这个用户名已经有人用了",
+    "signin.INVALID": "用户名或密码的格式不对（密码至少 8 位）",
   },
   en: {
     "lang.switch": "中文",
@@ -441,6 +444,9 @@ const STRINGS = {
     "error.NETWORK": "Network problem, please retry",
     "error.INTERNAL": "Something went wrong on the server, please retry",
     "error.other": "Failed ({code})",
+    "signin.UNAUTHORIZED": "Wrong username, password or token",
+    "signin.CONFLICT": "That username is taken",
+    "signin.INVALID": "Username or password not in the expected form (passwords have 8 characters or more)",
   },
 };
 

@@ -30,7 +30,7 @@ async function useToken(token, user = null) {
     session.set("moderator", state.sess);
     enter();
   } catch (e) {
-    flash(el.feedback, errorText(e), "error", 0);
+    flash(el.feedback, errorText(e, "signin"), "error", 0);
   }
 }
 
@@ -45,7 +45,7 @@ $("#login-form").addEventListener("submit", async (ev) => {
       password: $("#password").value } });
     await useToken(s.token, s.user);
   } catch (e) {
-    flash(el.feedback, errorText(e), "error", 0);
+    flash(el.feedback, errorText(e, "signin"), "error", 0);
   }
 });
 el.signOut.addEventListener("click", () => {

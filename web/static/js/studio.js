@@ -79,7 +79,7 @@ async function signIn(register) {
     session.set("streamer", s);
     await enter();
   } catch (e) {
-    flash(el.signinFeedback, message(e), "error", 0);
+    flash(el.signinFeedback, errorText(e, "signin"), "error", 0);
   }
 }
 
