@@ -205,7 +205,9 @@ el.goLive.addEventListener("click", async () => {
     try {
       stream = await startCamera();
     } catch (e) {
-      flash(el.liveFeedback, t("studio.cameraFailed", { message: e.message || e.name }), "error", 0);
+      // The browser's own message is English whatever the page's language: say it by its name.
+      const why = i18n.has(`camera.${e.name}`) ? t(`camera.${e.name}`) : e.name || String(e);
+      flash(el.liveFeedback, t("studio.cameraFailed", { message: why }), "error", 0);
     }
     const live = await api("POST", `/api/rooms/${encodeURIComponent(state.room.id)}/live`, { token: token() });
     state.room = { ...state.room, ...live };
