@@ -7,8 +7,9 @@ into the room's hosts ZSET (``keys.room_hosts``); going live writes a ``live`` e
 covers the gap until the first host is seen and is then dropped. Any
 process ends a live room whose newest entry is older than ``room_idle_end_s``; the ending is one
 conditional SQL update (``status = 'live'`` → ``ended``), so however many processes race, one
-wins and pushes ``room:status`` once. A process that stops cleanly removes its entries, so a
-restart with nobody publishing ends the rooms at once instead of a grace period later.
+wins and pushes ``room:status`` once. Entries of processes that are no longer registered
+(``keys.PROCS``: a clean stop deregisters at once, a killed process is reaped) do not count, so
+a restart with nobody publishing ends the rooms at once instead of a grace period later.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ class RoomService:
         # sockets, from presence; media adds its WHIP publishers.
         self.hosting: list[Callable[[], Iterable[str]]] = [presence.hosted_rooms]
         self.idle_end_s = 180.0  # set from settings by ``install``
-        self._marked: set[str] = set()  # rooms with an entry of this process in their hosts ZSET
+        self._hosted: set[str] = set()  # rooms this process hosted at the last tick
 
     async def join(self, room_id: str, who: Principal) -> dict[str, Any]:
         """What a joining viewer receives: the snapshot and the recent chat."""
@@ -101,7 +102,7 @@ class RoomService:
     async def _set_status(self, who: Principal, room_id: str, status: str) -> dict[str, Any]:
         if status == "live":
             # Before the row says live, so that no idle sweep sees a live room nobody hosts.
-            await self._redis.zadd(keys.room_hosts(room_id), {HOST_LIVE: now_ms()})
+            await self._mark(room_id, HOST_LIVE)
         async with self._db() as s, s.begin():
             room = await s.get(Room, room_id, with_for_update=True)
             if room is None:
@@ -117,7 +118,7 @@ class RoomService:
                 res = await s.execute(update(Room).where(Room.id == room_id, Room.status == room.status)
                                       .values(status=status, **stamp))
                 if getattr(res, "rowcount", 0) != 1:
-                    raise Conflict("room has ended")
+                    raise Conflict("the room's status changed meanwhile")
         if status == "ended":
             await self._redis.delete(keys.room_hosts(room_id))
         await self.touch(room_id)
@@ -142,19 +143,24 @@ class RoomService:
             await hook(room_id)
         return True
 
+    async def _mark(self, room_id: str, host: str) -> None:
+        key = keys.room_hosts(room_id)
+        await self._redis.zadd(key, {host: now_ms()})
+        # A room that ends deletes its key; this only collects keys of rooms lost some other way.
+        await self._redis.expire(key, int(max(3600, 4 * self.idle_end_s)))
+
     async def mark_hosts(self) -> None:
         """Write "seen now" for every room this process hosts."""
         rooms: set[str] = set()
         for provider in self.hosting:
             rooms.update(provider())
-        now = now_ms()
         for room_id in rooms:
-            await self._redis.zadd(keys.room_hosts(room_id), {self._presence.proc_id: now})
-            if room_id not in self._marked:
+            await self._mark(room_id, self._presence.proc_id)
+            if room_id not in self._hosted:
                 # Hosted now: the go-live entry has served (it only covers the gap before the
-                # first host), so a clean exit of the last host leaves the room unhosted.
+                # first host), so once the last host is gone the room counts as unhosted.
                 await self._redis.zrem(keys.room_hosts(room_id), HOST_LIVE)
-        self._marked |= rooms
+        self._hosted = rooms
 
     async def end_idle(self) -> list[str]:
         """End every live room whose newest hosts entry is older than ``idle_end_s``. Entries of
@@ -187,12 +193,6 @@ class RoomService:
                 log.exception("room idle loop error")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval)
-
-    async def unmark_hosts(self) -> None:
-        """Clean exit: this process hosts nothing any more (the rooms' other hosts stay)."""
-        for room_id in self._marked:
-            await self._redis.zrem(keys.room_hosts(room_id), self._presence.proc_id)
-        self._marked.clear()
 
     async def mine(self, who: Principal, status: str | None = None) -> list[dict[str, Any]]:
         """The rooms of streamer ``who`` (newest first), e.g. its live one to resume."""
@@ -268,7 +268,7 @@ class RoomService:
 
 
 def install(svc: Services) -> None:
-    """Rooms end by themselves: the idle loop, and a clean exit that unmarks this process."""
+    """Rooms end by themselves: the idle loop (a clean stop deregisters the process in
+    presence, which is all a restart needs to see that nobody hosts its rooms any more)."""
     svc.rooms.idle_end_s = svc.settings.room_idle_end_s
     svc.loops.append(("rooms-idle", svc.rooms.run_idle))
-    svc.closers.append(svc.rooms.unmark_hosts)
