@@ -9,7 +9,18 @@ import jwt
 import pytest
 import socketio
 
-from tests.support import Api, RunningServer, SioClient, run_app
+from tests.support import (
+    Api,
+    RedisServer,
+    RunningServer,
+    SioClient,
+    TestDatabase,
+    free_port,
+    run_app,
+    spawn_server,
+    stop_server,
+    wait_healthy,
+)
 
 
 async def test_healthz_and_metrics(api: Api) -> None:
@@ -323,3 +334,46 @@ async def test_what_a_dead_process_hosted_does_not_keep_a_room_live(settings_fac
         ended = await svc.rooms.end_idle()
         assert orphan["id"] in ended and kept["id"] not in ended
         assert await _status(api, orphan["id"]) == "ended" and await _status(api, kept["id"]) == "live"
+
+
+@pytest.mark.slow
+async def test_room_hosted_by_a_killed_process_ends_and_other_processes_viewers_hear_it(
+        redis_server: RedisServer, database: TestDatabase) -> None:
+    """The studio's process is killed (kill -9): another process ends the room within the grace
+    period and its viewers receive room:status once."""
+    import signal
+    import tempfile
+
+    idle = 3.0
+    env = {"LIVE_REDIS_URL": redis_server.url, "LIVE_DATABASE_URL": database.url(),
+           "LIVE_DATA_DIR": tempfile.mkdtemp(prefix="live-idle-"), "LIVE_SECRET": "idle-rooms-secret-" + "q" * 20,
+           "LIVE_HEARTBEAT_INTERVAL_S": "0.5", "LIVE_HEARTBEAT_DEAD_AFTER_S": "2", "LIVE_ROOM_IDLE_END_S": str(idle)}
+    ports = [free_port(), free_port()]
+    procs = [spawn_server(p, env) for p in ports]
+    urls = [f"http://127.0.0.1:{p}" for p in ports]
+    studio, viewer = SioClient(), SioClient()
+    try:
+        await asyncio.gather(*[wait_healthy(u, 60) for u in urls])
+        async with Api(urls[1]) as api:
+            s = await api.streamer()
+            room = await api.live_room(s["token"])
+            await studio.connect(urls[0], s["token"])
+            assert (await studio.call("room:join", {"room_id": room["id"]}))["ok"]
+            v = await api.guest()
+            await viewer.connect(urls[1], v["token"])
+            assert (await viewer.call("room:join", {"room_id": room["id"]}))["ok"]
+            await asyncio.sleep(2 * idle)  # hosted by process A: stays live
+            assert await _status(api, room["id"]) == "live"
+            procs[0].send_signal(signal.SIGKILL)
+            killed = time.monotonic()
+            assert await viewer.wait_for("room:status", timeout=idle + 5) == {"room_id": room["id"],
+                                                                                "status": "ended"}
+            assert time.monotonic() - killed <= idle + 5
+            await asyncio.sleep(1.5)
+            assert len(viewer.received("room:status")) == 1
+            assert await _status(api, room["id"]) == "ended"
+    finally:
+        await studio.close()
+        await viewer.close()
+        for p in procs:
+            stop_server(p)
