@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any, Protocol
 
 from sqlalchemy import select
@@ -34,6 +35,10 @@ class RoomService:
         # Trust & safety on titles, set by the chat module: raises Blocked (and records a violation).
         self.title_guard: Callable[[str, Principal], Awaitable[None]] | None = None
         self.on_end: list[Callable[[str], Awaitable[None]]] = []  # e.g. media stops publishing
+        # Called once when a room goes live (e.g. the fans domain notifies followers).
+        self.on_live: list[Callable[[Room], Awaitable[None]]] = []
+        # Extra fields of a snapshot (e.g. the fans domain's follower count).
+        self.extras: list[Callable[[Room, User], Awaitable[dict[str, Any]]]] = []
         # Checks before a user joins (e.g. chat bans); each raises a LiveError to refuse.
         self.join_checks: list[Callable[[str, Principal], Awaitable[None]]] = []
         # Recent chat for the join ack, set by the chat module.
@@ -47,13 +52,13 @@ class RoomService:
         chat = await self.history(room_id) if self.history else []
         return {"room": snap, "chat": chat}
 
-    async def create(self, who: Principal, title: str) -> dict[str, Any]:
+    async def create(self, who: Principal, title: str, scheduled_at: datetime | None = None) -> dict[str, Any]:
         if who.role != "streamer":
             raise Forbidden("only streamers create rooms")
         if self.title_guard:
             await self.title_guard(title, who)
         room = Room(id=new_id(), title=title, streamer_id=who.id, status="scheduled", pinned_card_id=None,
-                    created_at=utcnow())
+                    created_at=utcnow(), scheduled_at=scheduled_at)
         async with self._db() as s, s.begin():
             s.add(room)
         return await self.snapshot(room.id)
@@ -81,7 +86,8 @@ class RoomService:
                 raise Forbidden("not your room")
             if room.status == "ended":
                 raise Conflict("room has ended")
-            if room.status != status:
+            changed = room.status != status
+            if changed:
                 room.status = status
                 if status == "live":
                     room.started_at = utcnow()
@@ -92,6 +98,9 @@ class RoomService:
         if status == "ended":
             for hook in self.on_end:
                 await hook(room_id)
+        if status == "live" and changed:
+            for live_hook in self.on_live:
+                await live_hook(room)
         return await self.snapshot(room_id)
 
     async def go_live(self, who: Principal, room_id: str) -> dict[str, Any]:
@@ -145,7 +154,7 @@ class RoomService:
         cards: list[dict[str, Any]] = []
         if with_cards and self.cards is not None:
             cards = await self.cards.room_cards(room.id, version)
-        return {
+        view = {
             "id": room.id,
             "title": room.title,
             "streamer": {"id": streamer.id, "name": streamer.name},
@@ -156,3 +165,6 @@ class RoomService:
             "created_at": iso(room.created_at),
             "started_at": iso(room.started_at),
         }
+        for extra in self.extras:
+            view.update(await extra(room, streamer))
+        return view

@@ -83,6 +83,12 @@ class Settings(BaseModel):
     hls_playlist_size: int = Field(6, ge=2)
     ice_servers: list[str] = Field(default_factory=list)
 
+    # --- fans ---
+    notifications_keep: int = Field(50, ge=1, le=1000)
+    lucky_max_winners: int = Field(100, ge=1)
+    lucky_min_duration_s: float = Field(1.0, gt=0)
+    lucky_max_duration_s: float = Field(86400.0, gt=0)
+
     log_level: str = "INFO"
     # "uvloop" (libuv's event loop: cheaper socket I/O, tasks and timers on the buy path) or
     # "asyncio" (the standard library's).
