@@ -232,3 +232,15 @@ async def test_two_processes_notify_followers_and_draw_each_bag_once(
         prize_orders = (await sess.execute(select(func.count()).select_from(Order).where(
             Order.room_id == room["id"], Order.amount_cents == 0))).scalar()
     assert prize_cards == 4 and prize_orders == 8
+
+
+def test_the_documented_snippet_recomputes_the_same_winners() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "fans.md").read_text(encoding="utf-8")
+    snippet = doc.split("```python", 1)[1].split("```", 1)[0]
+    scope: dict[str, Any] = {}
+    exec(snippet, scope)  # noqa: S102 - our own documentation, checked to match the code
+    people = [f"id{i}" for i in range(13)]
+    for seed in seeds(200, "doc"):
+        assert scope["winners"](seed, people, 4) == draw_winners(seed, people, 4)
