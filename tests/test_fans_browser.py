@@ -3,23 +3,16 @@ countdown, entry, result and in-browser verification; the studio's fans panel.""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 from playwright.async_api import expect
 
-from tests.browser_support import DESKTOP, PHONE, Pages, chromium, screenshot
-from tests.support import Api, RunningServer
+from tests import test_browser
+from tests.browser_support import DESKTOP, PHONE, Pages, screenshot
+from tests.support import Api
 from tests.test_browser import studio_signed_in
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture
-async def pages(server: RunningServer) -> AsyncIterator[Pages]:
-    async with chromium(server.url) as p:
-        yield p
-        assert not p.errors, "JavaScript errors in the pages:\n" + "\n".join(p.errors)
+pages = test_browser.pages  # the same fixture: Chromium on the test server, failing on JS errors
 
 
 async def test_follow_enter_a_lucky_bag_and_verify_it(api: Api, pages: Pages) -> None:

@@ -169,6 +169,17 @@ async def test_follower_and_keyword_bags(api: Api, server: RunningServer) -> Non
     assert (await api.ok("GET", f"/api/lucky-bags/{fbag['id']}"))["entries"] == 1
 
 
+async def test_a_bag_redis_forgot_is_still_drawn(api: Api, server: RunningServer) -> None:
+    from live.core import keys
+
+    s = await api.streamer()
+    room = await api.live_room(s["token"])
+    bag = await _bag(api, s["token"], room["id"], duration_s=1)
+    await server.services.redis.zrem(keys.BAGS_DUE, bag["id"])  # as if Redis lost the due set
+    final = await _drawn(api, bag["id"], timeout=20)
+    assert final["status"] == "drawn" and final["entrants"] == [] and final["winners"] == []
+
+
 # --- two processes ----------------------------------------------------------------------------
 @pytest.fixture
 async def second_process(redis_server: RedisServer, database: TestDatabase,
@@ -240,7 +251,7 @@ def test_the_documented_snippet_recomputes_the_same_winners() -> None:
     doc = (Path(__file__).resolve().parent.parent / "docs" / "fans.md").read_text(encoding="utf-8")
     snippet = doc.split("```python", 1)[1].split("```", 1)[0]
     scope: dict[str, Any] = {}
-    exec(snippet, scope)  # noqa: S102 - our own documentation, checked to match the code
+    exec(snippet, scope)  # our own documentation, checked to match the code
     people = [f"id{i}" for i in range(13)]
     for seed in seeds(200, "doc"):
         assert scope["winners"](seed, people, 4) == draw_winners(seed, people, 4)

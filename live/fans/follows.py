@@ -43,6 +43,18 @@ def chunks(items: list[str], size: int = CHUNK) -> Iterable[list[str]]:
         yield items[i:i + size]
 
 
+async def among(db: async_sessionmaker[AsyncSession], column: Any, condition: Any,
+                user_ids: Iterable[str]) -> set[str]:
+    """Which of ``user_ids`` appear in ``column`` where ``condition`` holds: one indexed query per
+    chunk of ids, never one per user."""
+    ids = sorted(set(user_ids))
+    found: set[str] = set()
+    async with db() as s:
+        for part in chunks(ids):
+            found.update((await s.execute(select(column).where(condition, column.in_(part)))).scalars())
+    return found
+
+
 class FollowService:
     def __init__(self, db: async_sessionmaker[AsyncSession], redis: Any, scripts: Any, dialect: str) -> None:
         self._db = db
@@ -141,14 +153,8 @@ class FollowService:
                 for u, at, n in rows]
 
     async def followers_among(self, streamer: str, user_ids: Iterable[str]) -> set[str]:
-        """Which of ``user_ids`` follow ``streamer``: one indexed query per chunk, not per user."""
-        ids = sorted(set(user_ids))
-        found: set[str] = set()
-        async with self._db() as s:
-            for part in chunks(ids):
-                found.update((await s.execute(select(Follow.follower_id).where(
-                    Follow.followee_id == streamer, Follow.follower_id.in_(part)))).scalars())
-        return found
+        """Which of ``user_ids`` follow ``streamer``."""
+        return await among(self._db, Follow.follower_id, Follow.followee_id == streamer, user_ids)
 
     async def follower_pages(self, streamer: str, size: int = 1000) -> AsyncIterator[list[str]]:
         """All follower ids of ``streamer`` in pages (keyset on the follower id)."""

@@ -36,6 +36,7 @@ from live.fans.follows import FollowService, chunks
 
 log = logging.getLogger(__name__)
 CONDITIONS = ("present", "follower", "keyword")
+SQL_SWEEP_TICKS = 20  # every 20 draw-loop ticks (~5 s) SQL is asked too, in case Redis lost the due set
 DONE_TTL_S = 86400  # a drawn bag's Redis keys linger a day (late entries get CLOSED, not NOT_FOUND)
 
 
@@ -185,15 +186,25 @@ class LuckyService:
     # --- drawing --------------------------------------------------------------------------------
     async def draw_loop(self, stop: asyncio.Event) -> None:
         """Every process looks for bags past their end; the SQL update decides who draws."""
+        tick = 0
         while not stop.is_set():
             try:
-                due = await self.svc.redis.zrangebyscore(keys.BAGS_DUE, "-inf", now_ms(), start=0, num=20)
-                for bag_id in due:
+                due = list(await self.svc.redis.zrangebyscore(keys.BAGS_DUE, "-inf", now_ms(), start=0, num=20))
+                if tick % SQL_SWEEP_TICKS == 0:
+                    due += await self._overdue_in_sql()
+                for bag_id in dict.fromkeys(due):
                     await self.draw(bag_id)
             except Exception:
                 log.exception("lucky bag draw failed")
+            tick += 1
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.25)
+
+    async def _overdue_in_sql(self) -> list[str]:
+        """Open bags past their end that the due set does not hold (Redis lost it): drawn too."""
+        async with self.svc.db() as s:
+            return list((await s.execute(select(LuckyBag.id).where(
+                LuckyBag.status == "open", LuckyBag.ends_at < utcnow() - timedelta(seconds=2)).limit(20))).scalars())
 
     async def _eligible(self, bag: LuckyBag, entrants: list[str]) -> list[str]:
         """The entrants that still meet the condition at the draw."""

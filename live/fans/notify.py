@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable
 from typing import Any, Protocol
 
@@ -27,7 +28,7 @@ from live.core.auth import Principal
 from live.core.errors import Conflict, Invalid, NotFound
 from live.core.ids import iso, new_id, utcnow
 from live.core.models import FanEvent, Follow, NotifyCursor, Room, RoomReminder, User
-from live.fans.follows import FollowService, chunks, upsert
+from live.fans.follows import FollowService, among, chunks, upsert
 
 log = logging.getLogger(__name__)
 BATCH = 1000  # users per emit: one encoding, one pass over their connections
@@ -83,26 +84,25 @@ class NotifyService:
             online.discard(event["streamer"]["id"])
             if not online:
                 return 0
+            t0 = time.perf_counter()
             targets = await self._follows.followers_among(event["streamer"]["id"], online)
             targets |= await self._reminded_among(event["room_id"], online - targets)
+            t1 = time.perf_counter()
             payload = {k: event[k] for k in ("id", "room_id", "title", "streamer", "at")}
             ordered = sorted(targets)
             for part in chunks(ordered, BATCH):
                 await delivery.deliver(part, "notify:live", payload)
+            t2 = time.perf_counter()
             self.delivered += len(ordered)
+            log.info("go-live fan-out of room %s: %d of %d local users notified (sql %.0f ms, emit %.0f ms)",
+                     event["room_id"], len(ordered), len(online), (t1 - t0) * 1000, (t2 - t1) * 1000)
             return len(ordered)
         except Exception:
             log.exception("go-live fan-out failed")
             return 0
 
     async def _reminded_among(self, room_id: str, user_ids: Iterable[str]) -> set[str]:
-        ids = sorted(set(user_ids))
-        found: set[str] = set()
-        async with self._db() as s:
-            for part in chunks(ids):
-                found.update((await s.execute(select(RoomReminder.user_id).where(
-                    RoomReminder.room_id == room_id, RoomReminder.user_id.in_(part)))).scalars())
-        return found
+        return await among(self._db, RoomReminder.user_id, RoomReminder.room_id == room_id, user_ids)
 
     async def close(self) -> None:
         for t in list(self._tasks):
