@@ -60,11 +60,14 @@ export function mountRoomFans({ roomId, socket, session }) {
   const count = h("b", { testid: "follower-count" }, "0");
   const followBtn = h("button", { type: "button", class: "follow", testid: "follow-button", onclick: toggleFollow });
   const badge = h("span", { class: "badge", testid: "notify-unread", hidden: true });
-  const bell = h("button", { type: "button", class: "icon-button bell", testid: "notify-bell", onclick: toggleNotes }, "🔔", badge);
+  const bellText = h("span", {});
+  const bell = h("button", { type: "button", class: "bell", testid: "notify-bell", onclick: toggleNotes }, bellText, badge);
   const notesPanel = h("div", { class: "notes-panel", testid: "notify-list", hidden: true });
   const followersLabel = h("span", {});
-  const bar = h("div", { class: "fans-bar" }, h("span", { class: "pill" }, followersLabel, " ", count), followBtn, bell);
-  $(".topbar .counters")?.before(bar);
+  // Beside the streamer's name: its followers and the follow button; the bell by the counters.
+  const bar = h("span", { class: "fans-bar" }, h("span", { class: "muted" }, followersLabel, " ", count), followBtn);
+  $("#room-streamer")?.after(bar);
+  $(".topbar .counters")?.before(bell);
   document.body.append(notesPanel);
 
   const luckySlot = h("section", { class: "lucky", testid: "lucky-bag", hidden: true, "aria-live": "polite" });
@@ -80,6 +83,7 @@ export function mountRoomFans({ roomId, socket, session }) {
     followBtn.hidden = !st.streamerId || st.streamerId === me();
     badge.textContent = String(st.unread);
     badge.hidden = !st.unread;
+    bellText.textContent = t("fans.bell");
     bell.setAttribute("aria-label", t("fans.notifications"));
   }
 
@@ -164,7 +168,7 @@ export function mountRoomFans({ roomId, socket, session }) {
     const bag = st.bag;
     luckySlot.hidden = !bag;
     if (!bag) return;
-    const parts = [h("h3", {}, "🎁 ", t("fans.luckyBag"), " · ", bag.title),
+    const parts = [h("h3", {}, t("fans.luckyBag"), " · ", bag.title),
       h("p", { class: "muted" }, t("fans.prize", { prize: bag.prize, n: bag.winners_count }))];
     if (bag.status === "open") {
       const left = epochMs(bag.ends_at) - serverNow();
