@@ -175,7 +175,7 @@ BAGS_DUE = f"{PREFIX}:bags:due"  # ZSET bag_id -> ends_ms of bags not yet drawn
 
 
 def room_open_bags(room: str) -> str:
-    """SET of the room's open keyword bags (chat messages are matched against their keywords)."""
+    """HASH bag_id -> keyword of the room's open keyword bags (chat messages are matched against them)."""
     return f"{PREFIX}:{{room:{room}}}:bags"
 
 

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 CONDITIONS = ("present", "follower", "keyword")
 SQL_SWEEP_TICKS = 20  # every 20 draw-loop ticks (~5 s) SQL is asked too, in case Redis lost the due set
 DONE_TTL_S = 86400  # a drawn bag's Redis keys linger a day (late entries get CLOSED, not NOT_FOUND)
+ENTER_RATE_PER_S, ENTER_BURST = 2.0, 10  # entry taps per user: a bot hammering gets RATE_LIMITED
 
 
 def prize_order_id(card_id: str, bag_id: str, user_id: str) -> str:
@@ -153,6 +154,8 @@ class LuckyService:
 
     async def enter(self, who: Principal, bag_id: str, *, by_keyword: bool = False) -> dict[str, Any]:
         """Enter once; ``{"bag_id","entered":true,"already":bool}`` or NOT_ELIGIBLE / CONFLICT."""
+        if not by_keyword:  # (chat has its own rate limit)
+            await self.svc.ratelimit.take(who.id, "lucky", ENTER_RATE_PER_S, ENTER_BURST)
         bag = await self._bag(bag_id)
         if bag.condition == "keyword" and not by_keyword:
             raise Invalid("send the keyword in the room's chat to enter this lucky bag")
