@@ -190,3 +190,21 @@ async def test_shop_stats_repeat_buyers_per_show(api: Api, server: RunningServer
     assert per[shows[0]["id"]]["buyers"] == 2 and per[shows[0]["id"]]["returning_buyers"] == 0
     status, _ = await api.get("/api/shop/stats", token=a["token"])
     assert status == 403
+
+
+async def test_a_gate_lost_with_redis_data_is_restored_from_sql(api: Api, server: RunningServer) -> None:
+    from live.core import keys
+
+    s = await api.streamer()
+    room = await api.live_room(s["token"])
+    fan, outsider = await api.guest("fan"), await api.guest("out")
+    await api.ok("POST", f"/api/users/{s['user']['id']}/follow", token=fan["token"])
+    card = await list_card(api, s["token"], room["id"], stock=5, audience="followers")
+    await server.services.redis.delete(keys.card_fans(card["id"]))  # as if Redis lost it
+    assert await server.services.fans.regate_once() >= 1
+    status, err = await api.post(f"/api/cards/{card['id']}/buy", json={"qty": 1, "request_id": "o"},
+                                 token=outsider["token"])
+    assert status == 403 and err["error"]["code"] == "NOT_ELIGIBLE"
+    assert (await api.ok("POST", f"/api/cards/{card['id']}/buy", json={"qty": 1, "request_id": "f"},
+                         token=fan["token"]))["ok"]
+    assert await server.services.fans.regate_once() == 0  # nothing else lost
