@@ -164,9 +164,10 @@ async def test_follower_and_keyword_bags(api: Api, server: RunningServer) -> Non
     finally:
         for c in clients:
             await c.close()
-    svc = server.services
-    assert await svc.fans.lucky.draw(kbag["id"]) in (True, False)  # due or not, a direct call is harmless
     assert (await api.ok("GET", f"/api/lucky-bags/{fbag['id']}"))["entries"] == 1
+    assert (await api.ok("GET", f"/api/lucky-bags/{kbag['id']}"))["entries"] == 1  # "hello" entered nobody
+    assert not await server.services.fans.lucky.draw(kbag["id"])  # not due yet: nothing drawn early
+    assert (await api.ok("GET", f"/api/lucky-bags/{kbag['id']}"))["status"] == "open"
 
 
 async def test_a_bag_redis_forgot_is_still_drawn(api: Api, server: RunningServer) -> None:

@@ -29,7 +29,7 @@ from sqlalchemy import select, update
 from live.core import keys
 from live.core.auth import Principal
 from live.core.errors import Conflict, Forbidden, Invalid, NotEligible, NotFound
-from live.core.ids import iso, new_id, now_ms, utcnow
+from live.core.ids import aware, iso, new_id, now_ms, utcnow
 from live.core.models import Card, LuckyBag, Order, User
 from live.fans.draw import commitment, draw_winners
 from live.fans.follows import FollowService, chunks
@@ -228,6 +228,8 @@ class LuckyService:
         if bag is None or bag.status != "open":
             await self.svc.redis.zrem(keys.BAGS_DUE, bag_id)
             return False
+        if aware(bag.ends_at) > utcnow():
+            return False  # never before its end, whoever asks
         raw = await self.svc.scripts.lucky_close(keys=[keys.bag_state(bag_id), keys.bag_entrants(bag_id)])
         entrants = await self._eligible(bag, list(raw or []))
         winners = draw_winners(bag.seed, entrants, bag.winners)
