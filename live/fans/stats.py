@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from live.commerce.flashbuy import money
 from live.core.auth import Principal
 from live.core.errors import Forbidden
 from live.core.ids import iso
@@ -17,10 +18,6 @@ from live.core.models import Card, Order, Room
 from live.fans.follows import FollowService
 
 SOLD = ("paid", "shipped", "completed")
-
-
-def money(cents: int) -> str:
-    return f"{cents // 100}.{cents % 100:02d}"
 
 
 def rate(part: int, whole: int) -> float:
