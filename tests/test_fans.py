@@ -208,3 +208,14 @@ async def test_a_gate_lost_with_redis_data_is_restored_from_sql(api: Api, server
     assert (await api.ok("POST", f"/api/cards/{card['id']}/buy", json={"qty": 1, "request_id": "f"},
                          token=fan["token"]))["ok"]
     assert await server.services.fans.regate_once() == 0  # nothing else lost
+
+
+async def test_follow_toggling_is_rate_limited(api: Api) -> None:
+    s = await api.streamer()
+    v = await api.guest("toggler")
+    statuses = [(await api.request("POST" if i % 2 == 0 else "DELETE", f"/api/users/{s['user']['id']}/follow",
+                                   token=v["token"]))[0] for i in range(30)]
+    assert 429 in statuses and statuses[0] == 200
+    count = (await api.ok("GET", f"/api/users/{s['user']['id']}"))["followers"]
+    following = [f["id"] for f in await api.ok("GET", "/api/me/following", token=v["token"])]
+    assert count == len(following)  # refused toggles changed nothing

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 SCRIPTS = ["fans_mark", "lucky_enter", "lucky_close"]
 REGATE_EVERY_S = 5.0
+FOLLOW_RATE_PER_S, FOLLOW_BURST = 5.0, 20  # follow/unfollow toggling is a SQL write each time
 COUNT_TTL_S = 1.0  # room snapshots (a join storm) read a streamer's follower count at most once a second
 
 
@@ -40,10 +41,12 @@ class FansService:
         self._counts: dict[str, tuple[float, int]] = {}
 
     async def follow(self, who: Principal, user_id: str) -> dict[str, Any]:
+        await self.svc.ratelimit.take(who.id, "follow", FOLLOW_RATE_PER_S, FOLLOW_BURST)
         self._counts.pop(user_id, None)
         return await self.follows.follow(who, user_id)
 
     async def unfollow(self, who: Principal, user_id: str) -> dict[str, Any]:
+        await self.svc.ratelimit.take(who.id, "follow", FOLLOW_RATE_PER_S, FOLLOW_BURST)
         self._counts.pop(user_id, None)
         return await self.follows.unfollow(who, user_id)
 
