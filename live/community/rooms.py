@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, Protocol
@@ -16,6 +17,8 @@ from live.core.errors import Conflict, Forbidden, NotFound
 from live.core.ids import iso, new_id, utcnow
 from live.core.models import Room, User
 from live.core.push import Pusher
+
+log = logging.getLogger(__name__)
 
 
 class CardsProvider(Protocol):
@@ -100,7 +103,10 @@ class RoomService:
                 await hook(room_id)
         if status == "live" and changed:
             for live_hook in self.on_live:
-                await live_hook(room)
+                try:
+                    await live_hook(room)
+                except Exception:
+                    log.exception("go-live hook failed")  # the room is live all the same
         return await self.snapshot(room_id)
 
     async def go_live(self, who: Principal, room_id: str) -> dict[str, Any]:
