@@ -170,6 +170,28 @@ async def test_follower_and_keyword_bags(api: Api, server: RunningServer) -> Non
     assert (await api.ok("GET", f"/api/lucky-bags/{kbag['id']}"))["status"] == "open"
 
 
+async def test_present_means_present_at_the_draw(api: Api, server: RunningServer) -> None:
+    s = await api.streamer()
+    room = await api.live_room(s["token"])
+    stay, leave = await api.guest("stay"), await api.guest("leave")
+    clients = []
+    for who in (stay, leave):
+        c = SioClient()
+        await c.connect(server.url, who["token"])
+        assert (await c.call("room:join", {"room_id": room["id"]}))["ok"]
+        clients.append(c)
+    try:
+        bag = await _bag(api, s["token"], room["id"], winners=2, duration_s=2, allow_guests=True)
+        for c in clients:
+            assert (await c.call("lucky:enter", {"bag_id": bag["id"]}))["ok"]
+        assert (await clients[1].call("room:leave", {"room_id": room["id"]}))["ok"]
+        final = await _drawn(api, bag["id"])
+    finally:
+        for c in clients:
+            await c.close()
+    assert final["entrants"] == [stay["user"]["id"]] == final["winners"]
+
+
 async def test_a_bag_redis_forgot_is_still_drawn(api: Api, server: RunningServer) -> None:
     from live.core import keys
 
