@@ -219,3 +219,18 @@ async def test_follow_toggling_is_rate_limited(api: Api) -> None:
     count = (await api.ok("GET", f"/api/users/{s['user']['id']}"))["followers"]
     following = [f["id"] for f in await api.ok("GET", "/api/me/following", token=v["token"])]
     assert count == len(following)  # refused toggles changed nothing
+
+
+async def test_closed_gated_cards_leave_the_follow_path(api: Api, server: RunningServer) -> None:
+    from live.core import keys
+
+    s = await api.streamer()
+    sid = s["user"]["id"]
+    room = await api.live_room(s["token"])
+    cards = [await list_card(api, s["token"], room["id"], stock=3, audience="followers") for _ in range(2)]
+    await api.ok("POST", f"/api/cards/{cards[0]['id']}/close", token=s["token"])
+    fan = await api.guest("fan")
+    await api.ok("POST", f"/api/users/{sid}/follow", token=fan["token"])
+    redis = server.services.redis
+    assert await redis.smembers(keys.fans_gated_cards(sid)) == {cards[1]["id"]}
+    assert (await redis.hget(keys.card_fans(cards[1]["id"]), fan["user"]["id"])).endswith(":1")

@@ -97,13 +97,28 @@ class FollowService:
         from SQL. A card whose gate is being filled concurrently either is in the list (and the
         newest version wins in its mirror) or registered after our commit (and its own SQL read
         sees our change)."""
-        cards = list(await self._redis.smembers(keys.fans_gated_cards(streamer)))
+        cards = await self._selling(streamer)
         if not cards:
             return
         version = int(await self._redis.incr(keys.fans_seq(streamer)))
         state = "1" if await self.is_follower(follower, streamer) else "0"
         for card_id in cards:
             await self._scripts.fans_mark(keys=[keys.card_fans(card_id)], args=[follower, version, state])
+
+    async def _selling(self, streamer: str) -> list[str]:
+        """The streamer's gated cards that may still sell; closed ones leave the list (so a
+        follow never walks every followers-only sale the streamer ever ran)."""
+        cards = sorted(await self._redis.smembers(keys.fans_gated_cards(streamer)))
+        if not cards:
+            return []
+        pipe = self._redis.pipeline(transaction=False)
+        for card_id in cards:
+            pipe.hget(keys.card_state(card_id), "status")
+        statuses = await pipe.execute()
+        closed = [c for c, st in zip(cards, statuses, strict=True) if st == "closed"]
+        if closed:
+            await self._redis.srem(keys.fans_gated_cards(streamer), *closed)
+        return [c for c, st in zip(cards, statuses, strict=True) if st != "closed"]
 
     async def gate_card(self, card_id: str, streamer: str) -> None:
         """Make a card followers-only: its gate holds the audience and a mirror of the followers.
