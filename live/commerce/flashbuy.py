@@ -30,6 +30,7 @@ from live.core.errors import (
     Forbidden,
     Invalid,
     LimitExceeded,
+    NotEligible,
     NotFound,
     NotOnSale,
     RateLimited,
@@ -126,7 +127,7 @@ class FlashService:
     async def create_card(self, who: Principal, room_id: str, *, price: Decimal, stock: int,
                           image: bytes | None, snapshot: bool, title: str = "", code: str = "",
                           limit_per_user: int | None = None, starts_at: datetime | None = None,
-                          duration_s: int | None = None) -> dict[str, Any]:
+                          duration_s: int | None = None, audience: str = "all") -> dict[str, Any]:
         room = await self.svc.rooms.get(room_id)
         if room.streamer_id != who.id:
             raise Forbidden("not your room")
@@ -139,6 +140,8 @@ class FlashService:
         if not 1 <= stock <= self.settings.max_stock:
             raise Invalid(f"stock: an integer from 1 to {self.settings.max_stock}")
         limit = limit_per_user or self.settings.default_limit_per_user
+        if audience not in ("all", "followers") or (audience == "followers" and self.svc.fans is None):
+            raise Invalid("audience: all or followers")
         chat = self.svc.chat
         for text in (title, code):
             if text and chat is not None:
@@ -169,7 +172,7 @@ class FlashService:
         status = "scheduled" if start > now + timedelta(milliseconds=500) else "on_sale"
         card = Card(id=card_id, room_id=room_id, title=title, code=code, image_key=image_key,
                     price_cents=cents(price), stock=stock, restocked=0, limit_per_user=limit, status=status,
-                    starts_at=start, ends_at=ends, created_at=now)
+                    starts_at=start, ends_at=ends, created_at=now, audience=audience)
         async with self.svc.db() as s, s.begin():
             s.add(card)
             r = await s.get(Room, room_id)
@@ -177,6 +180,8 @@ class FlashService:
                 r.pinned_card_id = card_id  # the newest card is pinned
         state = CardState(status, stock, stock, limit, card.price_cents, int(start.timestamp() * 1000),
                           int(ends.timestamp() * 1000) if ends else 0, room_id)
+        if audience == "followers":
+            await self.svc.fans.gate_card(card_id, who.id)  # gated before the card is buyable
         await self.inventory.init_card(card_id, state)
         await self.svc.rooms.touch(room_id)
         view = self.view(card, state)
@@ -214,6 +219,7 @@ class FlashService:
             "status": self._status(state.status if state else card.status, state),
             "starts_at": iso(card.starts_at),
             "ends_at": iso(card.ends_at),
+            "audience": card.audience or "all",
         }
 
     @staticmethod
@@ -247,7 +253,8 @@ class FlashService:
         else:
             async with self.svc.db() as s:
                 cards = list((await s.execute(
-                    select(Card).where(Card.room_id == room_id).order_by(Card.created_at))).scalars())
+                    select(Card).where(Card.room_id == room_id, Card.audience != "lucky_bag")  # not prizes
+                    .order_by(Card.created_at))).scalars())
             if version is not None:
                 if len(self._room_cards) > 10_000:
                     self._room_cards.clear()
@@ -336,6 +343,8 @@ class FlashService:
             raise SoldOut("sold out", left=res.left)
         if res.code == "LIMIT_EXCEEDED":
             raise LimitExceeded("purchase limit reached for this product")
+        if res.code == "NOT_ELIGIBLE":
+            raise NotEligible("this product is for the streamer's followers: follow to buy")
         if res.code == "NOT_ON_SALE":
             raise NotOnSale("this product is not on sale now")
         if res.code == "NOT_FOUND":

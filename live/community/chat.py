@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import re
 import unicodedata
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -213,6 +214,8 @@ class ChatService:
         self._pusher = pusher
         self._metrics = metrics
         self._streamers: dict[str, str] = {}
+        # Called with (room_id, who, text) after a message is accepted (e.g. lucky-bag keywords).
+        self.on_message: list[Callable[[str, Principal, str], Awaitable[None]]] = []
 
     async def send(self, conn_id: str, who: Principal, room_id: str, text: str) -> dict[str, Any]:
         """Post ``text`` to a room the connection ``conn_id`` has joined; the accepted message.
@@ -244,6 +247,11 @@ class ChatService:
         await self.log.append(msg)
         await self._pusher.to_room(room_id, "chat:message", msg)
         self._metrics.chat_messages.inc()
+        for hook in self.on_message:
+            try:
+                await hook(room_id, who, clean)
+            except Exception:
+                log.exception("chat message hook failed")  # the message itself was accepted
         return msg
 
     async def _streamer_of(self, room_id: str) -> str:

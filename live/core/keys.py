@@ -148,3 +148,42 @@ def chat_message(msg: str) -> str:
 # --- pub/sub channels ----------------------------------------------------------------
 CH_CARD_HINTS = f"{PREFIX}:ch:card-hints"  # "card_id status" -> fast reject on every process
 CH_KICK = f"{PREFIX}:ch:kick"  # "room_id user_id" -> disconnect a banned user everywhere
+
+
+# --- fans (follows, notifications, lucky bags) ----------------------------------------------
+def fans_seq(streamer: str) -> str:
+    """Counter: a version per follow change of one streamer's followers (last writer wins in
+    every mirror of the follower set, see ``fans_mark.lua``)."""
+    return f"{PREFIX}:{{fans:{streamer}}}:seq"
+
+
+def fans_gated_cards(streamer: str) -> str:
+    """SET of the streamer's followers-only card ids (their gates mirror its followers)."""
+    return f"{PREFIX}:{{fans:{streamer}}}:cards"
+
+
+def card_fans(card: str) -> str:
+    """HASH under the card's tag, read by buy.lua: ``*`` -> audience (``followers``) and
+    user_id -> "version:1" (follows) or "version:0" (unfollowed). Absent: anyone may buy."""
+    return f"{PREFIX}:{{card:{card}}}:fans"
+
+
+def bag_state(bag: str) -> str:
+    """HASH status (open|closed), ends_ms of a lucky bag: entries are accepted while open."""
+    return f"{PREFIX}:{{bag:{bag}}}:state"
+
+
+def bag_entrants(bag: str) -> str:
+    """SET of user ids who entered the lucky bag (once each)."""
+    return f"{PREFIX}:{{bag:{bag}}}:entrants"
+
+
+BAGS_DUE = f"{PREFIX}:bags:due"  # ZSET bag_id -> ends_ms of bags not yet drawn
+
+
+def room_open_bags(room: str) -> str:
+    """HASH bag_id -> keyword of the room's open keyword bags (chat messages are matched against them)."""
+    return f"{PREFIX}:{{room:{room}}}:bags"
+
+
+CH_FANS_LIVE = f"{PREFIX}:ch:fans-live"  # go-live event JSON -> every process notifies its own followers

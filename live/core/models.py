@@ -35,6 +35,7 @@ class Room(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    scheduled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # fans: announced start
 
 
 class Card(Base):
@@ -52,6 +53,8 @@ class Card(Base):
     starts_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     ends_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # fans: who may buy: all | followers; "lucky_bag" marks a lucky bag's prize (never on sale)
+    audience: Mapped[str] = mapped_column(String(16), default="all", server_default="all")
 
 
 class Order(Base):
@@ -125,3 +128,79 @@ class Violation(Base):
     text: Mapped[str] = mapped_column(Text, default="")
     penalty: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+# --- fans (follows, go-live notifications, lucky bags) --------------------------------------
+class Follow(Base):
+    """One follower of one account; the pair is unique, so a follow is idempotent."""
+
+    __tablename__ = "follows"
+    follower_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    followee_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    __table_args__ = (Index("ix_follows_followee", "followee_id", "follower_id"),)
+
+
+class FollowCount(Base):
+    """Followers of an account, changed in the same transaction as the follow row it counts."""
+
+    __tablename__ = "follow_counts"
+    user_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    followers: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class FanEvent(Base):
+    """One row per go-live (or other broadcast) event: a follower's notifications are the events of
+    the accounts they follow, joined at read time, so 100,000 followers cost one row, not 100,000."""
+
+    __tablename__ = "fan_events"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # time-sortable
+    kind: Mapped[str] = mapped_column(String(16))  # live
+    streamer_id: Mapped[str] = mapped_column(String(32))
+    room_id: Mapped[str] = mapped_column(String(32))
+    title: Mapped[str] = mapped_column(String(120))
+    streamer_name: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    __table_args__ = (Index("ix_fan_events_streamer", "streamer_id", "id"), Index("ix_fan_events_room", "room_id"))
+
+
+class RoomReminder(Base):
+    """A viewer asked to be told when a scheduled room goes live (without following)."""
+
+    __tablename__ = "room_reminders"
+    room_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(32), primary_key=True, index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class NotifyCursor(Base):
+    """Per user: notifications with an id up to ``read_upto`` are read."""
+
+    __tablename__ = "notify_cursors"
+    user_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    read_upto: Mapped[str] = mapped_column(String(32))
+
+
+class LuckyBag(Base):
+    """A lucky bag (福袋): committed seed when opened, drawn exactly once (status moves
+    ``open`` → ``drawn`` by one conditional UPDATE)."""
+
+    __tablename__ = "lucky_bags"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    room_id: Mapped[str] = mapped_column(String(32), index=True)
+    streamer_id: Mapped[str] = mapped_column(String(32), index=True)
+    title: Mapped[str] = mapped_column(String(120))
+    prize: Mapped[str] = mapped_column(String(120))
+    winners: Mapped[int] = mapped_column(Integer)
+    condition: Mapped[str] = mapped_column(String(16))  # present | follower | keyword
+    keyword: Mapped[str | None] = mapped_column(String(64))
+    allow_guests: Mapped[bool] = mapped_column(Boolean, default=False)
+    seed: Mapped[str] = mapped_column(String(64))  # hex; secret until drawn
+    commitment: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), index=True)  # open | drawn
+    ends_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    drawn_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    entrants: Mapped[list | None] = mapped_column(JSON)
+    winner_ids: Mapped[list | None] = mapped_column(JSON)
+    prize_card_id: Mapped[str | None] = mapped_column(String(32))

@@ -86,6 +86,11 @@ class Settings(BaseModel):
     # --- rooms ending by themselves ---
     # A live room whose publisher (WHIP) and streamer (studio socket) have been gone this long ends.
     room_idle_end_s: float = Field(180.0, gt=0)
+    # --- fans ---
+    notifications_keep: int = Field(50, ge=1, le=1000)
+    lucky_max_winners: int = Field(100, ge=1)
+    lucky_min_duration_s: float = Field(1.0, gt=0)
+    lucky_max_duration_s: float = Field(86400.0, gt=0)
 
     log_level: str = "INFO"
     # "uvloop" (libuv's event loop: cheaper socket I/O, tasks and timers on the buy path) or

@@ -54,6 +54,7 @@ class CardIn(BaseModel):
     limit_per_user: int | None = Field(None, ge=1, le=1000)
     starts_at: datetime | None = None
     duration_s: int | None = Field(None, ge=1, le=7 * 24 * 3600)
+    audience: str = Field("all", pattern="^(all|followers)$")  # fans: followers-only sale
 
     @field_validator("price", mode="before")
     @classmethod
@@ -149,7 +150,8 @@ async def create_card(request: web.Request) -> web.Response:
     card = await services(request).flash.create_card(
         who, request.match_info["room_id"], price=form.price, stock=form.stock, image=image,
         snapshot=form.snapshot, title=form.title.strip(), code=form.code.strip(),
-        limit_per_user=form.limit_per_user, starts_at=form.starts_at, duration_s=form.duration_s)
+        limit_per_user=form.limit_per_user, starts_at=form.starts_at, duration_s=form.duration_s,
+        audience=form.audience)
     return json_response(card, status=201)
 
 

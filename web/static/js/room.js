@@ -4,6 +4,7 @@
 import * as i18n from "./i18n.js";
 import { errorText, t } from "./i18n.js";
 import { ApiError, api, call, connect, ensureGuest, listOf, serverNow, session } from "./net.js";
+import { mountRoomFans } from "./fans.js";
 import { play } from "./rtc.js";
 import { $, clock, epochMs, flash, h, money, timeOf } from "./ui.js";
 
@@ -558,6 +559,7 @@ async function start() {
     return;
   }
   wire();
+  mountRoomFans({ roomId, socket, session: () => state.sess }); // follow, bell, lucky bag
   loadOrders();
   setInterval(() => { tickCard(); tickOrder(); }, 250);
 }
