@@ -27,7 +27,7 @@ from live.core.auth import AuthService, Principal
 from live.core.errors import Conflict, Forbidden, Invalid, Muted, NotFound, RateLimited
 from live.core.ids import iso, iso_ms, new_id, now_ms, utcnow
 from live.core.metrics import Metrics
-from live.core.models import Card, ModerationAction, Report, Room, User, Violation
+from live.core.models import Card, HeldMessage, ModerationAction, Report, Room, User, Violation
 from live.core.push import Pusher
 from live.core.ratelimit import RateLimiter
 
@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 ReportTarget = Literal["message", "room", "card", "user"]
 ReportAction = Literal["dismiss", "delete", "mute", "ban"]
+HeldDecision = Literal["approve", "reject"]
+HeldStatus = Literal["held", "approved", "rejected", "all"]
 DEFAULT_MUTE_S = 600  # a report resolved with "mute" and no duration
 MAX_MUTE_S = 30 * 86400
 REPORT_RATE_PER_S = 0.2  # reports are cheap to send and costly to review
@@ -52,6 +54,9 @@ class MessageLog(Protocol):
 
     async def emit(self, fields: dict[str, str]) -> None:
         """Append an event (e.g. a violation) to the stream the SQL persister drains."""
+
+    async def append(self, msg: dict[str, Any]) -> None:
+        """Record an accepted message (room history, lookup by id, the SQL stream)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +225,58 @@ class ModerationService:
         for t in pending:
             t.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+
+    # --- messages held by the guard for review ------------------------------------------------
+    async def hold(self, msg: dict[str, Any], *, score: float, signals: list[list[str]]) -> None:
+        """Queue a chat message the guard was unsure about; nobody but its author sees it yet."""
+        async with self._db() as s, s.begin():
+            s.add(HeldMessage(id=msg["id"], room_id=msg["room_id"], user_id=msg["user"]["id"], text=msg["text"],
+                              message=msg, score=score, signals=signals, status="held", created_at=utcnow()))
+        self._metrics.blocked.labels("chat", "held").inc()
+
+    async def held(self, who: Principal, status: HeldStatus = "held", limit: int = 100) -> list[dict[str, Any]]:
+        """The review queue: the oldest held messages first (or the newest decided ones)."""
+        await self.require_moderator(who)
+        q = select(HeldMessage)
+        if status == "held":
+            q = q.where(HeldMessage.status == "held").order_by(HeldMessage.created_at, HeldMessage.id)
+        else:
+            if status != "all":
+                q = q.where(HeldMessage.status == status)
+            q = q.order_by(HeldMessage.created_at.desc(), HeldMessage.id.desc())
+        async with self._db() as s:
+            rows = (await s.execute(q.limit(limit))).scalars().all()
+        return [render_held(h) for h in rows]
+
+    async def decide_held(self, who: Principal, held_id: str, decision: HeldDecision) -> dict[str, Any]:
+        """Approve (the room sees the message now) or reject (it counts as a violation).
+
+        The decision is a conditional UPDATE from ``held``: of two moderators deciding at once,
+        exactly one wins and acts; the other gets CONFLICT. The decided row is a labelled
+        example for the guard (approved = ordinary chat, rejected = private trading).
+        """
+        await self.require_moderator(who)
+        new = "approved" if decision == "approve" else "rejected"
+        async with self._db() as s, s.begin():
+            res = await s.execute(update(HeldMessage).where(HeldMessage.id == held_id, HeldMessage.status == "held")
+                                  .values(status=new, decided_by=who.id, decided_at=utcnow()))
+            won = bool(getattr(res, "rowcount", 0))
+            row = await s.get(HeldMessage, held_id)
+        if row is None:
+            raise NotFound("no such held message")
+        if not won:
+            raise Conflict(f"held message already {row.status}")
+        msg = dict(row.message)
+        if new == "approved":
+            await self._log.append(msg)
+            await self._pusher.to_room(row.room_id, "chat:message", msg)
+        else:
+            detector = row.signals[0][0] if row.signals else "review"
+            await self.violation(row.user_id, kind="chat", reason="private_trading", detector=detector,
+                                 text=row.text, room_id=row.room_id)
+        await self._pusher.to_user(row.user_id, "chat:held", {"id": held_id, "room_id": row.room_id, "status": new})
+        await self.audit(who, f"held_{decision}", room_id=row.room_id, target_id=held_id, target_user_id=row.user_id)
+        return render_held(row)
 
     # --- room moderation ------------------------------------------------------------------------
     async def mute(self, who: Principal, room_id: str, user_id: str, seconds: int) -> dict[str, Any]:
@@ -485,3 +542,9 @@ def render_report(r: Report) -> dict[str, Any]:
 
 
 __all__ = ["MessageLog", "ModerationService", "Penalty", "penalty_for"]
+
+
+def render_held(h: HeldMessage) -> dict[str, Any]:
+    return {"id": h.id, "room_id": h.room_id, "user_id": h.user_id, "text": h.text, "message": h.message,
+            "score": h.score, "signals": h.signals, "status": h.status, "decided_by": h.decided_by,
+            "created_at": iso(h.created_at), "decided_at": iso(h.decided_at)}
