@@ -1,9 +1,11 @@
-"""The private-trading guard (私下交易) and the QR finder: pure functions, no server needed."""
+"""The private-trading guard (私下交易), the QR finder and OCR: pure functions first, then the
+guard in a real server (review band, the window across messages, text in product photos)."""
 
 from __future__ import annotations
 
 import io
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +16,9 @@ from PIL import Image
 
 from live.community.guard import Finding, Guard
 from live.core.errors import Blocked, Invalid
+from live.media.ocr import FrameSampler, TextReader
 from live.media.qr import find_qr_codes
+from tests.flash_support import list_card
 from tests.support import Api, RunningServer
 from tests.test_chat import Room, room, send
 
@@ -481,3 +485,86 @@ async def test_a_number_split_over_three_messages_is_blocked(room: Room) -> None
     # The window is per user: another user's digits are not joined with alice's.
     bob, _ = await room.viewer("bob")
     assert (await send(bob, room.id, "8000"))["ok"]
+
+
+# --- text in images (OCR) ------------------------------------------------------------------
+
+CJK_FONT = "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc"
+
+
+def text_photo(lines: list[str], fmt: str = "JPEG") -> bytes:
+    """A product-photo-like picture with ``lines`` of text drawn on it."""
+    from PIL import ImageDraw, ImageFont
+
+    img = photo(900, 600, seed=3)
+    draw = ImageDraw.Draw(img)
+    font = ImageFont.truetype(CJK_FONT, 44)
+    for i, line in enumerate(lines):
+        draw.rectangle((40, 60 + i * 90, 860, 125 + i * 90), fill="white")
+        draw.text((50, 65 + i * 90), line, fill="black", font=font)
+    return encode(img, fmt)
+
+
+@pytest.fixture(scope="module")
+def reader() -> Iterator[TextReader]:
+    r = TextReader()
+    yield r
+    r.close()
+
+
+def test_text_in_a_photo_is_read(reader: TextReader) -> None:
+    found = reader.read_sync(text_photo(["纯棉短袖 XL", "加微信 abc12345"]))
+    assert "abc12345" in found.text.replace(" ", "")
+    assert Guard().verdict(found.text).action == "block"
+
+
+async def test_frame_sampler_reads_each_live_frame_and_reports_text(reader: TextReader) -> None:
+    frames = {"r1": text_photo(["电话 13912345678"]), "r2": None}
+    seen: list[tuple[str, str]] = []
+
+    async def rooms() -> list[str]:
+        return ["r1", "r2"]
+
+    async def on_text(room_id: str, text: str) -> None:
+        seen.append((room_id, text))
+
+    sampler = FrameSampler(reader, interval_s=0.01, cpu_budget=0.5, rooms=rooms, frame=frames.get, on_text=on_text)
+    busy = await sampler.sample_once()
+    assert busy > 0 and sampler.frames_read == 1  # r2 has no video here
+    assert [r for r, _ in seen] == ["r1"] and "13912345678" in seen[0][1].replace(" ", "")
+
+
+async def test_a_product_photo_with_a_contact_in_it_is_refused(api: Api, server: RunningServer) -> None:
+    s = await api.streamer()
+    room = await api.live_room(s["token"])
+    body = await list_card(api, s["token"], room["id"], image=text_photo(["新款连衣裙", "加微信 abc12345 更便宜"]),
+                           expect=422)
+    assert body["error"]["code"] == "BLOCKED" and body["error"]["reason"] == "private_trading"
+    assert body["error"]["detail"] == "text_in_image"
+    assert (await api.ok("GET", f"/api/rooms/{room['id']}"))["cards"] == []
+    # Ordinary text on a product (name, size, price) is fine.
+    await list_card(api, s["token"], room["id"], image=text_photo(["纯棉短袖 XL", "到手价 99元"]))
+
+
+@pytest.mark.browser
+async def test_moderator_approves_a_held_message_on_the_moderation_page(room: Room, api: Api,
+                                                                       server: RunningServer) -> None:
+    from playwright.async_api import expect
+
+    from tests.browser_support import DESKTOP, chromium
+
+    alice, _ = await room.viewer("alice")
+    bob, _ = await room.viewer("bob")
+    held = (await send(alice, room.id, "想要的宝宝私聊"))["message"]
+    assert held["held"] is True
+    async with chromium(server.url) as pages:
+        mod = await pages.open("/moderation", DESKTOP)
+        await mod.get_by_label("审核令牌").fill(server.settings.admin_token)
+        await mod.get_by_role("button", name="使用令牌").click()
+        item = mod.locator(f"[data-testid='held-item'][data-id='{held['id']}']")
+        await expect(item).to_contain_text("想要的宝宝私聊")
+        await expect(item).to_contain_text("steering")
+        await item.get_by_role("button", name="通过").click()
+        await expect(item).to_have_count(0)
+        assert not pages.errors, pages.errors
+    assert (await bob.wait_for("chat:message", where=lambda m: m["id"] == held["id"]))["text"] == "想要的宝宝私聊"

@@ -96,6 +96,8 @@ class Settings(BaseModel):
     guard_window_s: int = Field(60, ge=1, le=3600)  # ... if sent within this many seconds
     ocr_enabled: bool = True  # read the text in product photos and run the guard on it
     ocr_max_side_px: int = Field(1280, ge=128, le=4096)  # photos are scaled down to this before OCR
+    ocr_frame_interval_s: float = Field(0.0, ge=0)  # read a frame of each live room this often; 0 = off
+    ocr_cpu_budget: float = Field(0.25, gt=0, le=1)  # at most this share of one core on video frames
 
     @field_validator("redis_url")
     @classmethod
