@@ -305,11 +305,12 @@ _SOUND_SIGNALS: list[tuple[str, float, str]] = [
                            r"|(?<!Q)QQ(?!Q)\W{0,3}(?:号|群|\d{5,})|加.{0,2}(?<!K)KK(?!K)"),
 ]
 
-_PLATFORMS = (r"(?:淘宝|taobao|(?<![a-z])tb(?![a-z])|某宝|拼多多|拼夕夕|pdd|闲鱼|咸鱼|xianyu|某鱼|抖音|抖店|dou音"
-              r"|(?<![a-z])dy(?![a-z])|快手|(?<![a-z])ks(?![a-z])|小红书|红书|(?<![a-z])xhs(?![a-z])|微博|得物"
-              r"|唯品会|天猫|1688|陌陌|钉钉|b站|视频号|(?<![a-z])ins(?![a-z])|instagram|tiktok|telegram|飞机"
-              r"|whatsapp|facebook|(?<![a-z])fb(?![a-z])|推特|twitter|soul|探探)")
-_HANDLE = r"@?[a-z][a-z0-9_.\-]{3,19}"
+# Chinese names first, then Latin names and abbreviations as whole words (one look-around pair
+# for all of them keeps the scan cheap at every position).
+_PLATFORMS = (r"(?:淘宝|某宝|拼多多|拼夕夕|闲鱼|咸鱼|某鱼|抖音|抖店|dou音|快手|小红书|红书|微博|得物|唯品会|天猫|陌陌"
+              r"|钉钉|b站|视频号|飞机|推特|探探"
+              r"|(?<![a-z])(?:taobao|tb|pdd|xianyu|dy|ks|xhs|ins|instagram|tiktok|telegram|whatsapp|facebook|fb"
+              r"|twitter|soul)(?![a-z]))")
 
 _SIGNALS: list[tuple[str, float, str]] = [
     # A handle right after another platform's name: "闲鱼 @mimi_shop", "抖音号 mimi88".
@@ -420,18 +421,19 @@ class Guard:
         # characters each of its matches needs), so a text only pays for the rules it could match.
         specs = [(kind, _KIND_WEIGHT[kind], pattern, True) for kind, pattern in _DETECTORS]
         specs += [(kind, weight, pattern, False) for kind, weight, pattern in _SIGNALS]
-        self._rules: list[tuple[str, float, re.Pattern[str], bool]] = []
+        self._rules: list[tuple[str, float, re.Pattern[str], bool, list[frozenset[str]]]] = []
         self._gates: dict[str, int] = {}
         self._always = 0
         for kind, weight, pattern, graded in specs:
             for alt in _alternatives(pattern):
                 bit = 1 << len(self._rules)
-                self._rules.append((kind, weight, re.compile(alt), graded))
-                need = required_chars(alt)
-                if need is None:
+                need = required_sets(alt)
+                # The smallest set goes into the bit masks; the others are checked per rule.
+                self._rules.append((kind, weight, re.compile(alt), graded, need[1:]))
+                if not need:
                     self._always |= bit
                 else:
-                    for ch in need:
+                    for ch in need[0]:
                         self._gates[ch] = self._gates.get(ch, 0) | bit
         # NANP-shaped numbers ("(415) 555-2671") are only recognisable by their grouping, which
         # the normaliser strips, so this one runs on the folded text before stripping.
@@ -552,7 +554,9 @@ class Guard:
         while mask:  # only the rules whose required characters the text has, in rule order
             low = mask & -mask
             mask ^= low
-            kind, weight, regex, graded = rules[low.bit_length() - 1]
+            kind, weight, regex, graded, also = rules[low.bit_length() - 1]
+            if also and any(need.isdisjoint(chars) for need in also):
+                continue
             m = regex.search(norm)
             if m is None:
                 continue
@@ -568,6 +572,11 @@ class Guard:
             if weight >= BLOCK_AT and kind in _CONCRETE:
                 # A concrete contact is refused whatever else the text says: stop looking.
                 return self._decide(found, norm)
+            miss = 1.0
+            for w, _ in found.values():  # one weight per kind, as _decide combines them
+                miss *= 1.0 - w
+            if miss <= 1.0 - BLOCK_AT and not _WARNING.search(norm):
+                return self._decide(found, norm)  # more signals can only raise the score
         has_digit = not _DIGITS.isdisjoint(chars)
         m = self._grouped_phone.search(folded) if has_digit else None
         if m:
@@ -669,6 +678,13 @@ def required_chars(pattern: str) -> frozenset[str] | None:
     far cheaper than a regex scan. Derived from the parsed pattern, so it cannot go stale.
     """
     return _req_seq(sre_parse.parse(pattern))
+
+
+def required_sets(pattern: str) -> list[frozenset[str]]:
+    """Every top-level piece's ``required_chars``: a match needs one character of each set
+    (a platform name *and* a handle), smallest set first."""
+    sets = [r for op, av in sre_parse.parse(pattern) if (r := _req_item(op, av)) is not None]
+    return sorted(set(sets), key=len)
 
 
 def _req_seq(items: object) -> frozenset[str] | None:
