@@ -327,6 +327,11 @@ def test_hard_negatives_pass(guard: Guard, text: str) -> None:
     assert action(guard, text) == "allow", guard.verdict(text)
 
 
+def test_a_warning_does_not_excuse_a_contact(guard: Guard) -> None:
+    assert action(guard, "不要加陌生人微信") == "allow"
+    assert action(guard, "别私下转账，加微信 abc12345") == "block"
+
+
 def test_card_numbers_need_the_luhn_check(guard: Guard) -> None:
     assert guard.verdict("转到 6228481234567890128").signals[0][0] == "bank_card"
     assert action(guard, "转到 6228481234567890129") == "allow"  # one digit off: not a card

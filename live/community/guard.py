@@ -338,9 +338,10 @@ _SIGNALS: list[tuple[str, float, str]] = [
 _WARNING = re.compile(r"(?:别|不要|千万别?|勿|谨防|小心|警惕|防止)(?:私下|加|信|去|转|相信|上当)|骗子|诈骗|被骗"
                       r"|举报|提醒|没有保障|没人管|不管|出了问题")
 _WARNING_FACTOR = 0.15
-# Concrete contact: numbers, handles, cards, codes — a warning cannot excuse these.
+# Concrete contact: numbers, handles, cards, codes, an id next to a channel word — a warning
+# cannot excuse these ("别私下转账，加微信 abc12345" still hands out an id).
 _CONCRETE = frozenset({"cn_mobile", "phone", "bank_card", "share_code", "split_mobile", "platform_handle",
-                       "url"})
+                       "url", "contact_token"})
 # v1 detector kinds as signals: a match that is only the bare word (微信, vx) waits for review;
 # with an id, number or action in the match it is refused.
 _KIND_WEIGHT = {"cn_mobile": 0.97, "phone": 0.92, "url": 0.9, "telegram": 0.92, "whatsapp": 0.92, "line": 0.92,
