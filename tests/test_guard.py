@@ -3,6 +3,7 @@ guard in a real server (review band, the window across messages, text in product
 
 from __future__ import annotations
 
+import asyncio
 import io
 import time
 from collections.abc import Iterator
@@ -573,3 +574,26 @@ async def test_moderator_approves_a_held_message_on_the_moderation_page(room: Ro
         await expect(item).to_have_count(0)
         assert not pages.errors, pages.errors
     assert (await bob.wait_for("chat:message", where=lambda m: m["id"] == held["id"]))["text"] == "想要的宝宝私聊"
+
+
+async def test_two_moderators_deciding_at_once_make_exactly_one_decision(room: Room, api: Api,
+                                                                         server: RunningServer) -> None:
+    bob, bob_user = await room.viewer("bob")
+    admin = server.settings.admin_token
+    for _ in range(3):
+        carol, _ = await room.viewer("carol")
+        held = (await send(carol, room.id, "vx"))["message"]
+        assert held["held"] is True
+        results = await asyncio.gather(
+            api.post(f"/api/moderation/held/{held['id']}/approve", token=admin),
+            api.post(f"/api/moderation/held/{held['id']}/reject", token=admin))
+        assert sorted(status for status, _ in results) == [200, 409], results
+        winner = next(body for status, body in results if status == 200)
+        row = next(h for h in await api.ok("GET", "/api/moderation/held?status=all", token=admin)
+                   if h["id"] == held["id"])
+        assert row["status"] == winner["status"]
+        shown = [m for m in bob.received("chat:message") if m["id"] == held["id"]]
+        if winner["status"] == "approved":
+            await bob.wait_for("chat:message", where=lambda m, i=held["id"]: m["id"] == i)
+        else:
+            assert shown == []

@@ -18,7 +18,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from live.community.rooms import RoomService
@@ -237,13 +237,7 @@ class ModerationService:
     async def held(self, who: Principal, status: HeldStatus = "held", limit: int = 100) -> list[dict[str, Any]]:
         """The review queue: the oldest held messages first (or the newest decided ones)."""
         await self.require_moderator(who)
-        q = select(HeldMessage)
-        if status == "held":
-            q = q.where(HeldMessage.status == "held").order_by(HeldMessage.created_at, HeldMessage.id)
-        else:
-            if status != "all":
-                q = q.where(HeldMessage.status == status)
-            q = q.order_by(HeldMessage.created_at.desc(), HeldMessage.id.desc())
+        q = _queue(HeldMessage, "held", status)
         async with self._db() as s:
             rows = (await s.execute(q.limit(limit))).scalars().all()
         return [render_held(h) for h in rows]
@@ -402,13 +396,7 @@ class ModerationService:
     async def reports(self, who: Principal, status: str = "open", limit: int = 100) -> list[dict[str, Any]]:
         """The moderators' queue: oldest open reports first (or the newest resolved ones)."""
         await self.require_moderator(who)
-        q = select(Report)
-        if status == "open":
-            q = q.where(Report.status == "open").order_by(Report.created_at, Report.id)
-        else:
-            if status == "resolved":
-                q = q.where(Report.status == "resolved")
-            q = q.order_by(Report.created_at.desc(), Report.id.desc())
+        q = _queue(Report, "open", status)
         async with self._db() as s:
             rows = (await s.execute(q.limit(limit))).scalars().all()
         return [render_report(r) for r in rows]
@@ -533,6 +521,17 @@ class ModerationService:
             "reports": {"open": reports.get("open", 0), "resolved": reports.get("resolved", 0)},
             "actions": actions,
         }
+
+
+def _queue(model: type[Report] | type[HeldMessage], pending: str, status: str) -> Select[Any]:
+    """A moderators' queue: the oldest ``pending`` rows first, or else the newest rows with
+    ``status`` ("all": whatever their status)."""
+    q = select(model)
+    if status == pending:
+        return q.where(model.status == pending).order_by(model.created_at, model.id)
+    if status != "all":
+        q = q.where(model.status == status)
+    return q.order_by(model.created_at.desc(), model.id.desc())
 
 
 def render_report(r: Report) -> dict[str, Any]:
