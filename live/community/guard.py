@@ -305,12 +305,22 @@ _SOUND_SIGNALS: list[tuple[str, float, str]] = [
                            r"|(?<!Q)QQ(?!Q)\W{0,3}(?:号|群|\d{5,})|加.{0,2}(?<!K)KK(?!K)"),
 ]
 
-# Chinese names first, then Latin names and abbreviations as whole words (one look-around pair
-# for all of them keeps the scan cheap at every position).
-_PLATFORMS = (r"(?:淘宝|某宝|拼多多|拼夕夕|闲鱼|咸鱼|某鱼|抖音|抖店|dou音|快手|小红书|红书|微博|得物|唯品会|天猫|陌陌"
-              r"|钉钉|b站|视频号|飞机|推特|探探"
-              r"|(?<![a-z])(?:taobao|tb|pdd|xianyu|dy|ks|xhs|ins|instagram|tiktok|telegram|whatsapp|facebook|fb"
-              r"|twitter|soul)(?![a-z]))")
+# Other platforms: short-video apps, second-hand markets, notes apps, shops, messengers. Latin
+# names and abbreviations count only as whole words.
+_PLATFORM_HAN = ("淘宝", "某宝", "拼多多", "拼夕夕", "闲鱼", "咸鱼", "某鱼", "抖音", "抖店", "dou音", "快手", "小红书",
+                 "红书", "微博", "得物", "唯品会", "天猫", "陌陌", "钉钉", "b站", "视频号", "飞机", "推特", "探探")
+_PLATFORM_LATIN = frozenset({"taobao", "tb", "pdd", "xianyu", "dy", "ks", "xhs", "ins", "instagram", "tiktok",
+                             "telegram", "whatsapp", "facebook", "fb", "twitter", "soul"})
+_PLATFORMS = ("(?:" + "|".join(_PLATFORM_HAN) + "|(?<![a-z])(?:" + "|".join(sorted(_PLATFORM_LATIN)) + ")(?![a-z]))")
+_LATIN_WORD = re.compile(r"[a-z]+")
+
+
+def _has_platform(norm: str, latin: bool) -> bool:
+    """Whether ``norm`` names another platform: substring tests, cheaper than the regex."""
+    return any(name in norm for name in _PLATFORM_HAN) or (
+        latin and not _PLATFORM_LATIN.isdisjoint(_LATIN_WORD.findall(norm)))
+
+
 
 _SIGNALS: list[tuple[str, float, str]] = [
     # A handle right after another platform's name: "闲鱼 @mimi_shop", "抖音号 mimi88".
@@ -422,20 +432,43 @@ class Guard:
         # characters each of its matches needs), so a text only pays for the rules it could match.
         specs = [(kind, _KIND_WEIGHT[kind], pattern, True) for kind, pattern in _DETECTORS]
         specs += [(kind, weight, pattern, False) for kind, weight, pattern in _SIGNALS]
-        self._rules: list[tuple[str, float, re.Pattern[str], bool, list[frozenset[str]]]] = []
-        self._gates: dict[str, int] = {}
+        # Two bit masks per character: the rules whose smallest required set holds it (which
+        # rules to look at) and the required sets that hold it (whether a rule's other sets
+        # are there too). A text's masks are the OR over its characters.
+        self._rules: list[tuple[str, float, re.Pattern[str], bool, int]] = []
+        sets: dict[frozenset[str], int] = {}
+
+        def set_bit(chars: frozenset[str]) -> int:
+            return 1 << sets.setdefault(chars, len(sets))
+
+        rule_gates: dict[str, int] = {}
         self._always = 0
         for kind, weight, pattern, graded in specs:
             for alt in _alternatives(pattern):
                 bit = 1 << len(self._rules)
-                need = required_sets(alt)
-                # The smallest set goes into the bit masks; the others are checked per rule.
-                self._rules.append((kind, weight, re.compile(alt), graded, need[1:]))
+                need = required_sets(alt)  # rarest in chat first: it picks the rules to look at
+                if _NEEDS_LONG_DIGITS.search(alt):
+                    need.append(_HAS_LONG_DIGITS)
+                if _PLATFORMS in alt:
+                    need.append(_HAS_PLATFORM)
+                need_bits = 0
+                for chars in need:
+                    need_bits |= set_bit(chars)
+                self._rules.append((kind, weight, re.compile(alt), graded, need_bits))
                 if not need:
                     self._always |= bit
-                else:
-                    for ch in need[0]:
-                        self._gates[ch] = self._gates.get(ch, 0) | bit
+                if need and need[0] in (_HAS_LONG_DIGITS, _HAS_PLATFORM):
+                    self._always |= bit  # only pseudo-sets: look at it always, then check them
+                for ch in need[0] if need else ():
+                    rule_gates[ch] = rule_gates.get(ch, 0) | bit
+        self._long_digits_bit = set_bit(_HAS_LONG_DIGITS)
+        self._platform_bit = set_bit(_HAS_PLATFORM)
+        set_gates: dict[str, int] = {}
+        for chars, j in sets.items():
+            for ch in chars:
+                set_gates[ch] = set_gates.get(ch, 0) | 1 << j
+        self._gates = {ch: (rule_gates.get(ch, 0), bits) for ch, bits in set_gates.items()}
+        self._gate_keys = frozenset(self._gates)
         # NANP-shaped numbers ("(415) 555-2671") are only recognisable by their grouping, which
         # the normaliser strips, so this one runs on the folded text before stripping.
         self._grouped_phone = re.compile(r"(?<!\d)\(?[2-9]\d{2}\)?[\s.\-]\d{3}[\s.\-]\d{4}(?!\d)")
@@ -444,9 +477,9 @@ class Guard:
         self._sound_signals = [(kind, weight, re.compile(pattern),
                                 ("X",) if kind.startswith("wechat") else ("K", "Q", "kou"))
                                for kind, weight, pattern in _SOUND_SIGNALS]
-        # The sound step runs only when the text has a character that reads wei/xin/kou/qiu.
-        self._sound_gate = frozenset(chr(code) for code, readings in pinyin_dict.items()
-                                     if _is_han(chr(code)) and _sound_of(chr(code)) != _SOUND_OTHER) | set("xk")
+        # The sound rules need a character read xin, kou or qiu (or a typed "kou").
+        self._sound_gate = frozenset(chr(code) for code in pinyin_dict
+                                     if _is_han(chr(code)) and _sound_of(chr(code)) in "XKQ")
         words = {self._compact(self.normalise(w)) for w in banned_words}
         words.discard("")
         self._banned = (re.compile("|".join(re.escape(w) for w in sorted(words, key=len, reverse=True)))
@@ -548,16 +581,27 @@ class Guard:
 
         chars = frozenset(norm)
         mask = self._always
+        sat = 0
         gates = self._gates
-        for ch in chars:
-            mask |= gates.get(ch, 0)
+        for ch in chars & self._gate_keys:  # C-level intersection: loop over the few that matter
+            rule_bits, set_bits = gates[ch]
+            mask |= rule_bits
+            sat |= set_bits
+        # Two cheap facts some rules need, as pseudo-sets: a run of 7+ digits (phones, cards)
+        # and another platform's name (handles after it). Each is one scan, shared.
+        long_digits = not _DIGITS.isdisjoint(chars) and _LONG_DIGITS.search(norm) is not None
+        if long_digits:
+            sat |= self._long_digits_bit
+        if _has_platform(norm, not _LETTERS.isdisjoint(chars)):
+            sat |= self._platform_bit
+        missing = ~sat
         rules = self._rules
         while mask:  # only the rules whose required characters the text has, in rule order
             low = mask & -mask
             mask ^= low
-            kind, weight, regex, graded, also = rules[low.bit_length() - 1]
-            if also and any(need.isdisjoint(chars) for need in also):
-                continue
+            kind, weight, regex, graded, need = rules[low.bit_length() - 1]
+            if need & missing:
+                continue  # another piece the rule needs is not in the text
             m = regex.search(norm)
             if m is None:
                 continue
@@ -582,14 +626,14 @@ class Guard:
         m = self._grouped_phone.search(folded) if has_digit else None
         if m:
             add("phone", _KIND_WEIGHT["phone"], re.sub(r"\D", "", m.group(0)))
-        if not self._sound_gate.isdisjoint(chars):
+        if not self._sound_gate.isdisjoint(chars) or "kou" in norm:
             sound = norm.translate(self._sound_table)
-            for kind, weight, regex, need in self._sound_signals:
-                if any(n in sound for n in need):
+            for kind, weight, regex, classes in self._sound_signals:
+                if any(c in sound for c in classes):
                     m = regex.search(sound)
                     if m:
                         add(kind.removesuffix("_bare"), weight, norm[m.start():m.end()])
-        for m in _CARD.finditer(norm) if has_digit else ():
+        for m in _CARD.finditer(norm) if long_digits else ():
             if _luhn(m.group()) and not _NOT_CARD_BEFORE.search(norm[max(0, m.start() - 12):m.start()]):
                 add("bank_card", 0.96, m.group())
                 break
@@ -638,6 +682,7 @@ class Guard:
 
 
 _DIGITS = frozenset("0123456789")
+_LETTERS = frozenset("abcdefghijklmnopqrstuvwxyz")
 _MAX_CLASS = 128  # a character class wider than this is no use as a gate
 
 
@@ -683,9 +728,10 @@ def required_chars(pattern: str) -> frozenset[str] | None:
 
 def required_sets(pattern: str) -> list[frozenset[str]]:
     """Every top-level piece's ``required_chars``: a match needs one character of each set
-    (a platform name *and* a handle), smallest set first."""
+    (a platform name *and* a handle), the set least common in chat first."""
     sets = [r for op, av in sre_parse.parse(pattern) if (r := _req_item(op, av)) is not None]
-    return sorted(set(sets), key=len)
+    # Latin letters and digits are common in chat, Chinese keywords rare: prefer the latter.
+    return sorted(set(sets), key=lambda s: sum(20 if ch.isascii() else 1 for ch in s))
 
 
 def _req_seq(items: object) -> frozenset[str] | None:
@@ -730,6 +776,10 @@ def _req_item(op: object, av: object) -> frozenset[str] | None:
     return None  # look-arounds, anchors, any character, negated classes: no requirement
 
 
+_LONG_DIGITS = re.compile(r"\d{7}")
+_NEEDS_LONG_DIGITS = re.compile(r"\\d\{(?:[6-9]|1\d)")  # a pattern with \d{6,…} or more needs 7+ digits
+_HAS_LONG_DIGITS = frozenset("\x01")  # pseudo-characters: they never occur in chat text
+_HAS_PLATFORM = frozenset("\x02")
 _HAS_LATIN = re.compile(r"[a-z]")
 _HAS_HAN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 
