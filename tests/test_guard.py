@@ -597,3 +597,21 @@ async def test_two_moderators_deciding_at_once_make_exactly_one_decision(room: R
             await bob.wait_for("chat:message", where=lambda m, i=held["id"]: m["id"] == i)
         else:
             assert shown == []
+
+
+async def test_a_doubtful_message_is_refused_when_the_review_queue_is_unavailable(room: Room,
+                                                                                   server: RunningServer) -> None:
+    from live.core.models import HeldMessage
+
+    alice, _ = await room.viewer("alice")
+    engine = server.services.engine
+    async with engine.begin() as conn:  # the queue's table is gone: holding cannot work
+        await conn.run_sync(lambda c: HeldMessage.__table__.drop(c))
+    try:
+        ack = await send(alice, room.id, "想要的宝宝私聊")
+        assert ack["ok"] is False and ack["error"]["code"] == "BLOCKED", ack
+        assert ack["error"]["detail"] == "review_unavailable"
+    finally:
+        async with engine.begin() as conn:
+            await conn.run_sync(lambda c: HeldMessage.__table__.create(c))
+    assert (await send(alice, room.id, "想要的宝宝私聊 还在吗"))["message"]["held"] is True

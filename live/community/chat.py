@@ -246,8 +246,12 @@ class ChatService:
                                                 text=clean, room_id=room_id)
             raise Blocked(reason=finding.reason, **penalty.extra())
         msg = {"id": new_id(), "room_id": room_id, "user": who.public(), "text": clean, "ts": iso(utcnow())}
-        if verdict.action == "hold":
-            await self._mod.hold(msg, score=verdict.score, signals=[list(s) for s in verdict.signals])
+        if verdict.action == "hold" and finding is not None:
+            try:
+                await self._mod.hold(msg, score=verdict.score, signals=[list(s) for s in verdict.signals])
+            except Exception as e:  # no review queue (database away): refuse rather than show it
+                log.warning("could not hold a message for review, refusing it: %s", e)
+                raise Blocked(reason=finding.reason, detail="review_unavailable") from e
             return {**msg, "held": True}
         await self.log.append(msg)
         await self._pusher.to_room(room_id, "chat:message", msg)
