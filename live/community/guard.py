@@ -346,7 +346,7 @@ _SIGNALS: list[tuple[str, float, str]] = [
 # Words that warn against private trading or complain about it; without a concrete contact in
 # the message they turn a steering phrase into its opposite.
 _WARNING = re.compile(r"(?:别|不要|千万别?|勿|谨防|小心|警惕|防止)(?:私下|加|信|去|转|相信|上当)|骗子|诈骗|被骗"
-                      r"|举报|提醒|没有保障|没人管|不管|出了问题")
+                      r"|举报|提醒|疑似|没有保障|没人管|不管|出了问题")
 _WARNING_FACTOR = 0.15
 # Concrete contact: numbers, handles, cards, codes, an id next to a channel word — a warning
 # cannot excuse these ("别私下转账，加微信 abc12345" still hands out an id).
