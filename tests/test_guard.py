@@ -15,6 +15,7 @@ import segno
 import zxingcpp
 from PIL import Image
 
+from bench.guard_labels import labelled_rows
 from live.community.guard import Finding, Guard
 from live.core.errors import Blocked, Invalid
 from live.media.ocr import FrameSampler, TextReader
@@ -479,6 +480,8 @@ async def test_review_band_holds_a_message_until_a_moderator_decides(room: Room,
     assert (await carol.wait_for("chat:held"))["status"] == "rejected"
     labels = {h["id"]: h["status"] for h in await api.ok("GET", "/api/moderation/held?status=all", token=admin)}
     assert labels[held_id] == "approved" and labels[ack["message"]["id"]] == "rejected"
+    exported = await labelled_rows(server.services.db)  # the labelled data for tuning
+    assert "neg\tmoderated_steering\t想要的宝宝私聊" in exported and "pos\tmoderated_wechat\tvx" in exported
     assert all(m["id"] != ack["message"]["id"] for m in bob.received("chat:message"))
 
 
