@@ -1,18 +1,18 @@
-"""Private-trading guard (私下交易): normalise text and detect off-platform steering.
+"""Private-trading guard (私下交易): normalise text, find signals, score, decide.
 
-Pure domain logic: no Redis, no HTTP. Chat, card titles and usernames call
-``Guard.check_or_raise``; how it works and how to extend it is in ``docs/guard.md``.
+Pure domain logic: no Redis, no HTTP. Chat calls ``Guard.verdict_with`` (block / hold for a
+moderator / allow); titles, names and OCR'd text call ``check`` or ``verdict``. How it works,
+how it is measured and how to extend it: ``docs/guard.md``.
 
-Two steps:
-
-1. ``Guard.normalise`` folds the many ways people disguise contacts into one canonical
-   form: NFKC (full-width → ASCII, ① → 1, 𝟏 → 1), lower case, every Unicode digit form and
-   Chinese numerals (零〇一二…九, 壹贰叁…, 幺/两 inside a number) → ASCII digits, and the
-   junk people put between digits (spaces, punctuation, emoji) or between Chinese characters
-   (微❤信, 卫/星) removed.
-2. Detectors, each a precompiled regex over the normalised text, named by ``kind``. They are
-   tuned for precision: a livestream chat is full of prices, sizes, dates and order counts,
-   and words such as 卫衣, V领, QQ糖 or 扣1 that look like contacts but are not.
+1. ``Guard.normalise`` folds disguises into one canonical form: NFKC, lower case, every digit
+   form and Chinese numerals → ASCII digits, emoji → the words they stand for, look-alike letters
+   → ASCII (Unicode's confusables), tone marks dropped, padding removed inside a clause (never
+   across one), spaced-out Latin tokens joined, pinyin digits → digits.
+2. Signals: precompiled regexes over the normalised text (each gated by the characters its
+   matches need), homophones read by sound through pypinyin's readings, and validating
+   recognisers (Luhn for cards, digit groups split across clauses).
+3. A score: the signals' weights combined by noisy-OR, discounted when the text warns against
+   private trading and names no concrete contact; thresholds turn it into an action.
 """
 
 from __future__ import annotations
@@ -716,19 +716,14 @@ def _alternatives(pattern: str) -> list[str]:
     return parts
 
 
-def required_chars(pattern: str) -> frozenset[str] | None:
-    """Characters of which every match of ``pattern`` contains at least one, or ``None``.
-
-    The guard skips a pattern when the text has none of them: most chat lines contain none of
-    the few characters a detector needs (加, 私, 号, a digit …), and a set intersection is
-    far cheaper than a regex scan. Derived from the parsed pattern, so it cannot go stale.
-    """
-    return _req_seq(sre_parse.parse(pattern))
-
-
 def required_sets(pattern: str) -> list[frozenset[str]]:
-    """Every top-level piece's ``required_chars``: a match needs one character of each set
-    (a platform name *and* a handle), the set least common in chat first."""
+    """Sets of characters of which every match of ``pattern`` contains one of each (a platform
+    name's characters *and* a handle's), the set least common in chat first.
+
+    The guard skips a rule when the text lacks any of them: most chat lines contain none of the
+    few characters a detector needs (加, 私, 号, a digit …), and a bit test is far cheaper than a
+    regex scan. Derived from the parsed pattern (``re._parser``), so it cannot go stale.
+    """
     sets = [r for op, av in sre_parse.parse(pattern) if (r := _req_item(op, av)) is not None]
     # Latin letters and digits are common in chat, Chinese keywords rare: prefer the latter.
     return sorted(set(sets), key=lambda s: sum(20 if ch.isascii() else 1 for ch in s))
@@ -781,7 +776,6 @@ _NEEDS_LONG_DIGITS = re.compile(r"\\d\{(?:[6-9]|1\d)")  # a pattern with \d{6,�
 _HAS_LONG_DIGITS = frozenset("\x01")  # pseudo-characters: they never occur in chat text
 _HAS_PLATFORM = frozenset("\x02")
 _HAS_LATIN = re.compile(r"[a-z]")
-_HAS_HAN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 
 
 def _latin_tokens(norm: str) -> str:
