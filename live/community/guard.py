@@ -315,9 +315,12 @@ _PLATFORMS = ("(?:" + "|".join(_PLATFORM_HAN) + "|(?<![a-z])(?:" + "|".join(sort
 _LATIN_WORD = re.compile(r"[a-z]+")
 
 
-def _has_platform(norm: str, latin: bool) -> bool:
-    """Whether ``norm`` names another platform: substring tests, cheaper than the regex."""
-    return any(name in norm for name in _PLATFORM_HAN) or (
+_PLATFORM_FIRST = frozenset(name[0] for name in _PLATFORM_HAN)
+
+
+def _has_platform(norm: str, chars: frozenset[str], latin: bool) -> bool:
+    """Whether ``norm`` names another platform: set and substring tests, cheaper than the regex."""
+    return (not _PLATFORM_FIRST.isdisjoint(chars) and any(name in norm for name in _PLATFORM_HAN)) or (
         latin and not _PLATFORM_LATIN.isdisjoint(_LATIN_WORD.findall(norm)))
 
 
@@ -592,7 +595,7 @@ class Guard:
         long_digits = not _DIGITS.isdisjoint(chars) and _LONG_DIGITS.search(norm) is not None
         if long_digits:
             sat |= self._long_digits_bit
-        if _has_platform(norm, not _LETTERS.isdisjoint(chars)):
+        if _has_platform(norm, chars, not _LETTERS.isdisjoint(chars)):
             sat |= self._platform_bit
         missing = ~sat
         rules = self._rules
