@@ -40,6 +40,7 @@ from live.core.errors import (
 from live.core.ids import RANDOM, iso, iso_ms, new_id, now_ms, utcnow
 from live.core.models import Card, Room
 from live.media.images import ImagePipeline
+from live.media.ocr import FrameSampler, TextReader
 from live.media.qr import find_qr_codes
 from live.media.storage import LocalStorage
 
@@ -109,6 +110,8 @@ class FlashService:
                                     display_px=svc.settings.image_display_px,
                                     thumb_px=svc.settings.image_thumb_px)
         self.storage = LocalStorage(svc.settings.data_dir / "media")
+        # Text in product photos (and sampled video frames) goes through the guard too.
+        self.text_reader = TextReader(max_side_px=svc.settings.ocr_max_side_px) if svc.settings.ocr_enabled else None
         self.buckets = LocalBuckets(svc.settings.buy_rate_per_s, svc.settings.buy_rate_burst)
         # Fast reject: cards known (from any process, via the bus) to be sold out or closed.
         self.unavailable: dict[str, str] = {}
@@ -158,6 +161,7 @@ class FlashService:
             raise Invalid("image: upload a photo (JPEG/PNG/WebP) or set \"snapshot\": true")
         processed = await asyncio.to_thread(self.images.process, image)
         await self._refuse_qr(processed.display, who, room_id)
+        await self._refuse_text_in_photo(processed.display, who, room_id)
         now = utcnow()
         start = starts_at or now
         if start.tzinfo is None:
@@ -199,6 +203,23 @@ class FlashService:
                                                     text=found[0][:200], room_id=room_id)
             raise Blocked("product photos must not carry QR codes", reason="private_trading",
                           detail="qr_code")
+
+    async def _refuse_text_in_photo(self, image: bytes, who: Principal, room_id: str) -> None:
+        """A contact written into a product photo (a phone number, a WeChat id) is refused like
+        one typed in chat. Only a certain verdict refuses: photos carry brand names and sizes."""
+        if self.text_reader is None or self.svc.guard is None:
+            return
+        found = await self.text_reader.read(image)
+        verdict = self.svc.guard.verdict(found.text) if found.lines else None
+        finding = verdict.finding if verdict is not None and verdict.action == "block" else None
+        if finding is None:
+            return
+        self.svc.metrics.blocked.labels("image", finding.reason).inc()
+        if self.svc.moderation is not None:
+            await self.svc.moderation.violation(who.id, kind="image", reason=finding.reason, detector=finding.kind,
+                                                text=found.text[:200], room_id=room_id)
+        raise Blocked("product photos must not carry contact details", reason=finding.reason,
+                      detail="text_in_image")
 
     def view(self, card: Card, state: CardState | None) -> dict[str, Any]:
         """The contract's card object; live numbers come from Redis when it has them."""
@@ -474,7 +495,37 @@ def install(svc: Any) -> None:
     async def persister_ok() -> bool:
         return orders.persister.healthy
 
+    if flash.text_reader is not None:
+        reader = flash.text_reader
+        svc.closers.append(lambda: asyncio.to_thread(reader.close))
+        if svc.settings.ocr_frame_interval_s > 0:
+            svc.loops.append(("ocr-frames", _frame_sampler(svc, reader).run))
+
     svc.health["order_persister"] = persister_ok
 
 
 SCRIPTS = ["buy", "release", "pay", "restock", "card_status"]
+
+
+def _frame_sampler(svc: Any, reader: TextReader) -> FrameSampler:
+    """Read text in live video: a contact shown on screen counts against the streamer."""
+
+    async def live_rooms() -> list[str]:
+        return [r["id"] for r in await svc.rooms.list_live(limit=1000)]
+
+    def latest_frame(room_id: str) -> bytes | None:
+        # svc.media is installed after this domain: look it up when sampling, not now.
+        return svc.media.latest_jpeg(room_id) if svc.media is not None else None
+
+    async def on_text(room_id: str, text: str) -> None:
+        verdict = svc.guard.verdict(text)
+        finding = verdict.finding if verdict.action == "block" else None
+        if finding is None:
+            return
+        room = await svc.rooms.get(room_id)
+        svc.metrics.blocked.labels("video", finding.reason).inc()
+        await svc.moderation.violation(room.streamer_id, kind="video", reason=finding.reason,
+                                       detector=finding.kind, text=text[:200], room_id=room_id)
+
+    return FrameSampler(reader, interval_s=svc.settings.ocr_frame_interval_s, cpu_budget=svc.settings.ocr_cpu_budget,
+                        rooms=live_rooms, frame=latest_frame, on_text=on_text)

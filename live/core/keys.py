@@ -130,6 +130,11 @@ def user_violations(user: str) -> str:
     return f"{PREFIX}:{{user:{user}}}:violations"
 
 
+def user_guard_window(user: str) -> str:
+    """LIST of the user's last chat texts (newest first, bounded, TTL) the guard reads together."""
+    return f"{PREFIX}:{{user:{user}}}:guard-window"
+
+
 CHAT_STREAM = f"{PREFIX}:chat:events"  # STREAM of chat messages/deletions for the SQL persister
 CHAT_DEAD = f"{PREFIX}:chat:dead"  # STREAM of chat events the persister gave up on
 MOD_BLOCKED = f"{PREFIX}:mod:blocked"  # HASH reason -> pieces of content refused by the guard (all processes)

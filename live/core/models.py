@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -204,3 +204,25 @@ class LuckyBag(Base):
     entrants: Mapped[list | None] = mapped_column(JSON)
     winner_ids: Mapped[list | None] = mapped_column(JSON)
     prize_card_id: Mapped[str | None] = mapped_column(String(32))
+
+
+# --- guard: held messages and moderator labels ---------------------------------------------------
+
+
+class HeldMessage(Base):
+    """A chat message the guard was unsure about: shown only to its author until a moderator
+    approves (shown to the room) or rejects it. Decided rows are the guard's labelled data:
+    ``approved`` = ordinary chat, ``rejected`` = private trading (``live.community.guard``)."""
+
+    __tablename__ = "held_messages"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # the chat message id
+    room_id: Mapped[str] = mapped_column(String(32), index=True)
+    user_id: Mapped[str] = mapped_column(String(32), index=True)
+    text: Mapped[str] = mapped_column(Text)
+    message: Mapped[dict] = mapped_column(JSON)  # the chat message as it will be shown if approved
+    score: Mapped[float] = mapped_column(Float)
+    signals: Mapped[list] = mapped_column(JSON)  # [[kind, fragment], ...] strongest first
+    status: Mapped[str] = mapped_column(String(16), index=True)  # held | approved | rejected
+    decided_by: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -100,6 +100,14 @@ class Settings(BaseModel):
     # Set by run_server.py, not by files: how many worker processes share this port.
     workers: int = Field(1, ge=1)
 
+    # --- guard (private trading, docs/guard.md) ---
+    guard_window_messages: int = Field(3, ge=0, le=20)  # a user's last N messages read with the next one
+    guard_window_s: int = Field(60, ge=1, le=3600)  # ... if sent within this many seconds
+    ocr_enabled: bool = True  # read the text in product photos and run the guard on it
+    ocr_max_side_px: int = Field(1280, ge=128, le=4096)  # photos are scaled down to this before OCR
+    ocr_frame_interval_s: float = Field(0.0, ge=0)  # read a frame of each live room this often; 0 = off
+    ocr_cpu_budget: float = Field(0.25, gt=0, le=1)  # at most this share of one core on video frames
+
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, v: str) -> str:
