@@ -83,6 +83,16 @@ class Settings(BaseModel):
     hls_playlist_size: int = Field(6, ge=2)
     ice_servers: list[str] = Field(default_factory=list)
 
+    # --- after-sales (fulfilment, refunds, disputes) ---
+    # Deadlines in seconds (any positive number, so tests can run them in seconds).
+    auto_confirm_s: float = Field(7 * 86400, gt=0)
+    after_sales_window_s: float = Field(15 * 86400, gt=0)
+    after_sales_reply_s: float = Field(2 * 86400, gt=0)
+    return_ship_s: float = Field(7 * 86400, gt=0)
+    return_receive_s: float = Field(10 * 86400, gt=0)
+    # Key of the payment provider's callback signature; empty: derived from the token secret.
+    payment_secret: str = ""
+
     log_level: str = "INFO"
     # "uvloop" (libuv's event loop: cheaper socket I/O, tasks and timers on the buy path) or
     # "asyncio" (the standard library's).
@@ -129,7 +139,7 @@ class Settings(BaseModel):
 
     def __repr__(self) -> str:  # secrets never reach a log line
         shown = self.model_dump()
-        for k in ("secret", "admin_token"):
+        for k in ("secret", "admin_token", "payment_secret"):
             if shown.get(k):
                 shown[k] = "***"
         for k in ("redis_url", "database_url"):

@@ -212,12 +212,16 @@ async def my_orders(request: web.Request) -> web.Response:
 
 @routes.post("/api/orders/{order_id}/pay")
 async def pay(request: web.Request) -> web.Response:
-    return json_response(await services(request).orders.pay(principal(request), request.match_info["order_id"]))
+    # The simulated payment settles through the provider callback's path (live.commerce.payments).
+    pay = services(request).aftersales.payments
+    return json_response(await pay.pay_simulated(principal(request), request.match_info["order_id"]))
 
 
 @routes.post("/api/orders/{order_id}/cancel")
 async def cancel(request: web.Request) -> web.Response:
-    return json_response(await services(request).orders.cancel(principal(request), request.match_info["order_id"]))
+    # v2: a paid order not yet shipped is refunded at once (live.commerce.fulfilment).
+    fulfilment = services(request).aftersales.fulfilment
+    return json_response(await fulfilment.cancel(principal(request), request.match_info["order_id"]))
 
 
 @routes.get("/media/{name}")

@@ -1,0 +1,194 @@
+"""After-sales transport: shipping, confirmation, cases, the moderators' disputes, and the
+payment provider's callback. Parses, authorises the caller's identity, calls the domain."""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from typing import Any, Literal
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from live.core.errors import Invalid
+from live.transport.http import body, json_response, parse, principal, read_json, services
+from live.transport.sio import SocketApp
+
+routes = web.RouteTableDef()
+CASE_STATUSES = ("requested", "awaiting_return", "returned", "rejected", "escalated", "refunded", "closed")
+
+
+def cents(v: Any) -> int:
+    """A money amount (decimal string or number, > 0, at most 2 decimals) in cents."""
+    if isinstance(v, bool) or not isinstance(v, str | int | float):
+        raise ValueError("a decimal string or a number")
+    try:
+        d = Decimal(str(v).strip())
+    except InvalidOperation as e:
+        raise ValueError("not a number") from e
+    if not d.is_finite() or d <= 0 or d > Decimal("100000000"):
+        raise ValueError("must be more than 0")
+    if d.as_tuple().exponent < -2:  # type: ignore[operator]
+        raise ValueError("at most 2 decimals")
+    return int(d * 100)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+
+class ShipIn(Strict):
+    carrier: str = Field(min_length=1, max_length=64)
+    tracking_no: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9\-_ ]+$")
+
+
+class OpenIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    kind: Literal["refund_only", "return_refund"]
+    reason: str = Field(min_length=1, max_length=500)
+    amount: int | None = None
+
+    @field_validator("amount", mode="before")
+    @classmethod
+    def _amount(cls, v: Any) -> int | None:
+        return None if v is None else cents(v)
+
+
+class NoteIn(Strict):
+    note: str = Field("", max_length=500)
+
+
+class RuleIn(Strict):
+    decision: Literal["refund", "reject"]
+    note: str = Field("", max_length=500)
+
+
+class CallbackIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    order_id: str = Field(min_length=1, max_length=64)
+    transaction_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_\-:.]+$")
+    amount: int
+    status: Literal["succeeded"]
+
+    @field_validator("amount", mode="before")
+    @classmethod
+    def _amount(cls, v: Any) -> int:
+        return cents(v)
+
+
+def _clean(s: str) -> str:
+    return s.strip()
+
+
+@routes.post("/api/orders/{order_id}/ship")
+async def ship(request: web.Request) -> web.Response:
+    who = principal(request)
+    p = await body(request, ShipIn)
+    order = await services(request).aftersales.fulfilment.ship(who, request.match_info["order_id"],
+                                                               _clean(p.carrier), _clean(p.tracking_no))
+    return json_response(order)
+
+
+@routes.post("/api/orders/{order_id}/confirm")
+async def confirm(request: web.Request) -> web.Response:
+    who = principal(request)
+    return json_response(await services(request).aftersales.fulfilment.confirm(who, request.match_info["order_id"]))
+
+
+@routes.post("/api/orders/{order_id}/after-sales")
+async def open_case(request: web.Request) -> web.Response:
+    who = principal(request)
+    p = await body(request, OpenIn)
+    reason = p.reason.strip()
+    if not reason:
+        raise Invalid("reason: must not be blank")
+    case = await services(request).aftersales.open(who, request.match_info["order_id"], p.kind, reason, p.amount)
+    return json_response(case, status=201)
+
+
+async def _step(request: web.Request, step: str, note: str = "", carrier: str = "", tracking_no: str = "") -> Any:
+    who = principal(request)
+    return await services(request).aftersales.step(who, request.match_info["case_id"], step, note.strip(),
+                                                   carrier, tracking_no)
+
+
+@routes.post("/api/after-sales/{case_id}/approve")
+async def approve(request: web.Request) -> web.Response:
+    p = await body(request, NoteIn)
+    return json_response(await _step(request, "approve", p.note))
+
+
+@routes.post("/api/after-sales/{case_id}/reject")
+async def reject(request: web.Request) -> web.Response:
+    p = await body(request, NoteIn)
+    return json_response(await _step(request, "reject", p.note))
+
+
+@routes.post("/api/after-sales/{case_id}/return")
+async def ship_return(request: web.Request) -> web.Response:
+    p = await body(request, ShipIn)
+    return json_response(await _step(request, "return", "", _clean(p.carrier), _clean(p.tracking_no)))
+
+
+@routes.post("/api/after-sales/{case_id}/receive")
+async def receive(request: web.Request) -> web.Response:
+    p = await body(request, NoteIn)
+    return json_response(await _step(request, "receive", p.note))
+
+
+@routes.post("/api/after-sales/{case_id}/escalate")
+async def escalate(request: web.Request) -> web.Response:
+    p = await body(request, NoteIn)
+    return json_response(await _step(request, "escalate", p.note))
+
+
+@routes.post("/api/after-sales/{case_id}/rule")
+async def rule(request: web.Request) -> web.Response:
+    p = await body(request, RuleIn)
+    return json_response(await _step(request, f"rule_{p.decision}", p.note))
+
+
+@routes.post("/api/after-sales/{case_id}/withdraw")
+async def withdraw(request: web.Request) -> web.Response:
+    p = await body(request, NoteIn)
+    return json_response(await _step(request, "withdraw", p.note))
+
+
+@routes.get("/api/after-sales/{case_id}")
+async def get_case(request: web.Request) -> web.Response:
+    who = principal(request)
+    return json_response(await services(request).aftersales.get(who, request.match_info["case_id"]))
+
+
+@routes.get("/api/me/after-sales")
+async def my_cases(request: web.Request) -> web.Response:
+    return json_response(await services(request).aftersales.mine(principal(request)))
+
+
+@routes.get("/api/shop/after-sales")
+async def shop_cases(request: web.Request) -> web.Response:
+    who = principal(request)
+    status = request.query.get("status") or None
+    if status is not None and status not in CASE_STATUSES:
+        raise Invalid(f"status: one of {', '.join(CASE_STATUSES)}")
+    return json_response(await services(request).aftersales.shop_queue(who, status))
+
+
+@routes.get("/api/moderation/disputes")
+async def disputes(request: web.Request) -> web.Response:
+    return json_response(await services(request).aftersales.disputes(principal(request)))
+
+
+@routes.post("/api/payments/callback")
+async def payment_callback(request: web.Request) -> web.Response:
+    """The provider's signed report (no bearer token: the signature is the credential)."""
+    raw = await request.read()
+    header = request.headers.get("X-Live-Signature", "")
+    pay = services(request).aftersales.payments
+    pay.check_signature(header, raw)
+    p = parse(CallbackIn, await read_json(request))
+    settled = await pay.settle(p.order_id, p.transaction_id, p.amount, owner="", strict=False)
+    return json_response({"ok": True, "outcome": settled.outcome, "order": settled.order})
+
+
+def setup(app: web.Application, socket_app: SocketApp) -> None:
+    app.router.add_routes(routes)
