@@ -3,6 +3,7 @@ deadlines, who may do what, the payment callback, pushes and SQL — real Redis,
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -157,7 +158,7 @@ async def test_payment_after_expiry_is_refunded_and_takes_no_stock(settings_fact
         sale = await new_sale(api, stock=1)
         order = await buy(api, sale, await api.guest("b"))
         assert await card_left(api, sale) == 0
-        time.sleep(0.4)  # past pay_by, before any sweep: the callback itself must notice
+        await asyncio.sleep(0.4)  # past pay_by, before any sweep: the callback itself must notice
         st, res = await callback(api, secret, {"order_id": order["id"], "transaction_id": "late-1",
                                                "amount": order["amount"], "status": "succeeded"})
         assert st == 200 and res["outcome"] == "refunded" and res["order"]["status"] == "refunded"
@@ -298,7 +299,7 @@ async def test_withdraw_then_a_new_case_and_the_window(settings_factory) -> None
         await api.ok("POST", f"/api/orders/{order['id']}/confirm", token=buyer["token"])
         third = await api.ok("POST", path, json={"kind": "refund_only", "reason": "c"}, token=buyer["token"])
         await api.ok("POST", f"/api/after-sales/{third['id']}/withdraw", token=buyer["token"])
-        time.sleep(0.6)
+        await asyncio.sleep(0.6)
         await expect(api, "POST", path, 409, "CONFLICT", json={"kind": "refund_only", "reason": "d"},
                      token=buyer["token"])
 
@@ -348,3 +349,32 @@ async def test_two_moderators_fixture_promotes(server: RunningServer, api: Api) 
     mod = await moderator(api, server.settings.admin_token, server.services)
     assert mod["user"]["role"] == "moderator"
     assert isinstance(await api.ok("GET", "/api/moderation/disputes", token=mod["token"]), list)
+
+
+async def test_after_sales_state_rebuilt_after_redis_data_loss(server: RunningServer, api: Api) -> None:
+    from live.core import keys
+
+    sale = await new_sale(api, stock=3)
+    buyer, order = await shipped_order(api, sale)
+    case = await api.ok("POST", f"/api/orders/{order['id']}/after-sales",
+                        json={"kind": "return_refund", "reason": "torn"}, token=buyer["token"])
+    await api.ok("POST", f"/api/after-sales/{case['id']}/approve", token=sale.token)
+    payer, paid = await paid_order(api, sale)
+    await server.services.orders.flush()
+    card_id = sale.card["id"]
+    for k in (keys.card_state, keys.card_bought, keys.card_requests, keys.card_orders, keys.card_deadlines,
+              keys.card_cases, keys.card_after_due, keys.card_txns):
+        await server.services.redis.delete(k(card_id))
+    assert await server.services.orders.rebuild(card_id)
+    c = await api.ok("GET", f"/api/after-sales/{case['id']}", token=buyer["token"])
+    assert c["status"] == "awaiting_return" and [h["status"] for h in c["history"]] == ["requested",
+                                                                                         "awaiting_return"]
+    assert await server.services.redis.zscore(keys.card_after_due(card_id), f"c:{case['id']}")
+    c = await api.ok("POST", f"/api/after-sales/{case['id']}/return", json=SHIP, token=buyer["token"])
+    assert c["status"] == "returned"
+    # A replayed payment is still recognised after the loss: not charged twice.
+    again = await api.ok("POST", f"/api/orders/{paid['id']}/pay", token=payer["token"])
+    assert again["status"] == "paid" and again["paid_amount"] == again["amount"] == paid["amount"]
+    o = await api.ok("GET", f"/api/orders/{order['id']}", token=buyer["token"])
+    assert o["status"] == "shipped" and o["after_sale_id"] == case["id"]
+    await invariant_ok(api, sale)

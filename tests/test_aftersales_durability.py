@@ -34,7 +34,7 @@ async def test_kill_9_mid_refund_wave_loses_nothing_and_refunds_once(redis_serve
         async with Api(url) as api:
             sale = await new_sale(api, stock=n, price="12.34")
             orders: list[tuple[dict[str, Any], dict[str, Any]]] = []
-            for i in range(0, n, 20):
+            for _ in range(0, n, 20):
                 orders += await asyncio.gather(*(paid_order(api, sale) for _ in range(20)))
             answered: dict[str, int] = {}
 
@@ -42,7 +42,7 @@ async def test_kill_9_mid_refund_wave_loses_nothing_and_refunds_once(redis_serve
                 try:
                     st, _ = await api.post(f"/api/orders/{order['id']}/cancel", token=buyer["token"])
                     answered[order["id"]] = st
-                except (aiohttp.ClientError, asyncio.TimeoutError):
+                except (TimeoutError, aiohttp.ClientError):
                     pass  # the server died under this request: retried after the restart
 
             wave = [asyncio.ensure_future(cancel(b, o)) for b, o in orders]

@@ -369,6 +369,9 @@ class OrderService:
             if await self.inventory.state(card_id) is not None:
                 return True  # somebody rebuilt it meanwhile
             await self.persister.drain(keys.card_stream(card_id))
+            after = self.svc.aftersales.post if self.svc.aftersales is not None else None
+            if after is not None:  # the orders' after-payment versions too
+                await after.persister.drain(keys.card_after_stream(card_id))
             async with self.svc.db() as s:
                 card = await s.get(Card, card_id)
                 if card is None:
@@ -403,6 +406,8 @@ class OrderService:
             if bought:
                 pipe.hset(k[1], mapping=dict(bought))
             await pipe.execute()
+            if after is not None:
+                await after.restore(card_id, orders)
             await self.svc.redis.sadd(keys.ACTIVE_CARDS, card_id)
             log.warning("rebuilt redis state of card %s from SQL: stock %d, left %d, %d orders",
                         card_id, stock, left, len(orders))

@@ -51,6 +51,10 @@ def _dt(ms: int | None) -> datetime | None:
     return datetime.fromtimestamp(ms / 1000, UTC) if ms else None
 
 
+def _ms(dt: datetime | None) -> int | None:
+    return int(dt.replace(tzinfo=dt.tzinfo or UTC).timestamp() * 1000) if dt else None
+
+
 def card_of_case(case_id: str) -> str:
     """Case ids are ``<order id>-c<n>``: the card (and its Redis slot) is in the id."""
     order_id, sep, n = case_id.rpartition("-c")
@@ -282,6 +286,45 @@ class PostSale:
             "created_at": _dt(int(c["c"])), "resolved_at": _dt(c.get("x")), "version": int(c["v"]),
         }
 
+    # --- recovery (Redis lost the card: rebuilt from SQL) ---------------------------------------
+    async def restore(self, card_id: str, orders: list[Order]) -> None:
+        """Rewrite the card's cases, due index and payment transactions from SQL, after
+        ``OrderService.rebuild`` rewrote its orders (which persisted our stream first)."""
+        async with self.svc.db() as s:
+            cases = list((await s.execute(select(AfterSaleCase).where(AfterSaleCase.card_id == card_id))).scalars())
+            ids = [c.id for c in cases]
+            steps = list((await s.execute(select(AfterSaleStep).where(AfterSaleStep.case_id.in_(ids))
+                                          .order_by(AfterSaleStep.seq))).scalars()) if ids else []
+            order_ids = [o.id for o in orders]
+            txns = list((await s.execute(select(Payment.transaction_id, Payment.order_id)
+                                         .where(Payment.order_id.in_(order_ids)))).all()) if order_ids else []
+        history: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
+        for st in steps:
+            history[st.case_id].append({"s": st.status, "by": st.by, "at": _ms(st.at), "n": st.note})
+        open_orders = {c.order_id for c in cases if c.status in OPEN_CASE}
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(keys.card_cases(card_id), keys.card_after_due(card_id), keys.card_txns(card_id))
+        for c in cases:
+            raw: dict[str, Any] = {
+                "id": c.id, "o": c.order_id, "u": c.user_id, "st": c.streamer_id, "k": c.kind, "s": c.status,
+                "r": c.reason, "a": c.amount_cents, "c": _ms(c.created_at), "d": _ms(c.deadline) or 0,
+                "h": history[c.id], "v": c.version}
+            if c.return_carrier:
+                raw["rs"] = {"c": c.return_carrier, "t": c.return_tracking_no or "", "at": 0}
+            if c.resolved_at:
+                raw["x"] = _ms(c.resolved_at)
+            pipe.hset(keys.card_cases(card_id), c.id, orjson.dumps(raw))
+            if c.status in OPEN_CASE and c.deadline:
+                pipe.zadd(keys.card_after_due(card_id), {f"c:{c.id}": _ms(c.deadline)})
+        auto_ms = int(self.svc.settings.auto_confirm_s * 1000)
+        for o in orders:
+            if o.status == "shipped" and o.shipped_at and o.id not in open_orders:
+                pipe.zadd(keys.card_after_due(card_id), {f"o:{o.id}": (_ms(o.shipped_at) or 0) + auto_ms})
+        for tx, order_id in txns:
+            pipe.hset(keys.card_txns(card_id), tx, order_id)
+        await pipe.execute()
+        await self.redis.sadd(keys.AFTER_CARDS, card_id)
+
     # --- the due-time index ------------------------------------------------------------------
     async def due(self, card_id: str, now: int, limit: int = 500) -> list[str]:
         return list(await self.redis.zrangebyscore(keys.card_after_due(card_id), "-inf", now, start=0, num=limit))
@@ -317,17 +360,14 @@ def holds_stock_sql() -> Any:
 
 def compact_extra(row: Order) -> dict[str, Any]:
     """The after-payment fields of a compact Redis order, from its SQL row (for a rebuild)."""
-    def ms(dt: datetime | None) -> int | None:
-        return int(dt.replace(tzinfo=dt.tzinfo or UTC).timestamp() * 1000) if dt else None
-
     extra: dict[str, Any] = {"v": row.version, "pa": row.paid_amount_cents, "ra": row.refunded_amount_cents,
                              "sr": 1 if row.stock_returned else 0}
     if row.shipped_at:
-        extra["sh"] = {"c": row.carrier or "", "t": row.tracking_no or "", "at": ms(row.shipped_at)}
+        extra["sh"] = {"c": row.carrier or "", "t": row.tracking_no or "", "at": _ms(row.shipped_at)}
     if row.after_sale_id:  # case ids count up per order: a new one must not reuse an old id
         extra["nc"] = int(row.after_sale_id.rpartition("-c")[2])
-    for k, v in (("as", row.after_sale_id), ("pt", ms(row.paid_at)), ("cp", ms(row.completed_at)),
-                 ("rt", ms(row.refunded_at))):
+    for k, v in (("as", row.after_sale_id), ("pt", _ms(row.paid_at)), ("cp", _ms(row.completed_at)),
+                 ("rt", _ms(row.refunded_at))):
         if v:
             extra[k] = v
     return extra
