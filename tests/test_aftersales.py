@@ -378,3 +378,27 @@ async def test_after_sales_state_rebuilt_after_redis_data_loss(server: RunningSe
     o = await api.ok("GET", f"/api/orders/{order['id']}", token=buyer["token"])
     assert o["status"] == "shipped" and o["after_sale_id"] == case["id"]
     await invariant_ok(api, sale)
+
+
+async def test_ship_all_paid_orders_of_a_card_and_its_refund_rate(api: Api) -> None:
+    sale = await new_sale(api, stock=6)
+    paid = [await paid_order(api, sale) for _ in range(3)]
+    await buy(api, sale, await api.guest("unpaid"))
+    buyer, under_case = paid[0]
+    await api.ok("POST", f"/api/orders/{under_case['id']}/after-sales", json={"kind": "refund_only", "reason": "r"},
+                 token=buyer["token"])
+    await expect(api, "POST", f"/api/cards/{sale.card['id']}/ship-all", 403, "FORBIDDEN", json={"carrier": "SF"},
+                 token=buyer["token"])
+    res = await api.ok("POST", f"/api/cards/{sale.card['id']}/ship-all",
+                       json={"carrier": "SF", "tracking_prefix": "SF-"}, token=sale.token)
+    assert sorted(res["shipped"]) == sorted(o["id"] for _, o in paid[1:]) and res["skipped"] == [under_case["id"]]
+    shipped = await api.ok("GET", f"/api/cards/{sale.card['id']}/orders?status=shipped", token=sale.token)
+    assert {o["id"] for o in shipped} == set(res["shipped"])
+    assert all(o["shipment"]["tracking_no"].startswith("SF-") for o in shipped)
+    await expect(api, "GET", f"/api/cards/{sale.card['id']}/orders", 403, "FORBIDDEN", token=buyer["token"])
+    case_id = (await api.ok("GET", f"/api/orders/{under_case['id']}", token=buyer["token"]))["after_sale_id"]
+    await api.ok("POST", f"/api/after-sales/{case_id}/approve", token=sale.token)
+    stats = await api.ok("GET", f"/api/cards/{sale.card['id']}/after-sales-stats", token=sale.token)
+    assert stats["orders_paid"] == 3 and stats["refunded_orders"] == 1 and stats["refund_rate"] == 0.3333
+    assert stats["refunded_amount"] == "19.90" and stats["cases"] == {"refunded": 1}
+    await invariant_ok(api, sale)

@@ -22,7 +22,7 @@ import logging
 from typing import Any
 
 import orjson
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from live.commerce.flashbuy import card_of_order, money
 from live.commerce.fulfilment import Fulfilment
@@ -31,7 +31,7 @@ from live.commerce.postsale import PostSale, card_of_case, case_view
 from live.core.auth import Principal, load_or_create_secret
 from live.core.errors import Conflict, Forbidden, Invalid, NotFound
 from live.core.ids import iso, now_ms
-from live.core.models import AfterSaleCase, AfterSaleStep
+from live.core.models import AfterSaleCase, AfterSaleStep, Order
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +178,24 @@ class AfterSales:
                                 if r.return_carrier else None),
             "history": history[r.id],
         } for r in rows]
+
+    async def card_stats(self, who: Principal, card_id: str) -> dict[str, Any]:
+        """Refund rate and cases of one card (its streamer or a moderator), from SQL."""
+        if await self.post.streamer_of(card_id) != who.id and not who.is_moderator:
+            raise Forbidden("not your card")
+        await self.post.flush()
+        async with self.svc.db() as s:
+            paid = (await s.execute(select(func.count(), func.coalesce(func.sum(Order.refunded_amount_cents), 0))
+                                    .where(Order.card_id == card_id, Order.paid_amount_cents > 0))).one()
+            refunded = (await s.execute(select(func.count()).where(
+                Order.card_id == card_id, Order.status == "refunded"))).scalar_one()
+            rows = (await s.execute(select(AfterSaleCase.status, func.count())
+                                    .where(AfterSaleCase.card_id == card_id).group_by(AfterSaleCase.status))).all()
+        cases = {str(status): int(n) for status, n in rows}
+        orders_paid = int(paid[0])
+        return {"card_id": card_id, "orders_paid": orders_paid, "refunded_orders": int(refunded),
+                "refund_rate": round(refunded / orders_paid, 4) if orders_paid else 0.0,
+                "refunded_amount": money(int(paid[1])), "cases": cases}
 
     # --- the sweeper ------------------------------------------------------------------------
     async def sweep_once(self) -> int:

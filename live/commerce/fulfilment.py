@@ -12,9 +12,10 @@ from typing import Any
 
 import orjson
 
-from live.commerce.flashbuy import card_of_order
+from live.commerce.flashbuy import card_of_order, order_view
 from live.commerce.orders import OrderService
 from live.commerce.postsale import PostSale
+from live.core import keys
 from live.core.auth import Principal
 from live.core.errors import Conflict, Forbidden, NotFound
 from live.core.ids import now_ms
@@ -41,6 +42,29 @@ class Fulfilment:
         order, _ = await self.post.announce(card_id, raw)
         assert order is not None
         return order
+
+    async def card_orders(self, who: Principal, card_id: str, status: str | None) -> list[dict[str, Any]]:
+        """The card's orders as Redis holds them now (the card's streamer or a moderator)."""
+        if await self.post.streamer_of(card_id) != who.id and not who.is_moderator:
+            raise Forbidden("not your card")
+        raw = await self.post.redis.hgetall(keys.card_orders(card_id))
+        views = [order_view(card_id, orjson.loads(v)) for v in raw.values()]
+        views = [v for v in views if status is None or v["status"] == status]
+        return sorted(views, key=lambda v: v["created_at"])
+
+    async def ship_all(self, who: Principal, card_id: str, carrier: str, prefix: str) -> dict[str, Any]:
+        """Ship every paid order of a card, each its own atomic step (orders cancelled or under
+        a case meanwhile are skipped); tracking numbers are ``<prefix><order id tail>``."""
+        if await self.post.streamer_of(card_id) != who.id:
+            raise Forbidden("only the card's streamer ships its orders")
+        shipped, skipped = [], []
+        for o in await self.card_orders(who, card_id, "paid"):
+            try:
+                await self.ship(who, o["id"], carrier, f"{prefix}{o['id'].rpartition('-')[2]}")
+                shipped.append(o["id"])
+            except Conflict:
+                skipped.append(o["id"])
+        return {"shipped": shipped, "skipped": skipped}
 
     async def confirm(self, who: Principal, order_id: str) -> dict[str, Any]:
         card_id = card_of_order(order_id)

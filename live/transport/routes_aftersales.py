@@ -14,6 +14,7 @@ from live.transport.http import body, json_response, parse, principal, read_json
 from live.transport.sio import SocketApp
 
 routes = web.RouteTableDef()
+ORDER_STATUSES = ("pending_payment", "paid", "shipped", "completed", "cancelled", "expired", "refunded")
 CASE_STATUSES = ("requested", "awaiting_return", "returned", "rejected", "escalated", "refunded", "closed")
 
 
@@ -86,6 +87,36 @@ async def ship(request: web.Request) -> web.Response:
     order = await services(request).aftersales.fulfilment.ship(who, request.match_info["order_id"],
                                                                _clean(p.carrier), _clean(p.tracking_no))
     return json_response(order)
+
+
+class ShipAllIn(Strict):
+    carrier: str = Field(min_length=1, max_length=64)
+    tracking_prefix: str = Field("", max_length=40, pattern=r"^[A-Za-z0-9\-_]*$")
+
+
+@routes.get("/api/cards/{card_id}/orders")
+async def card_orders(request: web.Request) -> web.Response:
+    who = principal(request)
+    status = request.query.get("status") or None
+    if status is not None and status not in ORDER_STATUSES:
+        raise Invalid(f"status: one of {', '.join(ORDER_STATUSES)}")
+    fulfilment = services(request).aftersales.fulfilment
+    return json_response(await fulfilment.card_orders(who, request.match_info["card_id"], status))
+
+
+@routes.post("/api/cards/{card_id}/ship-all")
+async def ship_all(request: web.Request) -> web.Response:
+    who = principal(request)
+    p = await body(request, ShipAllIn)
+    fulfilment = services(request).aftersales.fulfilment
+    return json_response(await fulfilment.ship_all(who, request.match_info["card_id"], _clean(p.carrier),
+                                                   p.tracking_prefix))
+
+
+@routes.get("/api/cards/{card_id}/after-sales-stats")
+async def card_stats(request: web.Request) -> web.Response:
+    who = principal(request)
+    return json_response(await services(request).aftersales.card_stats(who, request.match_info["card_id"]))
 
 
 @routes.post("/api/orders/{order_id}/confirm")
