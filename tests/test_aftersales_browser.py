@@ -1,0 +1,67 @@
+"""After-sales in a real Chromium: a buyer on a phone asks for a refund of a paid order from
+"my orders", the streamer approves it in the studio, and the buyer sees the refund arrive."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from playwright.async_api import Page, expect
+
+from tests.aftersales_support import new_sale, paid_order
+from tests.browser_support import DESKTOP, PHONE, Pages, chromium, screenshot
+from tests.support import Api, RunningServer
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture
+async def pages(server: RunningServer) -> AsyncIterator[Pages]:
+    async with chromium(server.url) as p:
+        yield p
+        assert not p.errors, "JavaScript errors in the pages:\n" + "\n".join(p.errors)
+
+
+async def open_as(pages: Pages, path: str, device: dict[str, Any], storage: dict[str, str]) -> Page:
+    """A page whose localStorage holds ``storage`` before any script runs (a signed-in user)."""
+    ctx = await pages.browser.new_context(base_url=pages.base, **device)
+    pages.contexts.append(ctx)
+    await ctx.add_init_script(f"for (const [k, v] of Object.entries({json.dumps(storage)})) localStorage.setItem(k, v);")
+    page = await ctx.new_page()
+    page.on("pageerror", lambda exc: pages.errors.append(f"{path}: {exc}"))
+    await page.goto(path)
+    return page
+
+
+async def test_phone_buyer_refund_approved_in_studio(pages: Pages, api: Api) -> None:
+    sale = await new_sale(api, stock=3)
+    buyer, order = await paid_order(api, sale)
+    viewer = await open_as(pages, f"/room/{sale.room['id']}", PHONE,
+                           {"live.session.viewer": json.dumps(buyer)})
+    await viewer.locator("#tab-orders").click()
+    row = viewer.locator("#orders-list .order-row").first  # the buyer's only order
+    await expect(row).to_have_attribute("data-status", "paid")
+    await row.get_by_test_id("aftersale-request").click()
+    await row.get_by_test_id("aftersale-reason").fill("拍错了，不想要了")
+    await row.get_by_test_id("aftersale-submit").click()
+    await expect(viewer.get_by_test_id("aftersale-status").first).to_have_attribute("data-status", "requested")
+    await screenshot(viewer, "aftersales-phone-requested")
+
+    studio = await open_as(pages, "/studio", DESKTOP, {"live.session.streamer": json.dumps(sale.streamer),
+                                                       "live.studio.room": sale.room["id"]})
+    case_row = studio.get_by_test_id("studio-case").filter(has_text="拍错了")
+    await expect(case_row).to_have_attribute("data-status", "requested", timeout=10000)
+    await case_row.get_by_test_id("case-approve").click()
+    await expect(studio.get_by_test_id("studio-case").first).to_have_attribute("data-status", "refunded")
+    await screenshot(studio, "aftersales-studio-approved", full_page=True)
+
+    # The buyer sees it without reloading: pushes of order:update and aftersale:update.
+    refunded = viewer.get_by_test_id("order-refunded").first
+    await expect(refunded).to_contain_text("已退款 ¥19.90")
+    await expect(viewer.get_by_test_id("aftersale-status").first).to_have_attribute("data-status", "refunded")
+    await expect(viewer.locator(".order-row[data-status='refunded']")).to_have_count(1)
+    await screenshot(viewer, "aftersales-phone-refunded")
+    final = await api.ok("GET", f"/api/orders/{order['id']}", token=buyer["token"])
+    assert final["status"] == "refunded" and final["stock_returned"] is True
