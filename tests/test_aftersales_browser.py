@@ -28,7 +28,8 @@ async def open_as(pages: Pages, path: str, device: dict[str, Any], storage: dict
     """A page whose localStorage holds ``storage`` before any script runs (a signed-in user)."""
     ctx = await pages.browser.new_context(base_url=pages.base, **device)
     pages.contexts.append(ctx)
-    await ctx.add_init_script(f"for (const [k, v] of Object.entries({json.dumps(storage)})) localStorage.setItem(k, v);")
+    script = f"for (const [k, v] of Object.entries({json.dumps(storage)})) localStorage.setItem(k, v);"
+    await ctx.add_init_script(script)
     page = await ctx.new_page()
     page.on("pageerror", lambda exc: pages.errors.append(f"{path}: {exc}"))
     await page.goto(path)

@@ -216,6 +216,7 @@ class AfterSales:
         while not stop.is_set():
             try:
                 await self.sweep_once()
+                await self.post.clean_dirty()
                 rounds += 1
                 if rounds % 60 == 0:
                     await self.post.retire_idle()

@@ -124,10 +124,16 @@ class PostSale:
         """Run one after-sales script on a card, registering the card for the sweeper and the
         persister before (so a crash after the script still leaves it registered) and after
         (so a concurrent retirement never drops it)."""
-        await self.redis.sadd(keys.AFTER_CARDS, card_id)
+        await self._register(card_id)
         res = await self.scripts[name](keys=[self.key(card_id, k) for k in key_names], args=list(args))
-        await self.redis.sadd(keys.AFTER_CARDS, card_id)
+        await self._register(card_id)
         return [r.decode() if isinstance(r, bytes) else r for r in res]
+
+    async def _register(self, card_id: str) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.sadd(keys.AFTER_CARDS, card_id)
+        pipe.sadd(keys.AFTER_DIRTY, card_id)
+        await pipe.execute()
 
     @staticmethod
     def key(card_id: str, name: str) -> str:
@@ -196,7 +202,19 @@ class PostSale:
         return list(await self.redis.smembers(keys.AFTER_CARDS))
 
     async def _streams(self) -> list[str]:
-        return [keys.card_after_stream(c) for c in await self.cards()]
+        """Only streams that may hold entries: the persister's idle rounds stay cheap however
+        many cards wait for deadlines."""
+        return [keys.card_after_stream(c) for c in await self.redis.smembers(keys.AFTER_DIRTY)]
+
+    async def clean_dirty(self) -> None:
+        """Cards whose stream is empty leave the persister's set (remove, then look again: an
+        entry appended meanwhile puts the card back; its writer re-adds it after writing too)."""
+        for card_id in await self.redis.smembers(keys.AFTER_DIRTY):
+            if await self.backlog(card_id):
+                continue
+            await self.redis.srem(keys.AFTER_DIRTY, card_id)
+            if await self.backlog(card_id):
+                await self.redis.sadd(keys.AFTER_DIRTY, card_id)
 
     async def flush(self, timeout: float = 2.0, *, claim: bool = False) -> None:
         """Persist what the after-sales streams hold now (before reading lists from SQL)."""

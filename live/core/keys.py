@@ -165,7 +165,8 @@ def card_txns(card: str) -> str:
     return f"{PREFIX}:{{card:{card}}}:txns"
 
 
-AFTER_CARDS = f"{PREFIX}:after:cards"  # SET of card ids whose after-sales due index/stream need work
+AFTER_CARDS = f"{PREFIX}:after:cards"  # SET of card ids with after-sales deadlines (the sweeper's work)
+AFTER_DIRTY = f"{PREFIX}:after:dirty"  # SET of card ids whose after-sales stream may hold entries
 AFTER_GROUP = "aftersales"
 
 
