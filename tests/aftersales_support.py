@@ -84,3 +84,12 @@ async def moderator(api: Api, admin_token: str, services: Any) -> dict[str, Any]
     await services.auth.set_role(admin, user["user"]["id"], "moderator")
     fresh = await services.auth.refresh(Principal(user["user"]["id"], "mod", "viewer"))
     return dict(fresh)
+
+
+async def shipped_case(api: Api, sale: Sale, kind: str = "refund_only",
+                       reason: str = "broken") -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(buyer, shipped order, the buyer's new case on it)."""
+    buyer, order = await shipped_order(api, sale)
+    case = await api.ok("POST", f"/api/orders/{order['id']}/after-sales", json={"kind": kind, "reason": reason},
+                        token=buyer["token"])
+    return buyer, order, case

@@ -4,24 +4,18 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from playwright.async_api import Page, expect
 
+from tests import test_browser
 from tests.aftersales_support import new_sale, paid_order
-from tests.browser_support import DESKTOP, PHONE, Pages, chromium, screenshot
-from tests.support import Api, RunningServer
+from tests.browser_support import DESKTOP, PHONE, Pages, screenshot
+from tests.support import Api
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture
-async def pages(server: RunningServer) -> AsyncIterator[Pages]:
-    async with chromium(server.url) as p:
-        yield p
-        assert not p.errors, "JavaScript errors in the pages:\n" + "\n".join(p.errors)
+pages = test_browser.pages  # the fixture: Chromium on the test server; JS errors in the pages fail
 
 
 async def open_as(pages: Pages, path: str, device: dict[str, Any], storage: dict[str, str]) -> Page:

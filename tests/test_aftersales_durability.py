@@ -86,3 +86,46 @@ async def test_kill_9_mid_refund_wave_loses_nothing_and_refunds_once(redis_serve
     for r in rows:
         assert (r.status, r.paid_amount_cents, r.refunded_amount_cents, r.stock_returned) == (
             "refunded", 1234, 1234, True), r
+
+
+async def test_pushes_reach_buyer_and_streamer_on_other_processes(redis_server: RedisServer,
+                                                                 database: TestDatabase, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The streamer ships and approves on one process; the buyer, connected to another, and the
+    streamer's own socket on a third are told (order:update, aftersale:update)."""
+    from tests.aftersales_support import paid_order
+    from tests.support import SioClient
+
+    ports = [free_port() for _ in range(3)]
+    env = {"LIVE_REDIS_URL": redis_server.url, "LIVE_DATABASE_URL": database.url(),
+           "LIVE_DATA_DIR": str(tmp_path / "data"), "LIVE_SECRET": "push-test-secret-" + "q" * 20}
+    urls = [f"http://127.0.0.1:{p}" for p in ports]
+    procs = [spawn_server(ports[0], env)]
+    buyer_sock, streamer_sock = SioClient(), SioClient()
+    try:
+        await wait_healthy(urls[0], 60)  # the first migrates a fresh database; then the others
+        procs += [spawn_server(p, env) for p in ports[1:]]
+        for u in urls[1:]:
+            await wait_healthy(u, 60)
+        async with Api(urls[0]) as api:
+            sale = await new_sale(api)
+            buyer, order = await paid_order(api, sale)
+        await buyer_sock.connect(urls[1], buyer["token"])
+        await streamer_sock.connect(urls[2], sale.token)
+        async with Api(urls[0]) as api:
+            await api.ok("POST", f"/api/orders/{order['id']}/ship", json={"carrier": "SF", "tracking_no": "SF9"},
+                         token=sale.token)
+            case = await api.ok("POST", f"/api/orders/{order['id']}/after-sales",
+                                json={"kind": "refund_only", "reason": "dented"}, token=buyer["token"])
+            await api.ok("POST", f"/api/after-sales/{case['id']}/approve", token=sale.token)
+        for sock in (buyer_sock, streamer_sock):
+            shipped = await sock.wait_for("order:update", timeout=10, where=lambda d: d["status"] == "shipped")
+            assert shipped["shipment"]["tracking_no"] == "SF9"
+            await sock.wait_for("aftersale:update", timeout=10, where=lambda d: d["status"] == "requested")
+            await sock.wait_for("aftersale:update", timeout=10, where=lambda d: d["status"] == "refunded")
+            refunded = await sock.wait_for("order:update", timeout=10, where=lambda d: d["status"] == "refunded")
+            assert refunded["refunded_amount"] == order["amount"] and not refunded["stock_returned"]
+    finally:
+        await buyer_sock.close()
+        await streamer_sock.close()
+        for p in procs:
+            stop_server(p)

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from live.core.models import AfterSaleStep, Payment
-from tests.aftersales_support import buy, callback, moderator, new_sale, paid_order, shipped_order
+from tests.aftersales_support import buy, callback, moderator, new_sale, paid_order, shipped_case
 from tests.support import Api, RunningServer, run_app
 
 SHIP = {"carrier": "SF", "tracking_no": "SF1"}
@@ -107,9 +107,7 @@ async def test_two_moderators_rule_at_once(server: RunningServer, api: Api) -> N
     sale = await new_sale(api, stock=10)
     cases = []
     for _ in range(8):
-        buyer, order = await shipped_order(api, sale)
-        case = await api.ok("POST", f"/api/orders/{order['id']}/after-sales",
-                            json={"kind": "refund_only", "reason": "broken"}, token=buyer["token"])
+        buyer, order, case = await shipped_case(api, sale)
         await api.ok("POST", f"/api/after-sales/{case['id']}/reject", json={"note": "no"}, token=sale.token)
         await api.ok("POST", f"/api/after-sales/{case['id']}/escalate", json={"note": "yes"}, token=buyer["token"])
         cases.append((buyer, order, case))
@@ -142,9 +140,7 @@ async def test_streamer_answer_races_the_reply_deadline(settings_factory) -> Non
         sale = await new_sale(api, stock=20)
         cases = []
         for _ in range(12):
-            buyer, order = await shipped_order(api, sale)
-            case = await api.ok("POST", f"/api/orders/{order['id']}/after-sales",
-                                json={"kind": "refund_only", "reason": "late"}, token=buyer["token"])
+            buyer, order, case = await shipped_case(api, sale, reason="late")
             cases.append((buyer, order, case, time.monotonic()))
 
         async def reject(i: int, case: dict[str, Any], opened: float) -> int:

@@ -3,14 +3,13 @@ payment provider's callback. Parses, authorises the caller's identity, calls the
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from live.core.errors import Invalid
-from live.transport.http import body, json_response, parse, principal, read_json, services
+from live.core.errors import Invalid, NotFound
+from live.transport.http import body, decimal_amount, json_response, parse, principal, read_json, services
 from live.transport.sio import SocketApp
 
 routes = web.RouteTableDef()
@@ -20,17 +19,7 @@ CASE_STATUSES = ("requested", "awaiting_return", "returned", "rejected", "escala
 
 def cents(v: Any) -> int:
     """A money amount (decimal string or number, > 0, at most 2 decimals) in cents."""
-    if isinstance(v, bool) or not isinstance(v, str | int | float):
-        raise ValueError("a decimal string or a number")
-    try:
-        d = Decimal(str(v).strip())
-    except InvalidOperation as e:
-        raise ValueError("not a number") from e
-    if not d.is_finite() or d <= 0 or d > Decimal("100000000"):
-        raise ValueError("must be more than 0")
-    if d.as_tuple().exponent < -2:  # type: ignore[operator]
-        raise ValueError("at most 2 decimals")
-    return int(d * 100)
+    return int(decimal_amount(v) * 100)
 
 
 class Strict(BaseModel):
@@ -136,52 +125,29 @@ async def open_case(request: web.Request) -> web.Response:
     return json_response(case, status=201)
 
 
-async def _step(request: web.Request, step: str, note: str = "", carrier: str = "", tracking_no: str = "") -> Any:
+# The steps of a case share one route: the step names the body it takes (a note, a return
+# shipment, or a ruling).
+NOTE_STEPS = ("approve", "reject", "receive", "escalate", "withdraw")
+
+
+@routes.post("/api/after-sales/{case_id}/{step}")
+async def case_step(request: web.Request) -> web.Response:
     who = principal(request)
-    return await services(request).aftersales.step(who, request.match_info["case_id"], step, note.strip(),
+    step = request.match_info["step"]
+    note, carrier, tracking_no = "", "", ""
+    if step in NOTE_STEPS:
+        note = (await body(request, NoteIn)).note
+    elif step == "return":
+        ship = await body(request, ShipIn)
+        carrier, tracking_no = _clean(ship.carrier), _clean(ship.tracking_no)
+    elif step == "rule":
+        ruling = await body(request, RuleIn)
+        step, note = f"rule_{ruling.decision}", ruling.note
+    else:
+        raise NotFound("no such after-sales step")
+    case = await services(request).aftersales.step(who, request.match_info["case_id"], step, note.strip(),
                                                    carrier, tracking_no)
-
-
-@routes.post("/api/after-sales/{case_id}/approve")
-async def approve(request: web.Request) -> web.Response:
-    p = await body(request, NoteIn)
-    return json_response(await _step(request, "approve", p.note))
-
-
-@routes.post("/api/after-sales/{case_id}/reject")
-async def reject(request: web.Request) -> web.Response:
-    p = await body(request, NoteIn)
-    return json_response(await _step(request, "reject", p.note))
-
-
-@routes.post("/api/after-sales/{case_id}/return")
-async def ship_return(request: web.Request) -> web.Response:
-    p = await body(request, ShipIn)
-    return json_response(await _step(request, "return", "", _clean(p.carrier), _clean(p.tracking_no)))
-
-
-@routes.post("/api/after-sales/{case_id}/receive")
-async def receive(request: web.Request) -> web.Response:
-    p = await body(request, NoteIn)
-    return json_response(await _step(request, "receive", p.note))
-
-
-@routes.post("/api/after-sales/{case_id}/escalate")
-async def escalate(request: web.Request) -> web.Response:
-    p = await body(request, NoteIn)
-    return json_response(await _step(request, "escalate", p.note))
-
-
-@routes.post("/api/after-sales/{case_id}/rule")
-async def rule(request: web.Request) -> web.Response:
-    p = await body(request, RuleIn)
-    return json_response(await _step(request, f"rule_{p.decision}", p.note))
-
-
-@routes.post("/api/after-sales/{case_id}/withdraw")
-async def withdraw(request: web.Request) -> web.Response:
-    p = await body(request, NoteIn)
-    return json_response(await _step(request, "withdraw", p.note))
+    return json_response(case)
 
 
 @routes.get("/api/after-sales/{case_id}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from aiohttp import BodyPartReader, web
@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from live.core.auth import Principal
 from live.core.errors import Invalid, NotFound
-from live.transport.http import body, json_response, parse, principal, read_json, services
+from live.transport.http import body, decimal_amount, json_response, parse, principal, read_json, services
 from live.transport.sio import SocketApp
 
 routes = web.RouteTableDef()
@@ -58,17 +58,7 @@ class CardIn(BaseModel):
     @field_validator("price", mode="before")
     @classmethod
     def _price(cls, v: Any) -> Decimal:
-        if isinstance(v, bool) or not isinstance(v, str | int | float):
-            raise ValueError("a decimal string or a number")
-        try:
-            d = Decimal(str(v).strip())
-        except InvalidOperation as e:
-            raise ValueError("not a number") from e
-        if not d.is_finite() or d <= 0:
-            raise ValueError("must be more than 0")
-        if d.as_tuple().exponent < -2:  # type: ignore[operator]
-            raise ValueError("at most 2 decimals")
-        return d
+        return decimal_amount(v)
 
     @field_validator("stock", "limit_per_user", "duration_s", mode="before")
     @classmethod
