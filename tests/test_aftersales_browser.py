@@ -10,9 +10,9 @@ import pytest
 from playwright.async_api import Page, expect
 
 from tests import test_browser
-from tests.aftersales_support import new_sale, paid_order
+from tests.aftersales_support import new_sale, paid_order, shipped_case
 from tests.browser_support import DESKTOP, PHONE, Pages, screenshot
-from tests.support import Api
+from tests.support import Api, RunningServer
 
 pytestmark = pytest.mark.browser
 pages = test_browser.pages  # the fixture: Chromium on the test server; JS errors in the pages fail
@@ -60,3 +60,23 @@ async def test_phone_buyer_refund_approved_in_studio(pages: Pages, api: Api) -> 
     await screenshot(viewer, "aftersales-phone-refunded")
     final = await api.ok("GET", f"/api/orders/{order['id']}", token=buyer["token"])
     assert final["status"] == "refunded" and final["stock_returned"] is True
+
+
+async def test_moderator_rules_a_dispute_from_its_history(pages: Pages, api: Api, server: RunningServer) -> None:
+    sale = await new_sale(api, stock=2)
+    buyer, order, case = await shipped_case(api, sale, reason="收到的是假货")
+    await api.ok("POST", f"/api/after-sales/{case['id']}/reject", json={"note": "是正品"}, token=sale.token)
+    await api.ok("POST", f"/api/after-sales/{case['id']}/escalate", json={"note": "请平台看看"}, token=buyer["token"])
+    mod = await pages.open("/moderation", DESKTOP)
+    await mod.get_by_label("审核令牌").fill(server.settings.admin_token)
+    await mod.get_by_role("button", name="使用令牌").click()
+    dispute = mod.locator(f"[data-testid='dispute'][data-id='{case['id']}']")
+    await expect(dispute).to_contain_text("收到的是假货")
+    await expect(dispute.locator(".as-history li")).to_have_count(3)
+    await expect(dispute).to_contain_text("是正品")
+    await screenshot(mod, "aftersales-moderation-dispute", full_page=True)
+    await dispute.get_by_test_id("rule-refund").click()
+    await expect(dispute).to_have_count(0)
+    final = await api.ok("GET", f"/api/after-sales/{case['id']}", token=buyer["token"])
+    assert final["status"] == "refunded" and final["history"][-1]["by"] != "system"
+    assert (await api.ok("GET", f"/api/orders/{order['id']}", token=buyer["token"]))["status"] == "refunded"
