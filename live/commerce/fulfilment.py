@@ -90,11 +90,14 @@ class Fulfilment:
     async def cancel(self, who: Principal, order_id: str) -> dict[str, Any]:
         """Unpaid: cancelled (the v1 path). Paid, not shipped: refunded in full at once."""
         card_id = card_of_order(order_id)
-        try:
-            return await self.orders.cancel(who, order_id)
-        except Conflict as e:
-            if e.extra.get("status") != "paid":
-                raise
+        seen = await self.post.order(card_id, order_id)
+        # The status read here only picks the script; each script re-checks it atomically.
+        if seen is None or seen["s"] != "paid":
+            try:
+                return await self.orders.cancel(who, order_id)
+            except Conflict as e:
+                if e.extra.get("status") != "paid":
+                    raise
         code, raw, card_status = await self.post.run(
             "after_cancel", card_id, ["state", "bought", "orders", "cases", "stream"], [order_id, who.id, now_ms()])
         if code == "FORBIDDEN":
