@@ -402,3 +402,32 @@ async def test_ship_all_paid_orders_of_a_card_and_its_refund_rate(api: Api) -> N
     assert stats["orders_paid"] == 3 and stats["refunded_orders"] == 1 and stats["refund_rate"] == 0.3333
     assert stats["refunded_amount"] == "19.90" and stats["cases"] == {"refunded": 1}
     await invariant_ok(api, sale)
+
+
+async def test_global_next_due_index_follows_the_earliest_deadline(server: RunningServer, api: Api) -> None:
+    from live.core import keys
+
+    redis, post = server.services.redis, server.services.aftersales.post
+    s = server.settings
+    sale = await new_sale(api)
+    card_id = sale.card["id"]
+    buyer, order = await shipped_order(api, sale)
+    shipped_ms = await redis.zscore(keys.card_after_due(card_id), f"o:{order['id']}")
+    assert await redis.zscore(keys.AFTER_NEXT, card_id) == shipped_ms
+    case = await api.ok("POST", f"/api/orders/{order['id']}/after-sales", json={"kind": "refund_only", "reason": "x"},
+                        token=buyer["token"])
+    case_due = await redis.zscore(keys.card_after_due(card_id), f"c:{case['id']}")
+    assert case_due < shipped_ms and await redis.zscore(keys.AFTER_NEXT, card_id) == case_due
+    assert abs(case_due - shipped_ms + (s.auto_confirm_s - s.after_sales_reply_s) * 1000) < 5000
+    # A crash lost the card's global entry: the full pass puts it back; after a sweep of the card
+    # its entry is its next deadline again (the case ended: auto-confirm).
+    await redis.zrem(keys.AFTER_NEXT, card_id)
+    await post.retire_idle()
+    assert await redis.zscore(keys.AFTER_NEXT, card_id) == case_due
+    await api.ok("POST", f"/api/after-sales/{case['id']}/withdraw", token=buyer["token"])
+    await post.reset_next(card_id)
+    assert await redis.zscore(keys.AFTER_NEXT, card_id) == await redis.zscore(keys.card_after_due(card_id),
+                                                                             f"o:{order['id']}")
+    await api.ok("POST", f"/api/orders/{order['id']}/confirm", token=buyer["token"])
+    await post.reset_next(card_id)
+    assert await redis.zscore(keys.AFTER_NEXT, card_id) is None

@@ -202,24 +202,27 @@ class AfterSales:
         """Take every after-sales step whose time has come; returns how many this call took."""
         n = 0
         now = now_ms()
-        for card_id in await self.post.cards():
+        # Only cards whose earliest deadline has come (the global next-due index), so a sweep
+        # costs nothing for the many cards whose orders wait days for auto-confirm.
+        for card_id in await self.post.next_cards(now):
             for member in await self.post.due(card_id, now):
                 kind, _, ident = member.partition(":")
                 if kind == "o":
                     n += await self.fulfilment.auto_confirm(card_id, ident)
                 elif kind == "c":
                     n += await self.due(card_id, ident)
+            await self.post.reset_next(card_id)
         return n
 
     async def sweeper_loop(self, stop: asyncio.Event) -> None:
         rounds = 0
         while not stop.is_set():
             try:
+                if rounds % 60 == 0:  # at start-up, then about every minute
+                    await self.post.retire_idle()
+                rounds += 1
                 await self.sweep_once()
                 await self.post.clean_dirty()
-                rounds += 1
-                if rounds % 60 == 0:
-                    await self.post.retire_idle()
             except Exception:
                 log.exception("after-sales sweeper failed")
             with contextlib.suppress(TimeoutError):

@@ -127,7 +127,35 @@ class PostSale:
         await self._register(card_id)
         res = await self.scripts[name](keys=[self.key(card_id, k) for k in key_names], args=list(args))
         await self._register(card_id)
+        if "due" in key_names:
+            await self.note_next(card_id)
         return [r.decode() if isinstance(r, bytes) else r for r in res]
+
+    async def _first_due(self, card_id: str) -> float | None:
+        first = await self.redis.zrange(keys.card_after_due(card_id), 0, 0, withscores=True)
+        return float(first[0][1]) if first else None
+
+    async def note_next(self, card_id: str) -> None:
+        """Lower the card's entry in the global next-due index to its earliest deadline (LT: a
+        concurrent, earlier entry is never raised)."""
+        first = await self._first_due(card_id)
+        if first is not None:
+            await self.redis.zadd(keys.AFTER_NEXT, {card_id: first}, lt=True)
+
+    async def reset_next(self, card_id: str) -> None:
+        """After the sweeper handled a card: its entry becomes its earliest deadline, or goes.
+        Set, then look again and lower: a script that added an earlier deadline meanwhile is
+        never hidden behind a later time."""
+        first = await self._first_due(card_id)
+        if first is None:
+            await self.redis.zrem(keys.AFTER_NEXT, card_id)
+        else:
+            await self.redis.zadd(keys.AFTER_NEXT, {card_id: first})
+        await self.note_next(card_id)
+
+    async def next_cards(self, now: int, limit: int = 500) -> list[str]:
+        """Cards with a deadline due by ``now`` (the global index)."""
+        return list(await self.redis.zrangebyscore(keys.AFTER_NEXT, "-inf", now, start=0, num=limit))
 
     async def _register(self, card_id: str) -> None:
         pipe = self.redis.pipeline(transaction=False)
@@ -342,16 +370,20 @@ class PostSale:
             pipe.hset(keys.card_txns(card_id), tx, order_id)
         await pipe.execute()
         await self.redis.sadd(keys.AFTER_CARDS, card_id)
+        await self.note_next(card_id)
 
     # --- the due-time index ------------------------------------------------------------------
     async def due(self, card_id: str, now: int, limit: int = 500) -> list[str]:
         return list(await self.redis.zrangebyscore(keys.card_after_due(card_id), "-inf", now, start=0, num=limit))
 
     async def retire_idle(self) -> None:
-        """Cards with no deadline and nothing to persist leave the registry. Remove first, then
+        """The slow, full pass over every registered card: each one's entry in the next-due index
+        is lowered to its earliest deadline (mends an entry a crash left too late or missing),
+        and cards with no deadline and nothing to persist leave the registry. Remove first, then
         look: a script that ran meanwhile re-adds its card after it ran, and anything still
         pending puts the card back here."""
         for card_id in await self.cards():
+            await self.note_next(card_id)
             if await self.redis.zcard(keys.card_after_due(card_id)) or await self.backlog(card_id):
                 continue
             await self.redis.srem(keys.AFTER_CARDS, card_id)
@@ -367,6 +399,8 @@ class PostSale:
                                         .where(AfterSaleCase.status.in_(OPEN_CASE)).distinct())).scalars())
         if ids:
             await self.redis.sadd(keys.AFTER_CARDS, *ids)
+        for card_id in ids:
+            await self.note_next(card_id)
 
 
 def holds_stock_sql() -> Any:

@@ -166,6 +166,7 @@ def card_txns(card: str) -> str:
 
 
 AFTER_CARDS = f"{PREFIX}:after:cards"  # SET of card ids with after-sales deadlines (the sweeper's work)
+AFTER_NEXT = f"{PREFIX}:after:next"  # ZSET card id -> earliest after-sales due time (ms): the sweeper's index
 AFTER_DIRTY = f"{PREFIX}:after:dirty"  # SET of card ids whose after-sales stream may hold entries
 AFTER_GROUP = "aftersales"
 
