@@ -141,3 +141,13 @@ def chat_message(msg: str) -> str:
 # --- pub/sub channels ----------------------------------------------------------------
 CH_CARD_HINTS = f"{PREFIX}:ch:card-hints"  # "card_id status" -> fast reject on every process
 CH_KICK = f"{PREFIX}:ch:kick"  # "room_id user_id" -> disconnect a banned user everywhere
+
+
+# --- identity: the current role of a user -------------------------------------------------
+def user_role(user: str) -> str:
+    """STRING the user's current role ("" once the user is gone): what every process checks a
+    token's role against (set after each role change; loaded from SQL with SET NX when missing)."""
+    return f"{PREFIX}:{{user:{user}}}:role"
+
+
+CH_ROLE = f"{PREFIX}:ch:role"  # "user_id" -> drop the cached role on every process
