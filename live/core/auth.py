@@ -50,8 +50,8 @@ USERNAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{3,32}$")
 # Names nobody may take (compared after canonicalisation, ignoring separators): they would
 # pass for the platform or its staff in chat.
 RESERVED_NAMES = frozenset({
-    "admin", "administrator", "moderator", "mod", "system", "root", "staff", "support", "official",
-    "security", "live", "server", "null", "undefined", "管理员", "系统", "官方", "客服", "主播助理",
+    "admin", "administrator", "moderator", "system", "root", "staff", "support", "official",
+    "security", "server", "null", "undefined", "管理员", "系统", "官方", "客服", "主播助理",
 })
 # Unicode categories refused in names: controls, format characters (bidi overrides and
 # isolates, zero-width space/joiners, BOM), surrogates, private use, unassigned.

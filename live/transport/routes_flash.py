@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -17,6 +17,9 @@ from live.transport.sio import SocketApp
 
 routes = web.RouteTableDef()
 REQUEST_ID = r"^[A-Za-z0-9_\-:.]{1,64}$"
+PRICE_RE = re.compile(r"[0-9]{1,12}(\.[0-9]{1,2})?")
+EPOCH_LIMIT_S = 1e11  # about year 5138: any epoch-seconds value past this is not a date
+MAX_SCHEDULE = timedelta(days=366)
 
 
 class BuyIn(BaseModel):
@@ -60,8 +63,12 @@ class CardIn(BaseModel):
     def _price(cls, v: Any) -> Decimal:
         if isinstance(v, bool) or not isinstance(v, str | int | float):
             raise ValueError("a decimal string or a number")
+        text = str(v).strip()
+        # ASCII digits only: Decimal() also takes "١٢" (Arabic-Indic digits), "1_000" and "1e3".
+        if not PRICE_RE.fullmatch(text):
+            raise ValueError("digits 0-9 with at most 2 decimals, e.g. 19.90")
         try:
-            d = Decimal(str(v).strip())
+            d = Decimal(text)
         except InvalidOperation as e:
             raise ValueError("not a number") from e
         if not d.is_finite() or d <= 0:
@@ -78,7 +85,7 @@ class CardIn(BaseModel):
         if isinstance(v, bool | float):
             raise ValueError("an integer")
         if isinstance(v, str):
-            if not re.fullmatch(r"\s*\d{1,9}\s*", v):
+            if not re.fullmatch(r"\s*[0-9]{1,9}\s*", v):  # ASCII digits: \d takes "١٢" too
                 raise ValueError("an integer")
             return int(v)
         return v
@@ -109,7 +116,26 @@ class CardIn(BaseModel):
         if v in (None, ""):
             return None
         if isinstance(v, int | float) and not isinstance(v, bool):
-            return datetime.fromtimestamp(v, UTC)  # epoch seconds
+            if not -EPOCH_LIMIT_S < v < EPOCH_LIMIT_S:  # 1e20, 2**63, inf: not a time
+                raise ValueError("out of range")
+            try:
+                return datetime.fromtimestamp(v, UTC)  # epoch seconds
+            except (OverflowError, OSError, ValueError) as e:
+                raise ValueError("out of range") from e
+        return v
+
+    @field_validator("starts_at")
+    @classmethod
+    def _when_range(cls, v: datetime | None) -> datetime | None:
+        if v is None:
+            return v
+        if v.tzinfo is None:
+            v = v.replace(tzinfo=UTC)
+        # A sale starts within a year of now: 9999-12-31 (or year 1) would overflow the arithmetic
+        # on it later (ends_at, timers) and is never meant.
+        now = datetime.now(UTC)
+        if not now - MAX_SCHEDULE <= v <= now + MAX_SCHEDULE:
+            raise ValueError("must be within a year of now")
         return v
 
 
