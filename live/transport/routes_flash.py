@@ -8,11 +8,12 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import BadHttpMessage
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from live.core.auth import Principal
 from live.core.errors import Invalid, NotFound
-from live.transport.http import body, json_response, parse, principal, read_json, services
+from live.transport.http import body, body_deadline, json_response, parse, principal, read_json, services
 from live.transport.sio import SocketApp
 
 routes = web.RouteTableDef()
@@ -140,32 +141,43 @@ class CardIn(BaseModel):
 
 
 async def _card_form(request: web.Request) -> tuple[CardIn, bytes | None]:
-    max_bytes = services(request).settings.max_upload_bytes
     if request.content_type.startswith("multipart/"):
-        fields: dict[str, Any] = {}
-        image: bytes | None = None
-        reader = await request.multipart()
-        while (part := await reader.next()) is not None:
-            if not isinstance(part, BodyPartReader):
-                raise Invalid("nested multipart is not supported")
-            name = part.name or ""
-            if name == "image":
-                data = bytearray()
-                while chunk := await part.read_chunk(65536):
-                    data += chunk
-                    if len(data) > max_bytes:
-                        raise Invalid(f"image: larger than {max_bytes // (1024 * 1024)} MiB")
-                image = bytes(data)
-            elif name:
-                text = await part.text()
-                if len(text) > 1000:
-                    raise Invalid(f"{name}: too long")
-                fields[name] = text
+        try:
+            async with body_deadline(request):
+                fields, image = await _multipart(request)
+        except (ValueError, AssertionError, LookupError, RuntimeError, BadHttpMessage) as e:
+            # aiohttp's reader on a body without a (closing) boundary, cut short, or not UTF-8
+            # (UnicodeDecodeError is a ValueError; LookupError: an unknown charset).
+            raise Invalid(f"malformed multipart body: {type(e).__name__}") from None
         return parse(CardIn, fields), image
     data = await read_json(request)
     if isinstance(data, dict) and "image" in data:
         raise Invalid("image: send the photo as a multipart upload (field 'image'), or use \"snapshot\": true")
     return parse(CardIn, data), None
+
+
+async def _multipart(request: web.Request) -> tuple[dict[str, Any], bytes | None]:
+    max_bytes = services(request).settings.max_upload_bytes
+    fields: dict[str, Any] = {}
+    image: bytes | None = None
+    reader = await request.multipart()
+    while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader):
+            raise Invalid("nested multipart is not supported")
+        name = part.name or ""
+        if name == "image":
+            data = bytearray()
+            while chunk := await part.read_chunk(65536):
+                data += chunk
+                if len(data) > max_bytes:
+                    raise Invalid(f"image: larger than {max_bytes // (1024 * 1024)} MiB")
+            image = bytes(data)
+        elif name:
+            text = await part.text()
+            if len(text) > 1000:
+                raise Invalid(f"{name}: too long")
+            fields[name] = text
+    return fields, image
 
 
 @routes.post("/api/rooms/{room_id}/cards")

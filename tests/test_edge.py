@@ -1,0 +1,219 @@
+"""Edge validation: every input the server cannot store or understand gets the contract's
+INVALID (never a 500), changes nothing and creates nothing; names are canonical; pages and API
+answers carry security headers; a client hanging up is not a server error."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import orjson
+import pytest
+from sqlalchemy.exc import OperationalError
+
+from live.core.errors import backend_unavailable
+from live.core.settings import Settings
+from tests.flash_support import list_card, photo, rid, setup_sale
+from tests.support import Api, RunningServer, SioClient, run_app
+
+pytestmark = pytest.mark.timeout(120)
+ADMIN = "test-admin-token"
+NUL = "x\x00y"
+# Every string field any route reads (a NUL in any of them must be refused before it reaches SQL).
+BODY = {k: NUL for k in ("name", "username", "password", "title", "text", "room_id", "user_id", "reason",
+                         "target", "target_id", "request_id", "code", "price", "role", "action", "status")}
+
+
+def _fill(path: str, value: str) -> str:
+    return re.sub(r"\{[^}]+\}", quote(value, safe=""), path)
+
+
+def _routes(server: RunningServer) -> list[tuple[str, str]]:
+    seen = []
+    for route in server.app.router.routes():
+        info = route.resource.get_info() if route.resource else {}
+        path = info.get("formatter") or info.get("path")
+        if not path or route.method in ("HEAD", "*") or path.startswith(("/socket.io", "/static")):
+            continue
+        seen.append((route.method, path))
+    return seen
+
+
+async def test_a_nul_anywhere_is_invalid_on_every_route(api: Api, server: RunningServer) -> None:
+    s, room, card = await setup_sale(api, stock=3)
+    viewer = await api.guest()
+    order = await api.ok("POST", f"/api/cards/{card['id']}/buy", json={"qty": 1, "request_id": rid()},
+                         token=viewer["token"])
+    real = {"room_id": room["id"], "card_id": card["id"], "order_id": order["order"]["id"],
+            "user_id": viewer["user"]["id"]}
+    routes = _routes(server)
+    assert len(routes) > 30
+    for method, path in routes:
+        # 1. In a path parameter (and the others real): INVALID before anything runs.
+        if "{" in path:
+            status, body = await api.request(method, _fill(path, NUL), token=ADMIN)
+            assert (status, body["error"]["code"]) == (400, "INVALID"), (method, path, status, body)
+        concrete = re.sub(r"\{([^}]+)\}", lambda m: real.get(m.group(1), "nosuch"), path)
+        # 2. In the query string.
+        status, body = await api.request(method, concrete + "?status=" + quote(NUL), token=ADMIN)
+        assert (status, body["error"]["code"]) == (400, "INVALID"), (method, path, status, body)
+        # 3. In every string field of a JSON body: never a 500; refused as INVALID if read.
+        if method == "POST":
+            status, body = await api.request(method, concrete, json=BODY, token=ADMIN)
+            assert status < 500, (method, path, status, body)
+            if status == 400:
+                assert body["error"]["code"] == "INVALID", (method, path, body)
+    # The ones that read those fields say which one.
+    for path, payload in (("/api/auth/guest", {"name": NUL}),
+                          ("/api/auth/register", {"username": "nul_user", "password": "pass\x00word1"}),
+                          ("/api/auth/login", {"username": "nul\x00", "password": "whatever1"}),
+                          ("/api/rooms", {"title": NUL}),
+                          ("/api/reports", {"target": "room", "target_id": room["id"], "reason": NUL}),
+                          (f"/api/cards/{card['id']}/buy", {"qty": 1, "request_id": NUL})):
+        token = s["token"] if path == "/api/rooms" else viewer["token"]
+        status, body = await api.post(path, json=payload, token=token)
+        assert (status, body["error"]["code"]) == (400, "INVALID"), (path, body)
+    # A card title with a NUL (multipart) never reaches SQL, where it would be dead-lettered.
+    body = await list_card(api, s["token"], room["id"], title=NUL, expect=400)
+    assert body["error"]["code"] == "INVALID"
+    # Nothing was sold by all this but the one order.
+    assert (await api.ok("GET", f"/api/cards/{card['id']}"))["left"] == 2
+
+
+async def test_a_nul_in_a_socket_event_is_an_invalid_ack(api: Api, server: RunningServer) -> None:
+    s = await api.streamer()
+    room = await api.live_room(s["token"])
+    c = SioClient()
+    await c.connect(server.url, (await api.guest())["token"])
+    try:
+        bad = await c.call("room:join", {"room_id": room["id"] + "\x00"})
+        assert bad["ok"] is False and bad["error"]["code"] == "INVALID"
+        assert (await c.call("room:join", {"room_id": room["id"]}))["ok"]
+        bad = await c.call("chat:send", {"room_id": room["id"], "text": "hi\x00"})
+        assert bad["ok"] is False and bad["error"]["code"] == "INVALID"
+        assert (await c.call("chat:send", {"room_id": room["id"], "text": "hi"}))["ok"]
+    finally:
+        await c.close()
+
+
+@pytest.mark.parametrize("starts_at", [1e20, -1e20, 2**63, "9999-12-31T00:00:00Z", "0001-01-01T00:00:00Z",
+                                       "inf", "nan", "1e400"])
+async def test_starts_at_out_of_range_is_invalid(api: Api, server: RunningServer, starts_at: Any) -> None:
+    s = await api.streamer()
+    room = await api.live_room(s["token"])
+    status, body = await api.post(f"/api/rooms/{room['id']}/cards", token=s["token"],
+                                  data=orjson.dumps({"price": "9.90", "stock": 3, "snapshot": True,
+                                                     "starts_at": starts_at}),
+                                  headers={"Content-Type": "application/json"})
+    assert (status, body["error"]["code"]) == (400, "INVALID"), body
+    body = await list_card(api, s["token"], room["id"], starts_at=starts_at, expect=400)
+    assert body["error"]["code"] == "INVALID"
+
+
+@pytest.mark.parametrize("price", ["١٢", "1_000", "1e3", "１２", " 12 3", "12.345", "-1", "0", "NaN", "Infinity"])
+async def test_prices_only_in_ascii_digits(api: Api, server: RunningServer, price: str) -> None:
+    s = await api.streamer()
+    room = await api.live_room(s["token"])
+    body = await list_card(api, s["token"], room["id"], price=price, expect=400)
+    assert body["error"]["code"] == "INVALID"
+    body = await list_card(api, s["token"], room["id"], price="12", stock="١٢", expect=400)  # type: ignore[arg-type]
+    assert body["error"]["code"] == "INVALID"
+    assert (await list_card(api, s["token"], room["id"], price=" 12.5 "))["price"] == "12.50"
+
+
+@pytest.mark.parametrize("raw", [
+    b"--B\r\nContent-Disposition: form-data; name=\"price\"\r\n\r\n12\r\n",          # no closing boundary
+    b"--B\r\nContent-Disposition: form-data; name=\"price\"\r\n\r\n12",               # cut mid-part
+    b"garbage without any boundary",
+    b"--B\r\nContent-Disposition: form-data; name=\"title\"\r\n\r\n\xff\xfe\r\n--B--\r\n",  # not UTF-8
+])
+async def test_broken_multipart_bodies_are_invalid(api: Api, server: RunningServer, raw: bytes) -> None:
+    s = await api.streamer()
+    room = await api.live_room(s["token"])
+    status, body = await api.post(f"/api/rooms/{room['id']}/cards", token=s["token"], data=raw,
+                                  headers={"Content-Type": "multipart/form-data; boundary=B"})
+    assert (status, body["error"]["code"]) == (400, "INVALID"), body
+    status, body = await api.post(f"/api/rooms/{room['id']}/cards", token=s["token"], data=raw,
+                                  headers={"Content-Type": "multipart/form-data"})  # no boundary at all
+    assert (status, body["error"]["code"]) == (400, "INVALID"), body
+    cards = await api.ok("GET", f"/api/rooms/{room['id']}")
+    assert not cards.get("cards")  # nothing was created
+
+
+async def test_usernames_are_unique_after_nfkc_and_casefold(api: Api, server: RunningServer) -> None:
+    pw = "a-good-password"
+    await api.ok("POST", "/api/auth/register", json={"username": "Alice_ed", "password": pw})
+    for twin in ("alice_ed", "ALICE_ED", "Alice_Ed"):
+        status, body = await api.post("/api/auth/register", json={"username": twin, "password": pw})
+        assert (status, body["error"]["code"]) == (409, "CONFLICT"), twin
+    # Signing in with any spelling of the name finds the one account.
+    assert (await api.ok("POST", "/api/auth/login", json={"username": "alice_ED", "password": pw}))["user"]["name"] \
+        == "Alice_ed"
+    for reserved in ("admin", "Admin", "moderator", "SYSTEM", "_admin_"):
+        status, body = await api.post("/api/auth/register", json={"username": reserved, "password": pw})
+        assert (status, body["error"]["code"]) == (400, "INVALID"), reserved
+
+
+@pytest.mark.parametrize("name", ["\u202eevil", "a\u200bb", "x\u2066y", "\ufeffbom", "Admin", "ａｄｍｉｎ", "管理员",
+                                  "tab\there"])
+async def test_guest_names_refuse_invisible_bidi_and_reserved(api: Api, server: RunningServer, name: str) -> None:
+    status, body = await api.post("/api/auth/guest", json={"name": name})
+    assert (status, body["error"]["code"]) == (400, "INVALID"), (name, body)
+
+
+async def test_security_headers_on_pages_and_api(api: Api, server: RunningServer) -> None:
+    async with aiohttp.ClientSession() as session:
+        for path in ("/", "/studio", "/moderation", "/api/rooms", "/healthz", "/api/cards/nosuch"):
+            async with session.get(server.url + path) as r:
+                h = r.headers
+                assert h["X-Content-Type-Options"] == "nosniff", path
+                assert h["Referrer-Policy"] == "same-origin", path
+                csp = h["Content-Security-Policy"]
+                assert "frame-ancestors 'none'" in csp, path
+                if r.content_type == "text/html":
+                    assert "script-src 'self' 'sha256-" in csp and "'unsafe-inline'" not in csp, path
+                else:
+                    assert csp.startswith("default-src 'none'"), path
+
+
+async def test_client_disconnects_are_not_internal_errors_and_slow_bodies_time_out(
+        settings_factory: Callable[..., Settings]) -> None:
+    async with run_app(settings_factory(http_body_timeout_s=0.5)) as srv, Api(srv.url) as api:
+        s = await api.streamer()
+        host, port = srv.url.removeprefix("http://").split(":")
+        head = (f"POST /api/rooms HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {s['token']}\r\n"
+                "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"title\":").encode()
+        # A body that never completes: INVALID once the body deadline passes.
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(head)
+        await writer.drain()
+        async with asyncio.timeout(10):
+            answer = await reader.read(4096)
+        assert b" 400 " in answer.split(b"\r\n")[0] and b"did not arrive in time" in answer
+        writer.close()
+        # A client that hangs up mid-body: no INTERNAL error, no traceback.
+        for _ in range(5):
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(head)
+            await writer.drain()
+            writer.close()
+        await asyncio.sleep(0.3)
+        status, metrics = await api.get("/metrics")
+        assert b'code="INTERNAL"' not in metrics
+        assert b'live_limits_refused_total{limit="http_body_timeout"}' in metrics
+    assert backend_unavailable(OperationalError("SELECT 1", {}, Exception("connection refused")))
+    assert backend_unavailable(ConnectionRefusedError())
+    assert not backend_unavailable(ValueError())
+
+
+async def test_photo_route_still_works(api: Api, server: RunningServer) -> None:
+    """The headers middleware leaves binary answers intact."""
+    s = await api.streamer()
+    room = await api.live_room(s["token"])
+    card = await list_card(api, s["token"], room["id"], image=photo())
+    async with aiohttp.ClientSession() as session, session.get(server.url + card["image_url"]) as r:
+        assert r.status == 200 and r.content_type == "image/jpeg" and (await r.read())[:2] == b"\xff\xd8"
