@@ -120,7 +120,7 @@ def probe(server: socketio.AsyncServer) -> FastPath:
         session_missing += _has(sample.queue, "put_nowait", "get_nowait", "qsize", "empty", "task_done", "join")
     except Exception as e:
         session_missing.append(f"AsyncSocket(server, sid): {e}")
-    session_missing += _has(eio_packet, "PING", "PONG", "NOOP", "UPGRADE", "MESSAGE")
+    session_missing += _has(eio_packet, "PING", "PONG", "NOOP", "UPGRADE", "MESSAGE", "CLOSE")
 
     short_missing = _has(socketio.AsyncServer, "_handle_eio_message", "_send_packet")
     short_missing += _has(server, "_binary_packet", "packet_class")
@@ -133,7 +133,7 @@ def probe(server: socketio.AsyncServer) -> FastPath:
     emit_missing += _has(eio, "sockets")
 
     guard_missing = _has(socketio.AsyncServer, "_handle_eio_connect", "_handle_connect", "_handle_eio_disconnect")
-    guard_missing += _has(eio, "disconnect")
+    guard_missing += _has(getattr(eio, "reason", object), "SERVER_DISCONNECT")
     if getattr(getattr(eio, "handlers", {}).get("connect"), "__func__", None) is not \
             type(server)._handle_eio_connect:
         guard_missing.append("engineio 'connect' handler is not the server's _handle_eio_connect")
@@ -531,7 +531,21 @@ class LiveSocketServer(socketio.AsyncServer):
             return
         self.stats.handshakes_timed_out += 1
         log.info("closing Engine.IO session %s: not signed in within %.0f s", eio_sid, self.handshake_timeout_s)
-        task = asyncio.ensure_future(self.eio.disconnect(eio_sid))
+        self._in_background(self.close_session(eio_sid))
+
+    async def close_session(self, eio_sid: str) -> None:
+        """End an Engine.IO session now. (``eio.disconnect`` waits until the client has taken its
+        CLOSE packet: never, from a client that does not poll or read.)"""
+        sock = self.eio.sockets.get(eio_sid)
+        if sock is None:
+            return
+        sock.queue.put_nowait(eio_packet.Packet(eio_packet.CLOSE))  # wakes a pending long-poll
+        await sock.close(wait=False, abort=True, reason=self.eio.reason.SERVER_DISCONNECT)
+        self.eio.sockets.pop(eio_sid, None)
+
+    @staticmethod
+    def _in_background(coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
         _background.add(task)
         task.add_done_callback(_background.discard)
 
@@ -657,9 +671,7 @@ class LiveSocketServer(socketio.AsyncServer):
         if ws is not None:
             ws.abort()  # the session's reader sees the close and runs Engine.IO's disconnect
         else:
-            task = asyncio.ensure_future(self.eio.disconnect(eio_sid))
-            _background.add(task)
-            task.add_done_callback(_background.discard)
+            self._in_background(self.close_session(eio_sid))
 
 
 _background: set[asyncio.Future[Any]] = set()
