@@ -217,3 +217,47 @@ async def test_photo_route_still_works(api: Api, server: RunningServer) -> None:
     card = await list_card(api, s["token"], room["id"], image=photo())
     async with aiohttp.ClientSession() as session, session.get(server.url + card["image_url"]) as r:
         assert r.status == 200 and r.content_type == "image/jpeg" and (await r.read())[:2] == b"\xff\xd8"
+
+
+async def test_the_load_testers_audit_waits_out_a_redis_restart(settings_factory: Callable[..., Settings]) -> None:
+    """After a fault the server answers 503 for a while: the load tester waits (bounded) for its
+    audit instead of aborting, and with nobody answering at all it still gets to write a report."""
+    from live.loadtest.api import Backend
+    from live.loadtest.scenarios import server_verdict
+    from live.loadtest.worker import Samples
+    from tests.support import RedisServer, free_port
+
+    redis = RedisServer(appendonly=True)
+    redis.start()
+    try:
+        async with run_app(settings_factory(redis_url=redis.url)) as srv, Api(srv.url) as api, \
+                aiohttp.ClientSession() as http:
+            s, _, card = await setup_sale(api, stock=3)
+            buyer = await api.guest()
+            order = (await api.ok("POST", f"/api/cards/{card['id']}/buy", json={"qty": 1, "request_id": rid()},
+                                  token=buyer["token"]))["order"]
+            backend = Backend(srv.url, http)
+            backend.streamer_token = s["token"]
+            assert redis.proc is not None
+            redis.proc.terminate()
+            redis.proc.wait(10)
+            status, body = await api.post(f"/api/cards/{card['id']}/audit", json={"order_ids": []},
+                                          token=s["token"])
+            assert (status, body["error"]["code"]) == (503, "UNAVAILABLE")
+
+            async def restart() -> None:
+                await asyncio.sleep(1.5)
+                await asyncio.to_thread(redis.start)
+
+            restarting = asyncio.create_task(restart())
+            audit = await backend.audit(card["id"], [order["id"]], timeout=30)
+            await restarting
+            assert audit is not None and audit["sold"] == 1 and not audit["missing_order_ids"], audit
+            assert backend.audit_problem == ""
+        # A server that never answers: bounded, and the verdict says why it is unknown.
+        async with aiohttp.ClientSession() as http:
+            gone = Backend(f"http://127.0.0.1:{free_port()}", http)
+            verdict = await server_verdict(gone, "card", 3, Samples(), timeout=1.5)
+        assert verdict["verdict"] == "unknown" and "did not answer its audit" in verdict["verdict_source"]
+    finally:
+        redis.stop()
