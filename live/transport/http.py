@@ -221,7 +221,9 @@ def page_csp(body: bytes) -> str:
 
 @web.middleware
 async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """CSP, frame-ancestors, nosniff and referrer policy on every page and API answer."""
+    """CSP (with frame-ancestors), nosniff, referrer and permissions policy on every page and
+    API answer. Pages are the routes named ``page:*`` (live.transport.pages); a page's 304
+    carries the CSP its 200 had (the browser keeps the headers it cached otherwise)."""
     resp = await handler(request)
     if resp.prepared:  # a websocket or a stream: its headers are already sent
         return resp
@@ -229,13 +231,24 @@ async def security_headers(request: web.Request, handler: Handler) -> web.Stream
     headers.setdefault("X-Content-Type-Options", "nosniff")
     headers.setdefault("Referrer-Policy", "same-origin")
     headers.setdefault("X-Frame-Options", "DENY")
-    if "Content-Security-Policy" not in headers:
+    # The camera and microphone are for the studio only; nothing else is asked for.
+    headers.setdefault("Permissions-Policy", "camera=(self), microphone=(self), geolocation=()")
+    if "Content-Security-Policy" in headers:
+        return resp
+    route = request.match_info.route.name or ""
+    if route.startswith("page:"):
         body = getattr(resp, "body", None)
-        if resp.content_type == "text/html" and isinstance(body, bytes):
-            headers["Content-Security-Policy"] = page_csp(body)
-        elif resp.content_type != "text/html":
-            headers["Content-Security-Policy"] = API_CSP
+        if isinstance(body, bytes) and body:
+            _page_csp[route] = page_csp(body)
+        csp = _page_csp.get(route)
+        if csp is not None:
+            headers["Content-Security-Policy"] = csp
+    else:
+        headers["Content-Security-Policy"] = API_CSP
     return resp
+
+
+_page_csp: dict[str, str] = {}  # page route name -> its CSP (pages are built once at start-up)
 
 
 MIDDLEWARES = [security_headers, error_middleware, auth_middleware]
