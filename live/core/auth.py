@@ -57,6 +57,9 @@ RESERVED_NAMES = frozenset({
 # isolates, zero-width space/joiners, BOM), surrogates, private use, unassigned.
 _REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn"})
 ROLE_CACHE_MAX = 100_000  # users whose role a process remembers; past it the cache starts over
+# How long Redis's copy of a role lives before it is read from SQL again: bounds how long a Redis
+# restored from an older snapshot can bring back a role that was since changed.
+ROLE_REDIS_TTL_S = 60
 
 
 def canonical_name(name: str) -> str:
@@ -211,14 +214,14 @@ class AuthService:
         role = role or ""
         if self._redis is not None:
             # NX: a role change that committed meanwhile has SET the newer value; never overwrite it.
-            await self._redis.set(keys.user_role(user_id), role, nx=True, ex=86400)
+            await self._redis.set(keys.user_role(user_id), role, nx=True, ex=ROLE_REDIS_TTL_S)
         return role
 
     async def _publish_role(self, user_id: str, role: str) -> None:
         """After a role change committed: the new role for every process, now."""
         self._roles.pop(user_id, None)
         if self._redis is not None:
-            await self._redis.set(keys.user_role(user_id), role, ex=86400)
+            await self._redis.set(keys.user_role(user_id), role, ex=ROLE_REDIS_TTL_S)
         if self.on_role_change is not None:
             await self.on_role_change(user_id)
 
