@@ -5,6 +5,7 @@ answers carry security headers; a client hanging up is not a server error."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 from collections.abc import Callable
 from typing import Any
@@ -261,3 +262,37 @@ async def test_the_load_testers_audit_waits_out_a_redis_restart(settings_factory
         assert verdict["verdict"] == "unknown" and "did not answer its audit" in verdict["verdict_source"]
     finally:
         redis.stop()
+
+
+@pytest.mark.skipif(not os.environ.get("LIVE_TEST_DATABASE_URL", "").startswith("postgresql"),
+                    reason="cuts a TCP proxy in front of PostgreSQL: runs in the PostgreSQL pass of `make test`")
+async def test_a_database_outage_is_unavailable_on_http_and_socket_alike(
+        settings_factory: Callable[..., Settings], database: Any, caplog: pytest.LogCaptureFixture) -> None:
+    from urllib.parse import urlparse
+
+    from tests.support import free_port
+    from tests.tcpproxy import TcpProxy
+
+    target = urlparse(database.url().replace("postgresql+asyncpg", "postgresql"))
+    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 5432, free_port())
+    await proxy.start()
+    proxied = database.url().replace(f"{target.hostname}:{target.port or 5432}", f"127.0.0.1:{proxy.port}")
+    try:
+        async with run_app(settings_factory(database_url=proxied)) as srv, Api(srv.url) as api:
+            c = SioClient()
+            await c.connect(srv.url, (await api.guest())["token"])
+            await proxy.cut()
+            caplog.clear()
+            # Rooms not in the process's cache: their snapshot needs SQL.
+            status, body = await api.get("/api/rooms/not-cached-1")
+            assert (status, body["error"]["code"]) == (503, "UNAVAILABLE"), body
+            ack = await c.call("room:join", {"room_id": "not-cached-2"}, timeout=30)
+            assert ack["ok"] is False and ack["error"]["code"] == "UNAVAILABLE", ack
+            assert c.sio.connected
+            assert not [r for r in caplog.records if r.exc_info], "a backend outage logs no traceback"
+            await proxy.restore()
+            await c.close()
+            status, metrics = await api.get("/metrics")
+            assert b'code="INTERNAL"' not in metrics
+    finally:
+        await proxy.cut()

@@ -288,3 +288,21 @@ async def test_cancelling_one_waiter_of_the_send_queue_leaves_the_other_waiting(
     q.task_done()
     q.task_done()
     await asyncio.wait_for(j2, 1)
+
+
+def test_the_probe_turns_off_exactly_the_parts_whose_internals_are_missing() -> None:
+    from live.transport.fanout import LiveSocketServer, probe
+
+    sio = LiveSocketServer(async_mode="aiohttp")
+    assert all(sio.fast.parts().values()) and not sio.fast.missing
+    del sio._binary_packet  # python-socketio renamed a field the short path reads
+    fast = probe(sio)
+    assert not fast.short_path and fast.session and fast.encode_once
+    assert any("_binary_packet" in m for m in fast.missing)
+    sio.eio._async = {k: v for k, v in sio.eio._async.items() if k != "websocket"}
+    fast = probe(sio)
+    assert not fast.session and not fast.direct_write and not fast.encode_once
+    # With the short path off, frames go to python-socketio's own decoder.
+    sio.fast = fast
+    sio.direct_events["flash:buy"] = lambda *a: None  # type: ignore[assignment,return-value]
+    assert sio.direct_call("x", '21["flash:buy",{}]') is None
