@@ -296,3 +296,52 @@ async def test_a_database_outage_is_unavailable_on_http_and_socket_alike(
             assert b'code="INTERNAL"' not in metrics
     finally:
         await proxy.cut()
+
+
+async def test_migration_0003_keeps_old_colliding_usernames_working(settings_factory: Callable[..., Settings]) -> None:
+    """An older database with ``Alice`` and ``alice`` migrates: the older account keeps the
+    canonical name, both still sign in with their own spelling, and nobody can add a third."""
+    from datetime import UTC, datetime, timedelta
+
+    from alembic import command
+    from argon2 import PasswordHasher
+    from sqlalchemy import text
+
+    from live.core import db as dbmod
+    from tests.support import TestDatabase
+
+    fresh = TestDatabase()
+    await asyncio.to_thread(fresh.create)  # it runs its own event loop for PostgreSQL
+    try:
+        url = fresh.url()
+        engine = dbmod.make_engine(url)
+
+        def to_0001(conn: Any) -> None:
+            cfg = dbmod.alembic_config(url)
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "0001")
+
+        async with engine.begin() as conn:
+            await conn.run_sync(to_0001)
+            t = datetime.now(UTC)
+            olds = (("u1", "Alice", "first-password"), ("u2", "alice", "second-password"),
+                    ("u3", "bob", "third-password"))
+            for i, (uid, name, pw) in enumerate(olds):
+                await conn.execute(text("INSERT INTO users (id, username, name, role, password_hash, created_at) "
+                                        "VALUES (:id, :u, :u, 'viewer', :h, :t)"),
+                                   {"id": uid, "u": name, "h": PasswordHasher().hash(pw),
+                                    "t": t + timedelta(seconds=i)})
+        await dbmod.migrate(engine)  # to head, through 0003
+        async with engine.connect() as conn:
+            rows = dict((await conn.execute(text("SELECT id, username_canonical FROM users"))).all())
+        await engine.dispose()
+        assert rows == {"u1": "alice", "u2": None, "u3": "bob"}
+        async with run_app(settings_factory(database_url=url)) as srv, Api(srv.url) as api:
+            for name, pw, uid in (("Alice", "first-password", "u1"), ("alice", "second-password", "u2"),
+                                  ("BOB", "third-password", "u3")):
+                signed_in = await api.ok("POST", "/api/auth/login", json={"username": name, "password": pw})
+                assert signed_in["user"]["id"] == uid
+            status, body = await api.post("/api/auth/register", json={"username": "ALICE", "password": "x" * 10})
+            assert (status, body["error"]["code"]) == (409, "CONFLICT")
+    finally:
+        await asyncio.to_thread(fresh.drop)
