@@ -6,6 +6,7 @@ And the fast path is on, not silently off: every part is enabled and each one ac
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -103,7 +104,7 @@ async def test_pipelined_taps_are_each_answered_once_and_in_order(api: Api, serv
 
 
 async def test_frames_the_short_path_does_not_take_still_work_and_bad_ones_change_nothing(
-        api: Api, server: RunningServer) -> None:
+        api: Api, server: RunningServer, caplog: pytest.LogCaptureFixture) -> None:
     s, room, card = await setup_sale(api, stock=5)
     viewer = await api.guest()
     async with aiohttp.ClientSession() as session:
@@ -125,6 +126,12 @@ async def test_frames_the_short_path_does_not_take_still_work_and_bad_ones_chang
             assert "unknown event" in acks[1][1][0]["error"]["message"]
             assert acks[5][1][0]["ok"] is True
             assert not sock.ws.closed  # refused frames never end the connection
+            # One short line per refused frame (the two malformed ones with an ack id, and the two
+            # python-socketio's decoder refused), and no traceback.
+            refused = [r for r in caplog.records if "frame refused" in r.getMessage()]
+            assert len(refused) == 4, [r.getMessage() for r in refused]
+            assert not [r for r in caplog.records if r.exc_info and r.levelno >= logging.WARNING]
+            assert all(len(r.getMessage()) < 300 for r in refused)
             # The join without an ack id took effect: the room counts this viewer.
             assert (await api.ok("GET", f"/api/rooms/{room['id']}"))["viewers"] == 1
         finally:

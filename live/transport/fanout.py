@@ -561,9 +561,12 @@ class LiveSocketServer(socketio.AsyncServer):
             return
         try:
             await super()._handle_eio_message(eio_sid, data)
-        except ValueError as e:  # python-socketio's decoder refused the packet: one line
+        except Exception as e:
+            # python-socketio's decoder refused the packet (ValueError, or a KeyError/TypeError on
+            # some shapes): one line per frame, never a traceback per malformed frame.
             self.stats.refused_frames += 1
             log.warning("socket.io frame refused (%s): %s", eio_sid, _short(e))
+            log.debug("refused frame", exc_info=True)
 
     async def run_direct(self, eio_sid: str, call: DirectCall | Refusal) -> None:
         """Run a short-path event's handler and send its ack (or refuse the frame)."""
