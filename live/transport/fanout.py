@@ -630,9 +630,9 @@ class LiveSocketServer(socketio.AsyncServer):
     def deliver_text(self, eio_sid: str, packet: str) -> None:
         """One encoded Socket.IO packet for one client."""
         text = "4" + packet
-        self.deliver(eio_sid, _Encoded(text), ws_frame(text.encode()))
+        self.deliver(eio_sid, text, ws_frame(text.encode()))
 
-    def deliver(self, eio_sid: str, wire: _Encoded, frame: bytes) -> bool:
+    def deliver(self, eio_sid: str, wire: _Encoded | str, frame: bytes) -> bool:
         """Send one Engine.IO message to a client within its send budget: straight onto its
         websocket when that is idle (nothing queued, so nothing is overtaken; not mid-upgrade),
         else onto its send queue. A client over budget is dropped. False if not delivered."""
@@ -654,7 +654,7 @@ class LiveSocketServer(socketio.AsyncServer):
                 return False
             self.stats.direct_frames += 1
             return True
-        queue.put_nowait(wire)
+        queue.put_nowait(_Encoded(wire) if isinstance(wire, str) else wire)  # an ack is queued rarely
         self.stats.queued_frames += 1
         return True
 
