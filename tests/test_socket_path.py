@@ -313,3 +313,27 @@ def test_the_probe_turns_off_exactly_the_parts_whose_internals_are_missing() -> 
     sio.fast = fast
     sio.direct_events["flash:buy"] = lambda *a: None  # type: ignore[assignment,return-value]
     assert sio.direct_call("x", '21["flash:buy",{}]') is None
+
+
+async def test_long_polling_frames_refused_in_one_line_each(
+        api: Api, server: RunningServer, caplog: pytest.LogCaptureFixture) -> None:
+    """Malformed frames over long-polling: INVALID acks where there is an ack id, and whatever
+    Engine.IO itself refuses is one warning line, not a traceback."""
+    guest = await api.guest()
+    async with aiohttp.ClientSession() as http:
+        async with http.get(server.url + "/socket.io/?EIO=4&transport=polling") as r:
+            sid = orjson.loads((await r.text())[1:])["sid"]
+        url = server.url + f"/socket.io/?EIO=4&transport=polling&sid={sid}"
+        async with http.post(url, data="40" + orjson.dumps({"token": guest["token"]}).decode()) as r:
+            assert r.status == 200
+        caplog.clear()
+        for body in ('421["flash:buy",{', "4{bad", "9zzz", "\x1e\x1e", '422["no:event"]'):
+            async with http.post(url, data=body) as r:
+                assert r.status in (200, 400)
+        async with http.get(url) as r:
+            polled = await r.text()
+    assert '431[{"ok":false,"error":{"code":"INVALID"' in polled
+    assert '432[{"ok":false,"error":{"code":"INVALID"' in polled
+    records = [r for r in caplog.records if r.name != "aiohttp.access"]
+    assert records and not [r for r in records if r.exc_info and r.levelno >= logging.WARNING]
+    assert all(len(r.getMessage()) < 300 for r in records)

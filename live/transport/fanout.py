@@ -339,6 +339,25 @@ class DirectWebSocket(EngineIOWebSocket):
         await s.close(wait=False, abort=True, reason=s.server.reason.TRANSPORT_CLOSE)
 
 
+class OneLine(logging.Filter):
+    """Turns python-engineio's and python-socketio's tracebacks (a malformed long-polling body
+    logs one per request, 2.4 KB each) into one warning line; the traceback stays at DEBUG on
+    this module's logger."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None:
+            log.debug("%s", record.getMessage(), exc_info=record.exc_info)
+            record.msg, record.args = f"{record.getMessage()}: {_short(exc)}", ()
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+for _name in ("engineio.server", "socketio.server"):
+    logging.getLogger(_name).addFilter(OneLine())
+
+
 def _short(e: BaseException) -> str:
     text = f"{type(e).__name__}: {e}"
     return text if len(text) <= 160 else text[:157] + "..."
