@@ -498,6 +498,7 @@ class LiveSocketServer(socketio.AsyncServer):
         self.handshake_timeout_s = handshake_timeout_s
         # Engine.IO sessions not yet connected to Socket.IO's "/" -> the timer that closes them.
         self.pending: dict[str, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Future[Any]] = set()
         self.direct_events: dict[str, DirectHandler] = {}
         self.live_direct_ws: dict[str, DirectWebSocket] = {}
         self.send_budget_bytes = send_budget_bytes
@@ -550,7 +551,7 @@ class LiveSocketServer(socketio.AsyncServer):
             return
         self.stats.handshakes_timed_out += 1
         log.info("closing Engine.IO session %s: not signed in within %.0f s", eio_sid, self.handshake_timeout_s)
-        self._in_background(self.close_session(eio_sid))
+        self.in_background(self.close_session(eio_sid))
 
     async def close_session(self, eio_sid: str) -> None:
         """End an Engine.IO session now. (``eio.disconnect`` waits until the client has taken its
@@ -562,11 +563,17 @@ class LiveSocketServer(socketio.AsyncServer):
         await sock.close(wait=False, abort=True, reason=self.eio.reason.SERVER_DISCONNECT)
         self.eio.sockets.pop(eio_sid, None)
 
-    @staticmethod
-    def _in_background(coro: Awaitable[Any]) -> None:
+    def in_background(self, coro: Awaitable[Any]) -> None:
+        """Run a short task (closing a session) holding a reference to it; the app's shutdown
+        cancels what is left (:meth:`cancel_background`)."""
         task = asyncio.ensure_future(coro)
-        _background.add(task)
-        task.add_done_callback(_background.discard)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def cancel_background(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def on_direct(self, event: str, handler: DirectHandler) -> None:
         """Serve ``event`` on the short path (and on the stock one, for frames it does not take)."""
@@ -693,10 +700,7 @@ class LiveSocketServer(socketio.AsyncServer):
         if ws is not None:
             ws.abort()  # the session's reader sees the close and runs Engine.IO's disconnect
         else:
-            self._in_background(self.close_session(eio_sid))
-
-
-_background: set[asyncio.Future[Any]] = set()
+            self.in_background(self.close_session(eio_sid))
 
 
 class EncodeOnceEmit(socketio.AsyncManager):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import hashlib
 import logging
 import re
@@ -203,27 +204,21 @@ API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-act
 PAGE_CSP = ("default-src 'self'; script-src 'self' {hashes}; style-src 'self'; img-src 'self' blob: data:; "
             "media-src 'self' blob:; connect-src 'self'; worker-src 'self' blob:; font-src 'self'; "
             "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
-_csp_cache: dict[bytes, str] = {}
-
-
+@functools.lru_cache(maxsize=64)
 def page_csp(body: bytes) -> str:
     """The CSP of one HTML page: its inline import map allowed by hash (pages are built once at
-    start-up, so this is computed once per page)."""
-    key = hashlib.sha256(body).digest()
-    csp = _csp_cache.get(key)
-    if csp is None:
-        hashes = " ".join(
-            "'sha256-" + base64.b64encode(hashlib.sha256(m.group(1)).digest()).decode() + "'"
-            for m in _IMPORTMAP.finditer(body))
-        csp = _csp_cache[key] = PAGE_CSP.format(hashes=hashes)
-    return csp
+    start-up, so this runs once per page)."""
+    hashes = " ".join(
+        "'sha256-" + base64.b64encode(hashlib.sha256(m.group(1)).digest()).decode() + "'"
+        for m in _IMPORTMAP.finditer(body))
+    return PAGE_CSP.format(hashes=hashes)
 
 
 @web.middleware
 async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
     """CSP (with frame-ancestors), nosniff, referrer and permissions policy on every page and
     API answer. Pages are the routes named ``page:*`` (live.transport.pages); a page's 304
-    carries the CSP its 200 had (the browser keeps the headers it cached otherwise)."""
+    carries no CSP, so the browser keeps the one its cached 200 had (RFC 9111 §4.3.4)."""
     resp = await handler(request)
     if resp.prepared:  # a websocket or a stream: its headers are already sent
         return resp
@@ -239,16 +234,10 @@ async def security_headers(request: web.Request, handler: Handler) -> web.Stream
     if route.startswith("page:"):
         body = getattr(resp, "body", None)
         if isinstance(body, bytes) and body:
-            _page_csp[route] = page_csp(body)
-        csp = _page_csp.get(route)
-        if csp is not None:
-            headers["Content-Security-Policy"] = csp
+            headers["Content-Security-Policy"] = page_csp(body)
     else:
         headers["Content-Security-Policy"] = API_CSP
     return resp
-
-
-_page_csp: dict[str, str] = {}  # page route name -> its CSP (pages are built once at start-up)
 
 
 MIDDLEWARES = [security_headers, error_middleware, auth_middleware]

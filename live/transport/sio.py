@@ -109,10 +109,14 @@ class SocketApp:
         auth.on_role_change = publish_role
         svc.bus.subscribe(keys.CH_ROLE, on_role)
 
-        async def close_pool() -> None:
+        async def close() -> None:
             auth.hash_pool.close()
+            await self.sio.cancel_background()
+            for timer in self.sio.pending.values():
+                timer.cancel()
+            self.sio.pending.clear()
 
-        svc.closers.append(close_pool)
+        svc.closers.append(close)
 
     @property
     def svc(self) -> Any:
