@@ -19,6 +19,10 @@ class User(Base):
     __tablename__ = "users"
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     username: Mapped[str | None] = mapped_column(String(64), unique=True)
+    # NFKC + casefold of username (live.core.auth.canonical_name): what makes "Alice" and "alice"
+    # one name. NULL for guests, and for the later of two accounts that already collided before
+    # migration 0003 (those sign in by their exact username).
+    username_canonical: Mapped[str | None] = mapped_column(String(64), unique=True)
     name: Mapped[str] = mapped_column(String(64))
     role: Mapped[str] = mapped_column(String(16))  # viewer | streamer | moderator
     password_hash: Mapped[str | None] = mapped_column(String(255))

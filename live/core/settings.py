@@ -106,6 +106,21 @@ class Settings(BaseModel):
     # "asyncio" (the standard library's).
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
 
+    # --- bounds and edge limits (docs in config/default.toml) ---
+    socket_send_budget_bytes: int = Field(1024 * 1024, ge=4096)
+    socket_send_budget_messages: int = Field(2000, ge=10)
+    socket_max_per_user: int = Field(16, ge=1)
+    socket_max_unauthenticated: int = Field(2000, ge=1)
+    socket_handshake_timeout_s: float = Field(10.0, gt=0)
+    http_body_timeout_s: float = Field(30.0, gt=0)
+    guest_rate_per_s: float = Field(0.5, gt=0)
+    guest_rate_burst: int = Field(20, ge=1)
+    login_rate_per_s: float = Field(0.5, gt=0)
+    login_rate_burst: int = Field(10, ge=1)
+    password_hash_workers: int = Field(2, ge=1)
+    password_hash_queue: int = Field(16, ge=0)
+    role_cache_s: float = Field(2.0, ge=0)
+
     # Set by run_server.py, not by files: how many worker processes share this port.
     workers: int = Field(1, ge=1)
 
