@@ -50,6 +50,7 @@ DOMAINS: list[tuple[str, str]] = [
     ("live.community.chat", "live.transport.routes_chat"),
     ("live.commerce.flashbuy", "live.transport.routes_flash"),
     ("live.media.rtc", "live.transport.routes_media"),
+    ("live.integrations.webhooks", "live.transport.routes_webhooks"),
 ]
 
 

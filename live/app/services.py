@@ -51,6 +51,7 @@ class Services:
     guard: Any = None
     moderation: Any = None
     media: Any = None
+    webhooks: Any = None  # live.integrations.webhooks.WebhookService
     # Background loops to run while the app serves: (name, loop(stop_event)).
     loops: list[tuple[str, Loop]] = field(default_factory=list)
     # Called, newest first, when the app stops (after loops are stopped).

@@ -15,6 +15,7 @@ from live.core.errors import Conflict, Forbidden, NotFound
 from live.core.ids import iso, new_id, utcnow
 from live.core.models import Room, User
 from live.core.push import Pusher
+from live.integrations import outbox
 
 
 class CardsProvider(Protocol):
@@ -87,6 +88,7 @@ class RoomService:
                     room.started_at = utcnow()
                 else:
                     room.ended_at = utcnow()
+                await outbox.room_status(s, room)  # webhooks: in this transaction, iff it commits
         await self.touch(room_id)
         await self._pusher.to_room(room_id, "room:status", {"room_id": room_id, "status": status})
         if status == "ended":

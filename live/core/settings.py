@@ -83,6 +83,17 @@ class Settings(BaseModel):
     hls_playlist_size: int = Field(6, ge=2)
     ice_servers: list[str] = Field(default_factory=list)
 
+    # --- integrations: webhooks (live.integrations) ---
+    webhook_allow_private: bool = False
+    webhook_retry_s: float = Field(5.0, gt=0)
+    webhook_retry_max_s: float = Field(3600.0, gt=0)
+    webhook_max_attempts: int = Field(12, ge=1)
+    webhook_timeout_s: float = Field(10.0, gt=0)
+    webhook_concurrency: int = Field(4, ge=1, le=64)
+    webhook_poll_s: float = Field(0.5, gt=0)
+    webhook_rotation_grace_s: float = Field(86400.0, ge=0)
+    webhook_signature_tolerance_s: int = Field(300, ge=1)
+
     log_level: str = "INFO"
     # "uvloop" (libuv's event loop: cheaper socket I/O, tasks and timers on the buy path) or
     # "asyncio" (the standard library's).
