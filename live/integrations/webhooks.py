@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 
 MAX_WEBHOOKS_PER_SCOPE = 20
 FANOUT_BATCH = 200
-CLAIM_BATCH = 100
+CLAIM_BATCH = 1000
 
 
 def _aware(dt: datetime | None) -> datetime | None:
@@ -263,10 +263,15 @@ class Sender:
         earlier_pending = exists().where(E.webhook_id == D.webhook_id, E.ordering_key == D.ordering_key,
                                          E.status == "pending", or_(E.seq < D.seq, and_(E.seq == D.seq, E.id < D.id)))
         unclaimed = or_(D.claimed_until.is_(None), D.claimed_until < now)
+        # The oldest few due deliveries *of each webhook*: a dead endpoint's backlog never fills
+        # the batch and starves the others.
+        rank = func.row_number().over(partition_by=D.webhook_id, order_by=(D.seq, D.id)).label("rank")
+        ranked = (select(D.id, D.webhook_id, D.seq, rank)
+                  .where(D.status == "pending", D.next_at <= now, unclaimed, ~earlier_pending).subquery())
         async with self._db() as s:
-            due = (await s.execute(select(D.id, D.webhook_id).where(D.status == "pending", D.next_at <= now,
-                                                                    unclaimed, ~earlier_pending)
-                                   .order_by(D.seq, D.id).limit(CLAIM_BATCH))).all()
+            due = (await s.execute(select(ranked.c.id, ranked.c.webhook_id)
+                                   .where(ranked.c.rank <= self._s.webhook_concurrency)
+                                   .order_by(ranked.c.seq, ranked.c.id).limit(CLAIM_BATCH))).all()
         room = {w: self._s.webhook_concurrency - n for w, n in self._inflight.items()}
         want: list[str] = []
         for delivery_id, webhook_id in due:
