@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from live.core.ids import new_id, utcnow
-from live.core.models import Webhook
+from live.core.models import OutboxEvent, Webhook
 from live.integrations import signing, ssrf
 from live.integrations.outbox import emit, emit_many
 from tests.flash_support import list_card
@@ -181,6 +181,37 @@ async def test_gives_up_after_max_attempts_then_replay_sends_it_again(settings_f
             await rec.wait(lambda r: len(r.ok()) == 2, what="the second replay")
             status, _ = await api.post(f"/api/webhooks/{hook['id']}/deliveries/nope/replay", token=s["token"])
             assert status == 404
+
+
+async def test_gives_up_once_the_event_is_too_old(settings_factory) -> None:  # type: ignore[no-untyped-def]
+    async with run_app(settings_factory(**{**FAST, "webhook_max_age_s": 0.5, "webhook_max_attempts": 100})) as srv, \
+            Api(srv.url) as api, receiver(answer=lambda n, body: 500) as rec:
+        s = await api.streamer()
+        hook = await subscribe(api, s["token"], rec.url, ["order.paid"])
+        await emit_now(srv, "order.paid", s["user"]["id"], f"o-{new_id()}")
+        for _ in range(200):
+            (d,) = await deliveries(api, s["token"], hook["id"]) or [{"status": "none"}]
+            if d["status"] == "failed":
+                break
+            await asyncio.sleep(0.05)
+        assert d["status"] == "failed" and 2 <= d["attempts"] < 100
+
+
+async def test_finished_deliveries_and_their_events_are_pruned(settings_factory) -> None:  # type: ignore[no-untyped-def]
+    async with run_app(settings_factory(**{**FAST, "webhook_retention_s": 0.5})) as srv, Api(srv.url) as api, \
+            receiver() as rec:
+        s = await api.streamer()
+        hook = await subscribe(api, s["token"], rec.url, ["order.paid"])
+        await emit_now(srv, "order.paid", s["user"]["id"], f"o-{new_id()}")
+        await rec.wait(lambda r: len(r.ok()) == 1, what="the delivery")
+        event_id = rec.ok()[0].body["id"]
+        for _ in range(100):
+            if not await deliveries(api, s["token"], hook["id"]):
+                break
+            await asyncio.sleep(0.05)
+        assert await deliveries(api, s["token"], hook["id"]) == []
+        async with srv.services.db() as sess:
+            assert (await sess.execute(select(OutboxEvent).where(OutboxEvent.id == event_id))).first() is None
 
 
 async def test_events_of_one_order_arrive_in_order_under_retries(fast: tuple[RunningServer, Api]) -> None:

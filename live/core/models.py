@@ -133,6 +133,8 @@ class OutboxEvent(Base):
     change committed), later fanned out to the matching webhooks as deliveries."""
 
     __tablename__ = "outbox"
+    # Never reuse a seq on SQLite, even after old events are pruned.
+    __table_args__ = ({"sqlite_autoincrement": True},)
     # An integer sequence: events of one ordering key are delivered in this order.
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(String(32), unique=True)  # the event id receivers dedupe on

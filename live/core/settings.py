@@ -88,6 +88,8 @@ class Settings(BaseModel):
     webhook_retry_s: float = Field(5.0, gt=0)
     webhook_retry_max_s: float = Field(3600.0, gt=0)
     webhook_max_attempts: int = Field(12, ge=1)
+    webhook_max_age_s: float = Field(3 * 86400.0, gt=0)
+    webhook_retention_s: float = Field(30 * 86400.0, gt=0)
     webhook_timeout_s: float = Field(10.0, gt=0)
     webhook_concurrency: int = Field(4, ge=1, le=64)
     webhook_poll_s: float = Field(0.5, gt=0)

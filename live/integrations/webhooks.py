@@ -209,11 +209,15 @@ class Sender:
                                          limit=0, limit_per_host=self._s.webhook_concurrency)
         self._http = aiohttp.ClientSession(connector=connector, trust_env=False,
                                            timeout=aiohttp.ClientTimeout(total=self._s.webhook_timeout_s))
+        next_prune = 0.0
         try:
             while not stop.is_set():
                 try:
                     await self.fan_out_once()
                     await self.dispatch_once()
+                    if time.monotonic() >= next_prune:
+                        await self.prune_once()
+                        next_prune = time.monotonic() + min(600.0, self._s.webhook_retention_s)
                 except Exception as e:  # the database away, a lost SQLite write race: next tick
                     log.warning("webhook sender: %s", e)
                 self._wake.clear()
@@ -228,6 +232,18 @@ class Sender:
                 t.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
             await self._http.close()
+
+    async def prune_once(self) -> None:
+        """Forget deliveries finished longer than ``webhook_retention_s`` ago, their log, and
+        events no delivery refers to any more (idempotent: any process may run it)."""
+        cutoff = utcnow() - timedelta(seconds=self._s.webhook_retention_s)
+        D = WebhookDelivery
+        old = (D.status != "pending", D.finished_at < cutoff)
+        async with self._db() as s, s.begin():
+            await s.execute(delete(WebhookAttempt).where(WebhookAttempt.delivery_id.in_(select(D.id).where(*old))))
+            await s.execute(delete(D).where(*old))
+            await s.execute(delete(OutboxEvent).where(OutboxEvent.fanned_out.is_(True), OutboxEvent.created_at < cutoff,
+                                                      ~exists().where(D.event_id == OutboxEvent.id)))
 
     async def fan_out_once(self) -> int:
         """Turn new outbox events into deliveries; returns how many events this process took."""
@@ -348,7 +364,8 @@ class Sender:
                                   "claimed_by": None, "claimed_until": None}
         if ok:
             values.update(status="delivered", finished_at=done)
-        elif attempts >= self._s.webhook_max_attempts:
+        elif (attempts >= self._s.webhook_max_attempts
+              or done - (_aware(ev.created_at) or done) > timedelta(seconds=self._s.webhook_max_age_s)):
             values.update(status="failed", finished_at=done)
         else:
             values.update(next_at=done + timedelta(seconds=backoff_s(self._s, attempts)))

@@ -26,7 +26,8 @@ def upgrade() -> None:
     sa.Column('fanned_out', sa.Boolean(), nullable=False),
     sa.PrimaryKeyConstraint('seq'),
     sa.UniqueConstraint('id'),
-    sa.UniqueConstraint('dedupe_key')
+    sa.UniqueConstraint('dedupe_key'),
+    sqlite_autoincrement=True
     )
     with op.batch_alter_table('outbox', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_outbox_fanned_out'), ['fanned_out'], unique=False)
