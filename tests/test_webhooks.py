@@ -4,10 +4,14 @@ order id, replay, secret rotation, and the SSRF guard."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import re
+import shutil
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 import pytest
 from sqlalchemy import select
 
@@ -16,7 +20,7 @@ from live.core.models import OutboxEvent, Webhook
 from live.integrations import signing, ssrf
 from live.integrations.outbox import emit, emit_many
 from tests.flash_support import list_card
-from tests.support import Api, RunningServer, run_app
+from tests.support import ROOT, Api, RunningServer, run_app
 from tests.webhook_support import FAST, receiver
 
 
@@ -110,6 +114,41 @@ async def test_room_events_arrive_signed_and_verifiable(fast: tuple[RunningServe
         # An old signature is refused: the tolerance window stops replays of captured requests.
         old = signing.header([hook["secret"]], rec.ok()[0].raw, t=1_000_000_000)
         assert not signing.verify(old, rec.ok()[0].raw, hook["secret"])
+
+
+def _doc_snippet(lang: str) -> str:
+    """The first ``lang`` code block of docs/integrations.md that defines ``verify``."""
+    text = (ROOT / "docs" / "integrations.md").read_text(encoding="utf-8")
+    blocks = re.findall(rf"```{lang}\n(.*?)```", text, flags=re.S)
+    return next(b for b in blocks if "verify(" in b)
+
+
+async def test_the_documented_python_and_node_verifiers_accept_a_real_delivery(
+        fast: tuple[RunningServer, Api]) -> None:
+    srv, api = fast
+    s = await api.streamer()
+    async with receiver() as rec:
+        hook = await subscribe(api, s["token"], rec.url, ["room.live"])
+        await api.live_room(s["token"])
+        await rec.wait(lambda r: len(r.ok()) == 1, what="room.live")
+    r = rec.ok()[0]
+    cases = [(hook["secret"], r.raw, True), ("whsec_wrong", r.raw, False), (hook["secret"], r.raw + b"x", False)]
+    scope: dict[str, Any] = {}
+    exec(_doc_snippet("python"), scope)  # the snippet as a receiver would paste it
+    assert [scope["verify"](r.headers["X-Live-Signature"], raw, sec) for sec, raw, _ in cases] == [c[2] for c in cases]
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    script = _doc_snippet("js") + """
+const cases = JSON.parse(require("fs").readFileSync(0, "utf8"));
+process.stdout.write(JSON.stringify(cases.map(([h, b, s]) => verify(h, Buffer.from(b, "base64"), s))));
+"""
+    payload = orjson.dumps([[r.headers["X-Live-Signature"], base64.b64encode(raw).decode(), sec]
+                            for sec, raw, _ in cases])
+    proc = await asyncio.create_subprocess_exec(node, "-e", script, stdin=asyncio.subprocess.PIPE,
+                                                stdout=asyncio.subprocess.PIPE)
+    out, _ = await asyncio.wait_for(proc.communicate(payload), 30)
+    assert orjson.loads(out) == [c[2] for c in cases]
 
 
 async def test_order_created_arrives_for_a_purchase(fast: tuple[RunningServer, Api]) -> None:
