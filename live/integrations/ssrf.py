@@ -67,6 +67,11 @@ def parse_target(url: str) -> tuple[str, int]:
         raise Refused("url has no host")
     if u.username is not None or u.password is not None:
         raise Refused("url must not carry credentials")
+    if literal(u.hostname) is None:
+        try:
+            u.hostname.encode("idna")
+        except UnicodeError as e:
+            raise Refused(f"not a valid host name: {u.hostname}") from e
     return u.hostname, port or (443 if u.scheme == "https" else 80)
 
 
@@ -89,7 +94,7 @@ async def check_url(url: str, allow_private: bool, timeout: float = 5.0) -> None
         try:
             async with asyncio.timeout(timeout):
                 infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except (OSError, TimeoutError) as e:
+        except (OSError, TimeoutError, UnicodeError) as e:  # UnicodeError: a bad IDNA label
             raise Refused(f"cannot resolve {host}") from e
         addrs = [ipaddress.ip_address(str(i[4][0]).split("%", 1)[0]) for i in infos]
     for a in addrs:

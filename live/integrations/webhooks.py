@@ -352,7 +352,7 @@ class Sender:
                 await r.content.readany()  # a receiver's answer is not ours to keep
         except TimeoutError:
             error = f"timeout after {self._s.webhook_timeout_s}s"
-        except (aiohttp.ClientError, OSError, ssrf.Refused) as e:
+        except Exception as e:  # whatever went wrong, it is a failed attempt, logged and retried
             error = f"{type(e).__name__}: {e}"[:300]
         ms = int((time.perf_counter() - t0) * 1000)
         ok = code is not None and 200 <= code < 300
