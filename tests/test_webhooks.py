@@ -15,6 +15,7 @@ import orjson
 import pytest
 from sqlalchemy import select
 
+from live.core import keys
 from live.core.ids import new_id, utcnow
 from live.core.models import OutboxEvent, Webhook
 from live.integrations import signing, ssrf
@@ -167,7 +168,28 @@ async def test_order_created_arrives_for_a_purchase(fast: tuple[RunningServer, A
         await rec.wait(lambda r: len(r.ok()) == 1, what="order.created")
         data = rec.ok()[0].body["data"]
         assert data["order_id"] == ack["order"]["id"] and data["card_id"] == card["id"] and data["qty"] == 1
-        # A replayed persister batch writes no second order, so no second event.
+        # The persister applying the same stream entries again (as after a crash before its
+        # ack) writes no second order, so no second event.
+        compact = await srv.services.redis.hget(keys.card_orders(card["id"]), ack["order"]["id"])
+        assert compact
+        await srv.services.orders._apply(keys.card_stream(card["id"]), [("0-1", {"t": "created", "o": compact})])
+        await asyncio.sleep(0.3)
+        assert len(rec.got) == 1
+
+
+async def test_card_sold_out_arrives_once_when_the_card_row_turns_sold_out(fast: tuple[RunningServer, Api]) -> None:
+    srv, api = fast
+    s = await api.streamer()
+    async with receiver() as rec:
+        await subscribe(api, s["token"], rec.url, ["card.sold_out"])
+        room = await api.live_room(s["token"])
+        card = await list_card(api, s["token"], room["id"], stock=5)
+        entry = ("0-1", {"t": "card", "s": "sold_out", "at": "0"})
+        for _ in range(2):  # a status entry the persister applies twice (a replay) reports once
+            await srv.services.orders._apply(keys.card_stream(card["id"]), [entry])
+        await rec.wait(lambda r: len(r.ok()) == 1, what="card.sold_out")
+        assert rec.ok()[0].body["data"] == {"card_id": card["id"], "room_id": room["id"], "title": card["title"],
+                                            "stock": 5}
         await asyncio.sleep(0.3)
         assert len(rec.got) == 1
 
@@ -284,6 +306,26 @@ async def test_events_of_one_order_arrive_in_order_under_retries(fast: tuple[Run
         # ...while order B was not held up by A's retries.
         b_at = next(i for i, r in enumerate(rec.got) if r.body["data"]["order"] == "B")
         assert b_at < first_ok
+
+
+async def test_two_processes_share_the_work_without_sending_twice(settings_factory) -> None:  # type: ignore[no-untyped-def]
+    """Two servers on one database: every event is fanned out once and sent once, and each
+    order's events still arrive in order."""
+    async with run_app(settings_factory(**FAST)) as one, run_app(settings_factory(**FAST)) as two, \
+            Api(one.url) as api, receiver(answer=lambda n, body: 500 if n % 7 == 3 else 200) as rec:
+        s = await api.streamer()
+        shop = s["user"]["id"]
+        await subscribe(api, s["token"], rec.url, ["order.paid", "order.shipped", "order.completed"])
+        keys = [f"o{i}-{new_id()}" for i in range(10)]
+        for step, type_ in enumerate(["order.paid", "order.shipped", "order.completed"]):
+            for i, key in enumerate(keys):
+                await emit_now(one if i % 2 else two, type_, shop, key, order=key, step=step)
+        await rec.wait(lambda r: len(r.ok()) == 30, timeout=30, what="thirty events")
+        assert len({r.body["id"] for r in rec.ok()}) == 30  # none sent twice after a 2xx
+        for key in keys:
+            assert [r.body["data"]["step"] for r in rec.ok() if r.body["data"]["order"] == key] == [0, 1, 2]
+        senders = {r.headers["X-Live-Delivery"] for r in rec.got}
+        assert len(senders) == 30  # retries reuse their delivery id
 
 
 async def test_a_dead_endpoint_does_not_hold_up_another(fast: tuple[RunningServer, Api]) -> None:

@@ -73,7 +73,7 @@ async def orders_created(session: AsyncSession, card_id: str, rows: list[dict[st
 
 
 async def card_sold_out(session: AsyncSession, card: Card) -> None:
-    """``card.sold_out`` once per card (keyed by card id)."""
+    """``card.sold_out`` once per card and stock level (a restocked card may sell out again)."""
     shop = await _shop_of_card(session, card.id)
     await emit(session, "card.sold_out", shop,
                {"card_id": card.id, "room_id": card.room_id, "title": card.title,
