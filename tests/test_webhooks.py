@@ -216,6 +216,10 @@ async def test_failing_endpoint_is_retried_until_it_answers(fast: tuple[RunningS
             await asyncio.sleep(0.05)
         assert d["status"] == "delivered" and d["attempts"] == 4 and d["last_code"] == 200
         assert [a["code"] for a in d["log"]] == [500, 500, 500, 200]
+        status, text = await api.get("/metrics")
+        counts = dict(re.findall(r'live_webhook_attempts_total\{result="(\w+)"\} ([\d.]+)', text.decode()))
+        # (at least: the shared test database may hold other tests' leftovers for this sender)
+        assert float(counts["retry"]) >= 3 and float(counts["delivered"]) >= 1
 
 
 async def test_gives_up_after_max_attempts_then_replay_sends_it_again(settings_factory) -> None:  # type: ignore[no-untyped-def]
@@ -334,8 +338,8 @@ async def test_a_dead_endpoint_does_not_hold_up_another(fast: tuple[RunningServe
     shop = s["user"]["id"]
     async with receiver() as dead, receiver() as alive:
         dead.hang = asyncio.Event()  # answers nothing (each attempt runs into the timeout)
-        await subscribe(api, s["token"], dead.url, ["order.paid", "order.shipped"])
-        await subscribe(api, s["token"], alive.url, ["order.shipped"])
+        hooks = [await subscribe(api, s["token"], dead.url, ["order.paid", "order.shipped"]),
+                 await subscribe(api, s["token"], alive.url, ["order.shipped"])]
         # A backlog for the dead endpoint alone, older than anything the live one gets.
         async with srv.services.db() as sess, sess.begin():
             await emit_many(sess, [("order.paid", shop, {"i": i}, f"o{i}-{new_id()}", None) for i in range(300)])
@@ -343,6 +347,8 @@ async def test_a_dead_endpoint_does_not_hold_up_another(fast: tuple[RunningServe
             await emit_now(srv, "order.shipped", shop, f"o{i}-{new_id()}", i=i)
         await alive.wait(lambda r: len(r.ok()) == 12, timeout=5, what="all twelve at the live endpoint")
         assert dead.got == []
+        for h in hooks:  # its backlog is no other test's business
+            await api.ok("DELETE", f"/api/webhooks/{h['id']}", token=s["token"])
 
 
 async def test_rotation_old_and_new_secrets_both_verify_during_grace(fast: tuple[RunningServer, Api]) -> None:

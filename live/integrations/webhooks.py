@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from sqlalchemy import and_, delete, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
@@ -192,8 +193,14 @@ class Sender:
     """The background loop of one process: fan out, claim, send (see the module docstring)."""
 
     def __init__(self, db: async_sessionmaker[AsyncSession], settings: Settings, proc_id: str,
-                 wake: asyncio.Event) -> None:
+                 wake: asyncio.Event, registry: CollectorRegistry | None = None) -> None:
         self._db = db
+        r = registry or CollectorRegistry()
+        self.m_attempts = Counter("live_webhook_attempts_total", "Webhook POSTs by result",
+                                  ["result"], registry=r)  # delivered | retry | failed
+        self.m_seconds = Histogram("live_webhook_attempt_seconds", "Webhook POST duration", registry=r,
+                                   buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+        self.m_events = Counter("live_webhook_events_total", "Outbox events fanned out", registry=r)
         self._s = settings
         self._proc_id = proc_id
         self._wake = wake
@@ -269,6 +276,7 @@ class Sender:
                         s.add(WebhookDelivery(id=new_id(), webhook_id=h.id, event_id=ev.id, event_type=ev.type,
                                               ordering_key=ev.ordering_key, seq=ev.seq, status="pending",
                                               attempts=0, next_at=now, created_at=now))
+        self.m_events.inc(taken)
         return taken
 
     async def dispatch_once(self) -> int:
@@ -362,6 +370,7 @@ class Sender:
         done = utcnow()
         values: dict[str, Any] = {"attempts": attempts, "last_code": code, "last_error": None if ok else error,
                                   "claimed_by": None, "claimed_until": None}
+        self.m_seconds.observe(ms / 1000)
         if ok:
             values.update(status="delivered", finished_at=done)
         elif (attempts >= self._s.webhook_max_attempts
@@ -378,11 +387,12 @@ class Sender:
             await s.execute(update(WebhookDelivery).where(WebhookDelivery.id == d.id,
                                                           WebhookDelivery.claimed_by == token)
                             .values(**values).execution_options(synchronize_session=False))
+        self.m_attempts.labels(values.get("status", "retry")).inc()
 
 
 def install(svc: Services) -> None:
     """Build the webhook service and add the sender loop."""
     service = WebhookService(svc.db, svc.settings, svc.auth)
-    sender = Sender(svc.db, svc.settings, svc.proc_id, service.wake)
+    sender = Sender(svc.db, svc.settings, svc.proc_id, service.wake, svc.metrics.registry)
     svc.webhooks = service
     svc.loops.append(("webhook-sender", sender.run))
