@@ -351,6 +351,23 @@ async def test_a_dead_endpoint_does_not_hold_up_another(fast: tuple[RunningServe
             await api.ok("DELETE", f"/api/webhooks/{h['id']}", token=s["token"])
 
 
+async def test_requests_in_flight_are_bounded_per_endpoint_and_per_process(settings_factory) -> None:  # type: ignore[no-untyped-def]
+    async with run_app(settings_factory(**{**FAST, "webhook_concurrency": 2, "webhook_max_inflight": 3,
+                                           "webhook_timeout_s": 10})) as srv, \
+            Api(srv.url) as api, receiver() as a, receiver() as b:
+        s = await api.streamer()
+        a.hang, b.hang = asyncio.Event(), asyncio.Event()
+        hooks = [await subscribe(api, s["token"], a.url, ["order.paid"]),
+                 await subscribe(api, s["token"], b.url, ["order.paid"])]
+        for i in range(6):  # six orders: nothing waits on ordering, only on the bounds
+            await emit_now(srv, "order.paid", s["user"]["id"], f"o{i}-{new_id()}")
+        await a.wait(lambda r: a.holding + b.holding == 3, what="three requests held")
+        await asyncio.sleep(0.3)  # several more sender ticks: still no more than the bounds
+        assert a.max_holding <= 2 and b.max_holding <= 2 and a.holding + b.holding == 3
+        for h in hooks:
+            await api.ok("DELETE", f"/api/webhooks/{h['id']}", token=s["token"])
+
+
 async def test_rotation_old_and_new_secrets_both_verify_during_grace(fast: tuple[RunningServer, Api]) -> None:
     srv, api = fast
     s = await api.streamer()

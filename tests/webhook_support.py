@@ -39,6 +39,8 @@ class Receiver:
     hang: asyncio.Event | None = None  # when set: hold every request until it is set
     got: list[Received] = field(default_factory=list)
     entered: asyncio.Event = field(default_factory=asyncio.Event)
+    holding: int = 0  # requests being answered right now
+    max_holding: int = 0
 
     def ok(self) -> list[Received]:
         """Requests answered 2xx, in arrival order."""
@@ -63,8 +65,13 @@ async def receiver(answer: Callable[[int, Any], int] | None = None) -> AsyncIter
     async def handle(request: web.Request) -> web.Response:
         raw = await request.read()
         rec.entered.set()
-        if rec.hang is not None:
-            await rec.hang.wait()
+        rec.holding += 1
+        rec.max_holding = max(rec.max_holding, rec.holding)
+        try:
+            if rec.hang is not None:
+                await rec.hang.wait()
+        finally:
+            rec.holding -= 1
         status = rec.answer(len(rec.got), orjson.loads(raw))
         rec.got.append(Received(dict(request.headers), raw, status))
         return web.Response(status=status, text="ok" if status < 300 else "no")

@@ -92,6 +92,7 @@ class Settings(BaseModel):
     webhook_retention_s: float = Field(30 * 86400.0, gt=0)
     webhook_timeout_s: float = Field(10.0, gt=0)
     webhook_concurrency: int = Field(4, ge=1, le=64)
+    webhook_max_inflight: int = Field(256, ge=1)
     webhook_poll_s: float = Field(0.5, gt=0)
     webhook_rotation_grace_s: float = Field(86400.0, ge=0)
     webhook_signature_tolerance_s: int = Field(300, ge=1)

@@ -297,8 +297,11 @@ class Sender:
                                    .where(ranked.c.rank <= self._s.webhook_concurrency)
                                    .order_by(ranked.c.seq, ranked.c.id).limit(CLAIM_BATCH))).all()
         room = {w: self._s.webhook_concurrency - n for w, n in self._inflight.items()}
+        free = self._s.webhook_max_inflight - sum(self._inflight.values())
         want: list[str] = []
         for delivery_id, webhook_id in due:
+            if len(want) >= free:
+                break
             if room.get(webhook_id, self._s.webhook_concurrency) > 0:
                 room[webhook_id] = room.get(webhook_id, self._s.webhook_concurrency) - 1
                 want.append(delivery_id)
