@@ -57,3 +57,37 @@ async def test_kill_9_mid_delivery_loses_no_event() -> None:
                 assert d["id"] == got.headers["X-Live-Delivery"] and d["status"] == "delivered"
         finally:
             stop_server(server)
+
+
+async def test_a_thousand_events_arrive_complete_and_in_order_per_key(settings_factory) -> None:  # type: ignore[no-untyped-def]
+    """Throughput with the default poll interval: 1000 events over 50 orders to one endpoint,
+    emitted in 20 transactions; prints events/s and the emit-to-arrival latency."""
+    import time
+
+    from live.core.ids import new_id
+    from live.integrations.outbox import emit_many
+    from tests.support import run_app
+    from tests.webhook_support import FAST
+
+    arrived: dict[str, float] = {}
+    async with run_app(settings_factory(**{**FAST, "webhook_poll_s": 0.5})) as srv, Api(srv.url) as api, \
+            receiver() as rec:
+        rec.answer = lambda n, body: arrived.setdefault(body["id"], time.perf_counter()) and 200
+        s = await api.streamer()
+        shop = s["user"]["id"]
+        status, hook = await api.post("/api/webhooks", json={"url": rec.url, "events": ["order.paid"]},
+                                      token=s["token"])
+        assert status == 201
+        keys = [f"o{i}-{new_id()}" for i in range(50)]
+        t0 = time.perf_counter()
+        for batch in range(20):
+            async with srv.services.db() as sess, sess.begin():
+                await emit_many(sess, [("order.paid", shop, {"order": k, "n": batch}, k, None) for k in keys])
+        await rec.wait(lambda r: len(r.ok()) == 1000, timeout=60, what="a thousand events")
+        took = time.perf_counter() - t0
+        for k in keys:
+            assert [r.body["data"]["n"] for r in rec.ok() if r.body["data"]["order"] == k] == list(range(20))
+        assert len({r.body["id"] for r in rec.ok()}) == 1000
+        print(f"\n1000 webhook events in {took:.2f} s: {1000 / took:.0f}/s "
+              f"(first after {min(arrived.values()) - t0:.2f} s)")
+        await api.ok("DELETE", f"/api/webhooks/{hook['id']}", token=s["token"])

@@ -312,36 +312,33 @@ class Sender:
             await s.execute(update(D).where(D.id.in_(want), D.status == "pending", unclaimed)
                             .values(claimed_by=token, claimed_until=now + timedelta(seconds=self.lease_s))
                             .execution_options(synchronize_session=False))
+        # What we hold, with its webhook and event in the same read: a send needs nothing more.
         async with self._db() as s:
-            mine = (await s.execute(select(D.id, D.webhook_id).where(D.claimed_by == token))).all()
-        for delivery_id, webhook_id in mine:
-            self._inflight[webhook_id] += 1
-            task = asyncio.create_task(self._send(delivery_id, webhook_id, token), name=f"webhook-{delivery_id}")
+            mine = (await s.execute(select(D, Webhook, OutboxEvent).join(Webhook, Webhook.id == D.webhook_id)
+                                    .join(OutboxEvent, OutboxEvent.id == D.event_id)
+                                    .where(D.claimed_by == token))).all()
+        for d, hook, ev in mine:
+            self._inflight[hook.id] += 1
+            task = asyncio.create_task(self._send(d, hook, ev, token), name=f"webhook-{d.id}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return len(mine)
 
-    async def _send(self, delivery_id: str, webhook_id: str, token: str) -> None:
+    async def _send(self, d: WebhookDelivery, hook: Webhook, ev: OutboxEvent, token: str) -> None:
         try:
-            await self.send(delivery_id, token)
+            await self.send(d, hook, ev, token)
         except Exception:
-            log.exception("webhook delivery %s failed unexpectedly", delivery_id)
+            log.exception("webhook delivery %s failed unexpectedly", d.id)
         finally:
-            self._inflight[webhook_id] -= 1
-            if self._inflight[webhook_id] <= 0:
-                del self._inflight[webhook_id]
+            self._inflight[hook.id] -= 1
+            if self._inflight[hook.id] <= 0:
+                del self._inflight[hook.id]
             self._wake.set()  # a slot is free and the key's next event may be due
 
-    async def send(self, delivery_id: str, token: str) -> None:
-        """One attempt of one claimed delivery, and its outcome recorded."""
+    async def send(self, d: WebhookDelivery, hook: Webhook, ev: OutboxEvent, token: str) -> None:
+        """One attempt of one claimed delivery (``token`` holds its claim), and its outcome
+        recorded."""
         assert self._http is not None
-        async with self._db() as s:
-            d = await s.get(WebhookDelivery, delivery_id)
-            hook = await s.get(Webhook, d.webhook_id) if d is not None else None
-            ev = (await s.execute(select(OutboxEvent).where(OutboxEvent.id == d.event_id))).scalar_one_or_none() \
-                if d is not None else None
-        if d is None or hook is None or ev is None:
-            return  # the webhook was deleted meanwhile
         body = orjson.dumps({"id": ev.id, "type": ev.type, "created_at": iso(ev.created_at), "data": ev.data})
         now = utcnow()
         keys = [hook.secret]
