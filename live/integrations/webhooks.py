@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from sqlalchemy import and_, delete, exists, func, or_, select, update
+from sqlalchemy import and_, delete, exists, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
@@ -254,28 +254,31 @@ class Sender:
 
     async def fan_out_once(self) -> int:
         """Turn new outbox events into deliveries; returns how many events this process took."""
-        taken = 0
         async with self._db() as s, s.begin():
             events = (await s.execute(select(OutboxEvent).where(OutboxEvent.fanned_out.is_(False))
                                       .order_by(OutboxEvent.seq).limit(FANOUT_BATCH))).scalars().all()
             if not events:
                 return 0
+            # Whoever flips the flag fans out: an UPDATE of the rows still unflipped, RETURNING
+            # the ones it changed (on PostgreSQL a second process waits for the first one's
+            # commit, then finds them flipped). Not SKIP LOCKED: a process skipping ahead would
+            # create a later event's delivery before an earlier one's of the same order exists.
+            seqs = [e.seq for e in events]
+            res = await s.execute(update(OutboxEvent)
+                                  .where(OutboxEvent.seq.in_(seqs), OutboxEvent.fanned_out.is_(False))
+                                  .values(fanned_out=True).returning(OutboxEvent.seq)
+                                  .execution_options(synchronize_session=False))
+            mine = {seq for (seq,) in res}
             hooks = (await s.execute(select(Webhook))).scalars().all()
             now = utcnow()
-            for ev in events:
-                # Whoever flips the flag fans out; a second process finds it flipped (on
-                # PostgreSQL it waits for the first one's commit, then re-checks the row).
-                res = await s.execute(update(OutboxEvent).where(OutboxEvent.seq == ev.seq,
-                                                                OutboxEvent.fanned_out.is_(False))
-                                      .values(fanned_out=True).execution_options(synchronize_session=False))
-                if getattr(res, "rowcount", 0) != 1:
-                    continue
-                taken += 1
-                for h in hooks:
-                    if ev.type in h.events and (h.shop_id is None or h.shop_id == ev.shop_id):
-                        s.add(WebhookDelivery(id=new_id(), webhook_id=h.id, event_id=ev.id, event_type=ev.type,
-                                              ordering_key=ev.ordering_key, seq=ev.seq, status="pending",
-                                              attempts=0, next_at=now, created_at=now))
+            rows = [{"id": new_id(), "webhook_id": h.id, "event_id": ev.id, "event_type": ev.type,
+                     "ordering_key": ev.ordering_key, "seq": ev.seq, "status": "pending", "attempts": 0,
+                     "next_at": now, "created_at": now}
+                    for ev in events if ev.seq in mine
+                    for h in hooks if ev.type in h.events and (h.shop_id is None or h.shop_id == ev.shop_id)]
+            if rows:
+                await s.execute(insert(WebhookDelivery), rows)
+            taken = len(mine)
         self.m_events.inc(taken)
         return taken
 
@@ -312,8 +315,7 @@ class Sender:
             await s.execute(update(D).where(D.id.in_(want), D.status == "pending", unclaimed)
                             .values(claimed_by=token, claimed_until=now + timedelta(seconds=self.lease_s))
                             .execution_options(synchronize_session=False))
-        # What we hold, with its webhook and event in the same read: a send needs nothing more.
-        async with self._db() as s:
+            # What we now hold, with its webhook and event: a send needs nothing more.
             mine = (await s.execute(select(D, Webhook, OutboxEvent).join(Webhook, Webhook.id == D.webhook_id)
                                     .join(OutboxEvent, OutboxEvent.id == D.event_id)
                                     .where(D.claimed_by == token))).all()
@@ -379,14 +381,14 @@ class Sender:
         else:
             values.update(next_at=done + timedelta(seconds=backoff_s(self._s, attempts)))
         async with self._db() as s, s.begin():
-            if await s.get(WebhookDelivery, d.id) is None:
+            # Only while the claim is still ours: past the lease another process may have sent
+            # it again, and its outcome is the one to keep (this attempt is still logged).
+            res = await s.execute(update(WebhookDelivery).where(WebhookDelivery.id == d.id,
+                                                                WebhookDelivery.claimed_by == token)
+                                  .values(**values).execution_options(synchronize_session=False))
+            if getattr(res, "rowcount", 0) != 1 and await s.get(WebhookDelivery, d.id) is None:
                 return  # its webhook was deleted while we sent
             s.add(WebhookAttempt(delivery_id=d.id, at=now, code=code, error=None if ok else error, ms=ms))
-            # Only while the claim is still ours: past the lease another process may have sent
-            # it again, and its outcome is the one to keep.
-            await s.execute(update(WebhookDelivery).where(WebhookDelivery.id == d.id,
-                                                          WebhookDelivery.claimed_by == token)
-                            .values(**values).execution_options(synchronize_session=False))
         self.m_attempts.labels(values.get("status", "retry")).inc()
 
 
