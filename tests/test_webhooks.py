@@ -120,6 +120,17 @@ async def test_room_events_arrive_signed_and_verifiable(fast: tuple[RunningServe
         assert not signing.verify(old, rec.ok()[0].raw, hook["secret"])
 
 
+async def test_a_room_ending_by_itself_is_reported(settings_factory) -> None:  # type: ignore[no-untyped-def]
+    async with run_app(settings_factory(**{**FAST, "room_idle_end_s": 0.5})) as srv, Api(srv.url) as api, \
+            receiver() as rec:
+        s = await api.streamer()
+        await subscribe(api, s["token"], rec.url, ["room.live", "room.ended"])
+        room = await api.live_room(s["token"])  # nobody publishes or keeps a studio open
+        await rec.wait(lambda r: len(r.ok()) == 2, what="room.live, then room.ended by the idle loop")
+        assert [r.type for r in rec.ok()] == ["room.live", "room.ended"]
+        assert rec.ok()[1].body["data"]["room_id"] == room["id"] and rec.ok()[1].body["data"]["ended_at"]
+
+
 def _doc_snippet(lang: str) -> str:
     """The first ``lang`` code block of docs/integrations.md that defines ``verify``."""
     text = (ROOT / "docs" / "integrations.md").read_text(encoding="utf-8")

@@ -47,6 +47,7 @@ SCRIPTS = ["bucket", "presence_join", "presence_leave", "presence_reap", "coales
 # ``install(services)`` (builds its service, adds loops/closers); the transport module has
 # ``setup(app, socket_app)`` (routes and Socket.IO events, at creation time).
 DOMAINS: list[tuple[str, str]] = [
+    ("live.community.rooms", "live.transport.routes_rooms"),
     ("live.community.chat", "live.transport.routes_chat"),
     ("live.commerce.flashbuy", "live.transport.routes_flash"),
     ("live.media.rtc", "live.transport.routes_media"),

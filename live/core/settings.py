@@ -83,6 +83,10 @@ class Settings(BaseModel):
     hls_playlist_size: int = Field(6, ge=2)
     ice_servers: list[str] = Field(default_factory=list)
 
+    # --- rooms ending by themselves ---
+    # A live room whose publisher (WHIP) and streamer (studio socket) have been gone this long ends.
+    room_idle_end_s: float = Field(180.0, gt=0)
+
     # --- integrations: webhooks (live.integrations) ---
     webhook_allow_private: bool = False
     webhook_retry_s: float = Field(5.0, gt=0)
@@ -95,7 +99,6 @@ class Settings(BaseModel):
     webhook_max_inflight: int = Field(256, ge=1)
     webhook_poll_s: float = Field(0.5, gt=0)
     webhook_rotation_grace_s: float = Field(86400.0, ge=0)
-    webhook_signature_tolerance_s: int = Field(300, ge=1)
 
     log_level: str = "INFO"
     # "uvloop" (libuv's event loop: cheaper socket I/O, tasks and timers on the buy path) or

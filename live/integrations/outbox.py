@@ -10,6 +10,7 @@ Other domains call :func:`emit` (or a helper below) with their open ``AsyncSessi
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, select
@@ -81,10 +82,12 @@ async def card_sold_out(session: AsyncSession, card: Card) -> None:
                card.id, dedupe_key=f"card.sold_out:{card.id}:{card.stock + card.restocked}")
 
 
-async def room_status(session: AsyncSession, room: Room) -> None:
-    """``room.live`` / ``room.ended`` when a room's status changes (the caller's transaction)."""
-    type_ = "room.live" if room.status == "live" else "room.ended"
+async def room_status(session: AsyncSession, room: Room, status: str, at: datetime) -> None:
+    """``room.live`` / ``room.ended``: ``room`` moved to ``status`` at ``at``, in the caller's
+    transaction (the row itself may not show the change yet: it was made by an UPDATE)."""
+    type_ = "room.live" if status == "live" else "room.ended"
+    started = at if status == "live" else room.started_at
     await emit(session, type_, room.streamer_id,
-               {"room_id": room.id, "title": room.title, "status": room.status,
-                "started_at": iso(room.started_at), "ended_at": iso(room.ended_at)},
+               {"room_id": room.id, "title": room.title, "status": status,
+                "started_at": iso(started), "ended_at": iso(at) if status == "ended" else None},
                room.id, dedupe_key=f"{type_}:{room.id}")
