@@ -22,7 +22,7 @@ from live.integrations import signing, ssrf
 from live.integrations.outbox import emit, emit_many
 from tests.flash_support import list_card
 from tests.support import ROOT, Api, RunningServer, run_app
-from tests.webhook_support import FAST, receiver
+from tests.webhook_support import FAST, deliveries_when, receiver
 
 
 @pytest.fixture
@@ -37,14 +37,17 @@ async def subscribe(api: Api, token: str, url: str, events: list[str]) -> dict[s
     return hook
 
 
+async def subscribed_sale(api: Api, token: str, url: str, event: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The shop subscribed to ``event`` at ``url``, with a live room and a card of 5 on sale."""
+    await subscribe(api, token, url, [event])
+    room = await api.live_room(token)
+    return room, await list_card(api, token, room["id"], stock=5)
+
+
 async def emit_now(srv: RunningServer, type_: str, shop_id: str, key: str, **data: Any) -> None:
     """An event as a domain emits it: inside its own committed transaction."""
     async with srv.services.db() as s, s.begin():
         await emit(s, type_, shop_id, data, key)
-
-
-async def deliveries(api: Api, token: str, hook_id: str) -> list[dict[str, Any]]:
-    return list(await api.ok("GET", f"/api/webhooks/{hook_id}/deliveries", token=token))
 
 
 # --- subscriptions ------------------------------------------------------------------------------
@@ -170,9 +173,7 @@ async def test_order_created_arrives_for_a_purchase(fast: tuple[RunningServer, A
     srv, api = fast
     s = await api.streamer()
     async with receiver() as rec:
-        await subscribe(api, s["token"], rec.url, ["order.created"])
-        room = await api.live_room(s["token"])
-        card = await list_card(api, s["token"], room["id"], stock=5)
+        room, card = await subscribed_sale(api, s["token"], rec.url, "order.created")
         v = await api.guest()
         ack = await api.ok("POST", f"/api/cards/{card['id']}/buy", json={"qty": 1, "request_id": uuid.uuid4().hex},
                            token=v["token"])
@@ -192,9 +193,7 @@ async def test_card_sold_out_arrives_once_when_the_card_row_turns_sold_out(fast:
     srv, api = fast
     s = await api.streamer()
     async with receiver() as rec:
-        await subscribe(api, s["token"], rec.url, ["card.sold_out"])
-        room = await api.live_room(s["token"])
-        card = await list_card(api, s["token"], room["id"], stock=5)
+        room, card = await subscribed_sale(api, s["token"], rec.url, "card.sold_out")
         entry = ("0-1", {"t": "card", "s": "sold_out", "at": "0"})
         for _ in range(2):  # a status entry the persister applies twice (a replay) reports once
             await srv.services.orders._apply(keys.card_stream(card["id"]), [entry])
@@ -217,14 +216,7 @@ async def test_failing_endpoint_is_retried_until_it_answers(fast: tuple[RunningS
         assert len({r.headers["X-Live-Delivery"] for r in rec.got}) == 1
         assert len({r.body["id"] for r in rec.got}) == 1
 
-        async def logged() -> list[dict[str, Any]]:
-            return await deliveries(api, s["token"], hook["id"])
-
-        for _ in range(100):
-            (d,) = await logged()
-            if d["status"] == "delivered":
-                break
-            await asyncio.sleep(0.05)
+        (d,) = await deliveries_when(api, s["token"], hook["id"], lambda ds: ds[0]["status"] == "delivered")
         assert d["status"] == "delivered" and d["attempts"] == 4 and d["last_code"] == 200
         assert [a["code"] for a in d["log"]] == [500, 500, 500, 200]
         status, text = await api.get("/metrics")
@@ -240,12 +232,7 @@ async def test_gives_up_after_max_attempts_then_replay_sends_it_again(settings_f
         async with receiver(answer=lambda n, body: 200 if up else 503) as rec:
             hook = await subscribe(api, s["token"], rec.url, ["room.live"])
             await api.live_room(s["token"])
-            for _ in range(200):
-                ds = await deliveries(api, s["token"], hook["id"])
-                if ds and ds[0]["status"] == "failed":
-                    break
-                await asyncio.sleep(0.05)
-            (d,) = ds
+            (d,) = await deliveries_when(api, s["token"], hook["id"], lambda ds: ds and ds[0]["status"] == "failed")
             assert d["status"] == "failed" and d["attempts"] == 2 and [a["code"] for a in d["log"]] == [503, 503]
             up = True
             status, replay = await api.post(f"/api/webhooks/{hook['id']}/deliveries/{d['id']}/replay",
@@ -268,11 +255,7 @@ async def test_gives_up_once_the_event_is_too_old(settings_factory) -> None:  # 
         s = await api.streamer()
         hook = await subscribe(api, s["token"], rec.url, ["order.paid"])
         await emit_now(srv, "order.paid", s["user"]["id"], f"o-{new_id()}")
-        for _ in range(200):
-            (d,) = await deliveries(api, s["token"], hook["id"]) or [{"status": "none"}]
-            if d["status"] == "failed":
-                break
-            await asyncio.sleep(0.05)
+        (d,) = await deliveries_when(api, s["token"], hook["id"], lambda ds: ds and ds[0]["status"] == "failed")
         assert d["status"] == "failed" and 2 <= d["attempts"] < 100
 
 
@@ -284,11 +267,7 @@ async def test_finished_deliveries_and_their_events_are_pruned(settings_factory)
         await emit_now(srv, "order.paid", s["user"]["id"], f"o-{new_id()}")
         await rec.wait(lambda r: len(r.ok()) == 1, what="the delivery")
         event_id = rec.ok()[0].body["id"]
-        for _ in range(100):
-            if not await deliveries(api, s["token"], hook["id"]):
-                break
-            await asyncio.sleep(0.05)
-        assert await deliveries(api, s["token"], hook["id"]) == []
+        await deliveries_when(api, s["token"], hook["id"], lambda ds: ds == [])
         async with srv.services.db() as sess:
             assert (await sess.execute(select(OutboxEvent).where(OutboxEvent.id == event_id))).first() is None
 
@@ -446,11 +425,7 @@ async def test_connect_time_check_refuses_a_name_that_now_resolves_private(
                                  url=f"http://localhost:{port}/hook", events=["order.paid"], secret="whsec_x",
                                  prev_secret=None, prev_until=None, created_at=utcnow()))
             await emit_now(srv, "order.paid", s["user"]["id"], f"o-{new_id()}")
-            for _ in range(200):
-                ds = await deliveries(api, s["token"], hook_id)
-                if ds and ds[0]["log"]:
-                    break
-                await asyncio.sleep(0.05)
+            ds = await deliveries_when(api, s["token"], hook_id, lambda ds: ds and ds[0]["log"])
             assert ds[0]["log"][0]["code"] is None and "refused address" in ds[0]["log"][0]["error"]
             assert rec.got == [] and not rec.entered.is_set()
             async with srv.services.db() as sess:

@@ -11,7 +11,7 @@ import pytest
 
 from live.integrations import signing
 from tests.support import Api, free_port, spawn_server, stop_server, wait_healthy
-from tests.webhook_support import receiver
+from tests.webhook_support import deliveries_when, receiver
 
 pytestmark = pytest.mark.slow
 
@@ -48,11 +48,7 @@ async def test_kill_9_mid_delivery_loses_no_event() -> None:
             assert got.type == "room.live" and got.body["data"]["room_id"] == room["id"]
             assert signing.verify(got.headers["X-Live-Signature"], got.raw, hook["secret"])
             async with Api(url) as api:
-                for _ in range(200):  # the receiver saw it before the server recorded the answer
-                    (d,) = await api.ok("GET", f"/api/webhooks/{hook['id']}/deliveries", token=s["token"])
-                    if d["status"] == "delivered":
-                        break
-                    await asyncio.sleep(0.05)
+                (d,) = await deliveries_when(api, s["token"], hook["id"], lambda ds: ds[0]["status"] == "delivered")
                 # The same delivery, sent again once the dead process's claim ran out.
                 assert d["id"] == got.headers["X-Live-Delivery"] and d["status"] == "delivered"
         finally:

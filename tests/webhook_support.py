@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from tests.support import free_port
+from tests.support import Api, free_port
 
 
 @dataclass
@@ -93,3 +93,21 @@ async def receiver(answer: Callable[[int, Any], int] | None = None) -> AsyncIter
 # fractions of a second.
 FAST: dict[str, Any] = {"webhook_allow_private": True, "webhook_retry_s": 0.1, "webhook_retry_max_s": 0.3,
                         "webhook_timeout_s": 2.0, "webhook_poll_s": 0.05, "webhook_max_attempts": 6}
+
+
+async def deliveries(api: Api, token: str, hook_id: str) -> list[dict[str, Any]]:
+    return list(await api.ok("GET", f"/api/webhooks/{hook_id}/deliveries", token=token))
+
+
+async def deliveries_when(api: Api, token: str, hook_id: str, cond: Callable[[list[dict[str, Any]]], bool],
+                          timeout: float = 10) -> list[dict[str, Any]]:
+    """The webhook's delivery log once ``cond`` holds for it (the server records an answer just
+    after the receiver has seen the request, so tests wait for the log, not the receiver)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        ds = await deliveries(api, token, hook_id)
+        if cond(ds):
+            return ds
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the delivery log never matched: {ds}")
+        await asyncio.sleep(0.05)
