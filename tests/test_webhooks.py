@@ -379,8 +379,12 @@ async def test_rotation_old_and_new_secrets_both_verify_during_grace(fast: tuple
         assert r.headers["X-Live-Signature"].count("v1=") == 1
         assert signing.verify(r.headers["X-Live-Signature"], r.raw, again["secret"])
         assert not signing.verify(r.headers["X-Live-Signature"], r.raw, rotated["secret"])
-        status, body = await api.post(f"/api/webhooks/{hook['id']}/rotate", json={"grace_s": -1}, token=s["token"])
-        assert (status, body["error"]["code"]) == (400, "INVALID")
+        for bad in (-1, True, "60", 10**9):
+            status, body = await api.post(f"/api/webhooks/{hook['id']}/rotate", json={"grace_s": bad},
+                                          token=s["token"])
+            assert (status, body["error"]["code"]) == (400, "INVALID"), bad
+        status, _ = await api.post(f"/api/webhooks/{new_id()}/rotate", json={}, token=s["token"])
+        assert status == 404
 
 
 # --- the SSRF guard -----------------------------------------------------------------------------

@@ -28,7 +28,7 @@ class WebhookIn(_In):
 
 class RotateIn(_In):
     # How long the old secret keeps signing; absent: the webhook_rotation_grace_s setting.
-    grace_s: float | None = Field(None, ge=0, le=30 * 86400, strict=False)
+    grace_s: float | None = Field(None, ge=0, le=30 * 86400)
 
 
 class DeliveriesQuery(_In):
