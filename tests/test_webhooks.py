@@ -302,6 +302,21 @@ async def test_events_of_one_order_arrive_in_order_under_retries(fast: tuple[Run
         assert b_at < first_ok
 
 
+async def test_a_later_event_goes_once_the_earlier_one_is_given_up(settings_factory) -> None:  # type: ignore[no-untyped-def]
+    async with run_app(settings_factory(**{**FAST, "webhook_max_attempts": 3})) as srv, Api(srv.url) as api, \
+            receiver(answer=lambda n, body: 500 if body["data"]["step"] == 1 else 200) as rec:
+        s = await api.streamer()
+        hook = await subscribe(api, s["token"], rec.url, ["order.paid", "order.shipped"])
+        key = f"o-{new_id()}"
+        await emit_now(srv, "order.paid", s["user"]["id"], key, step=1)
+        await emit_now(srv, "order.shipped", s["user"]["id"], key, step=2)
+        await rec.wait(lambda r: len(r.ok()) == 1, what="the later event")
+        # All three attempts of the first one came before the second one was sent.
+        assert [(r.body["data"]["step"], r.status) for r in rec.got] == [(1, 500)] * 3 + [(2, 200)]
+        ds = await deliveries_when(api, s["token"], hook["id"], lambda ds: "delivered" in {d["status"] for d in ds})
+        assert [(d["type"], d["status"]) for d in ds] == [("order.shipped", "delivered"), ("order.paid", "failed")]
+
+
 async def test_two_processes_share_the_work_without_sending_twice(settings_factory) -> None:  # type: ignore[no-untyped-def]
     """Two servers on one database: every event is fanned out once and sent once, and each
     order's events still arrive in order."""

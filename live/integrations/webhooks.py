@@ -158,7 +158,8 @@ class WebhookService:
         async with self._db() as s:
             hook = await self._own(s, who, webhook_id)
             rows = (await s.execute(select(WebhookDelivery).where(WebhookDelivery.webhook_id == hook.id)
-                                    .order_by(WebhookDelivery.created_at.desc(), WebhookDelivery.id.desc())
+                                    .order_by(WebhookDelivery.created_at.desc(), WebhookDelivery.seq.desc(),
+                                              WebhookDelivery.id.desc())
                                     .limit(limit))).scalars().all()
             logs: dict[str, list[dict[str, Any]]] = defaultdict(list)
             if rows:
