@@ -53,6 +53,7 @@ DOMAINS: list[tuple[str, str]] = [
     ("live.media.rtc", "live.transport.routes_media"),
     ("live.fans.service", "live.transport.routes_fans"),
     ("live.commerce.aftersales", "live.transport.routes_aftersales"),
+    ("live.integrations.webhooks", "live.transport.routes_webhooks"),
 ]
 
 

@@ -101,6 +101,19 @@ class Settings(BaseModel):
     # Key of the payment provider's callback signature; empty: derived from the token secret.
     payment_secret: str = ""
 
+    # --- integrations: webhooks (live.integrations) ---
+    webhook_allow_private: bool = False
+    webhook_retry_s: float = Field(5.0, gt=0)
+    webhook_retry_max_s: float = Field(3600.0, gt=0)
+    webhook_max_attempts: int = Field(12, ge=1)
+    webhook_max_age_s: float = Field(3 * 86400.0, gt=0)
+    webhook_retention_s: float = Field(30 * 86400.0, gt=0)
+    webhook_timeout_s: float = Field(10.0, gt=0)
+    webhook_concurrency: int = Field(4, ge=1, le=64)
+    webhook_max_inflight: int = Field(256, ge=1)
+    webhook_poll_s: float = Field(0.5, gt=0)
+    webhook_rotation_grace_s: float = Field(86400.0, ge=0)
+
     log_level: str = "INFO"
     # "uvloop" (libuv's event loop: cheaper socket I/O, tasks and timers on the buy path) or
     # "asyncio" (the standard library's).
