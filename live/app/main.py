@@ -51,12 +51,16 @@ class StartError(Exception):
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     fields = Settings.model_fields
     p = argparse.ArgumentParser(prog="live-server", description="live-commerce server: pages, API and "
-                                "Socket.IO on one port. Settings: --config FILE, then LIVE_* environment.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--host", default=None, help=f"address to bind (settings default: {fields['host'].default})")
-    p.add_argument("--port", type=int, default=None, help=f"port (settings default: {fields['port'].default})")
-    p.add_argument("--config", default=None, help="a TOML file of settings (keys as in config/default.toml)")
-    p.add_argument("--workers", type=int, default=1, help="worker processes sharing the port")
+                                "Socket.IO on one port. Every setting (see `live defaults`) is read from "
+                                "--config FILE, then from LIVE_<NAME> environment variables.")
+    p.add_argument("--host", default=None,
+                   help=f"address to bind (default: {fields['host'].default}, or LIVE_HOST)")
+    p.add_argument("--port", type=int, default=None,
+                   help=f"port, 0 for any free one (default: {fields['port'].default}, or LIVE_PORT)")
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="a TOML file of settings, keys as in `live defaults` (default: none)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="worker processes sharing the port, under one supervisor (default: 1)")
     return p.parse_args(argv)
 
 

@@ -4,6 +4,7 @@
     live reconcile [--card ID]     check the stock invariant across Redis and SQL
     live rebuild CARD_ID           rebuild a card's Redis state from SQL (after Redis data loss)
     live admin-token               print the moderator token (LIVE_ADMIN_TOKEN or the generated one)
+    live defaults                  print every setting with its default and meaning (a --config to copy)
 
 Each reads the same settings as the server (``--config`` file, ``LIVE_*`` environment) and opens
 the same services (``live.app.services.open_services``). With no ``LIVE_REDIS_URL`` it talks to
@@ -29,7 +30,7 @@ from live.app.factory import DOMAINS
 from live.app.services import Services, admin_token, open_services
 from live.core import db as dbmod
 from live.core import keys
-from live.core.settings import Settings, SettingsError, load_settings
+from live.core.settings import Settings, SettingsError, documented_defaults, load_settings
 from live.ops.embedded import EmbeddedRedis
 
 OK, PROBLEM, UNREACHABLE = 0, 1, 2
@@ -107,26 +108,31 @@ async def _rebuild(settings: Settings, card: str) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    fmt = argparse.ArgumentDefaultsHelpFormatter
     p = argparse.ArgumentParser(prog="live", description="live-commerce operations (exit 0 ok, 1 problem found, "
-                                "2 bad settings or a backend that cannot be reached)", formatter_class=fmt)
-    p.add_argument("--config", default=None, help="a TOML file of settings (keys as in config/default.toml)")
+                                "2 bad settings or a backend that cannot be reached)")
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="a TOML file of settings, keys as in `live defaults` (default: none; LIVE_* "
+                   "environment variables apply either way)")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
-    sub.add_parser("migrate", help="create the data dir if need be and apply database migrations",
-                   formatter_class=fmt)
+    sub.add_parser("migrate", help="create the data dir if need be and apply database migrations")
     r = sub.add_parser("reconcile", help="check the stock invariant of every active card (or one); "
-                       "exit 1 on a mismatch", formatter_class=fmt)
+                       "exit 1 on a mismatch")
     r.add_argument("--card", default=None, help="only this card id (default: every active card)")
     r.add_argument("--json", action="store_true", help="print the reports as JSON")
-    b = sub.add_parser("rebuild", help="rebuild a card's Redis state from SQL", formatter_class=fmt)
+    b = sub.add_parser("rebuild", help="rebuild a card's Redis state from SQL")
     b.add_argument("card", help="the card id")
     sub.add_parser("admin-token", help="print the moderator token (LIVE_ADMIN_TOKEN, or the one generated "
-                   "in the data dir at first start)", formatter_class=fmt)
+                   "in the data dir at first start)")
+    sub.add_parser("defaults", help="print every setting with its default and meaning (config/default.toml, "
+                   "a starting point for --config)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.cmd == "defaults":
+        print(documented_defaults(), end="")
+        return OK
     try:
         settings = load_settings(args.config)
     except SettingsError as e:
