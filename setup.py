@@ -17,11 +17,15 @@ import json
 import shutil
 import subprocess
 import tempfile
+import warnings
 from pathlib import Path
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 from setuptools.command.build_py import build_py
 from setuptools.errors import SetupError
+
+# web/static/{css,js,img} are data folders of live.web, not packages to list.
+warnings.filterwarnings("ignore", message=r"Package 'live\.web\.static")
 
 HERE = Path(__file__).resolve().parent
 WEB = HERE / "web"
@@ -61,7 +65,9 @@ def vendor_web_modules(dest: Path) -> None:
 
 
 setup(
-    packages=[*find_packages(include=["live", "live.*"]), "live.web", "live.config"],
+    # Namespace discovery: live/lua and the Alembic folders have no __init__.py but are shipped.
+    packages=[*find_namespace_packages(include=["live", "live.*"], exclude=["*.__pycache__"]),
+              "live.web", "live.config"],
     package_dir={"live.web": "web", "live.config": "config"},
     cmdclass={"build_py": BuildWithWebModules},
 )
