@@ -37,6 +37,7 @@ import live
 from live.app.factory import create_app
 from live.app.services import ADMIN_TOKEN_FILE, admin_token
 from live.core.settings import Settings, SettingsError, load_settings
+from live.ops.embedded import EmbeddedRedis, find_redis_server
 
 log = logging.getLogger("live")
 
@@ -176,7 +177,6 @@ def serve(settings: Settings, sock: socket.socket, *, show_banner: bool = True) 
 def supervise(settings: Settings, args: argparse.Namespace) -> int:
     """Run ``settings.workers`` processes on one port; own the embedded Redis if any."""
     from live.core import db as dbmod
-    from live.ops.embedded import EmbeddedRedis
 
     bind(settings.host, settings.port).close()  # a busy port is refused here, not in N workers
     env = dict(os.environ)
@@ -249,6 +249,11 @@ def main(argv: list[str] | None = None) -> int:
             serve(settings, bind(settings.host, settings.port, reuse_port=True), show_banner=False)
             return 0
         with instance_lock(settings, base_url(settings.host, settings.port)):
+            if settings.embedded_redis:
+                try:
+                    find_redis_server()
+                except RuntimeError as e:
+                    raise StartError(str(e)) from None
             if settings.workers > 1:
                 return supervise(settings, args)
             serve(settings, bind(settings.host, settings.port))

@@ -20,18 +20,19 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import redis.exceptions
 import sqlalchemy.exc
 
-from live.app.factory import DOMAINS
-from live.app.services import Services, admin_token, open_services
 from live.core import db as dbmod
 from live.core import keys
 from live.core.settings import Settings, SettingsError, documented_defaults, load_settings
 from live.ops.embedded import EmbeddedRedis
+
+if TYPE_CHECKING:
+    from live.app.services import Services
 
 OK, PROBLEM, UNREACHABLE = 0, 1, 2
 
@@ -58,6 +59,11 @@ def redis_url_for(settings: Settings) -> str:
 
 
 async def with_services(settings: Settings, work: Callable[[Services], Awaitable[int]]) -> int:
+    # Imported here: the app's modules (aiortc, PyAV, ...) cost seconds that --help, migrate and
+    # defaults do not need.
+    from live.app.factory import DOMAINS
+    from live.app.services import open_services
+
     async with open_services(settings, DOMAINS, redis_url=redis_url_for(settings), role="cli") as svc:
         return await work(svc)
 
@@ -144,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "reconcile":
             return asyncio.run(_reconcile(settings, args.card, args.json))
         if args.cmd == "admin-token":
+            from live.app.services import admin_token
+
             print(admin_token(settings))
             return OK
         return asyncio.run(_rebuild(settings, args.card))
