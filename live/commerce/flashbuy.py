@@ -17,7 +17,7 @@ import time
 from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
@@ -41,6 +41,10 @@ from live.core.models import Card, Room
 from live.media.images import ImagePipeline
 from live.media.qr import find_qr_codes
 from live.media.storage import LocalStorage
+
+if TYPE_CHECKING:
+    from live.app.services import Services
+    from live.commerce.orders import OrderService
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +102,7 @@ class LocalBuckets:
 
 
 class FlashService:
-    def __init__(self, svc: Any) -> None:
+    def __init__(self, svc: Services) -> None:
         self.svc = svc
         self.settings = svc.settings
         self.inventory = Inventory(svc.redis, svc.scripts)
@@ -120,7 +124,7 @@ class FlashService:
         self._outcomes: dict[str, Any] = {}  # buy outcome -> metric child  # room -> (version, card rows)
         # Recently accepted taps on this process: (card, user, request) → ack, bounded.
         self._accepted: OrderedDict[tuple[str, str, str], dict[str, Any]] = OrderedDict()
-        self.orders: Any = None  # live.commerce.orders.OrderService, set by install()
+        self.orders: OrderService  # set by install()
 
     # --- listing --------------------------------------------------------------------------
     async def create_card(self, who: Principal, room_id: str, *, price: Decimal, stock: int,
@@ -445,7 +449,7 @@ class FlashService:
                 await asyncio.wait_for(stop.wait(), 0.25)
 
 
-def install(svc: Any) -> None:
+def install(svc: Services) -> None:
     """Build the flash-buy and order services and their loops."""
     from live.commerce.orders import OrderService
 

@@ -17,7 +17,7 @@ import contextlib
 import logging
 from collections import defaultdict
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 from sqlalchemy import Table, func, select, update
@@ -32,6 +32,9 @@ from live.core.ids import iso, now_ms, utcnow
 from live.core.models import Card, Order, Room
 from live.core.streams import Entry, StreamConsumer
 
+if TYPE_CHECKING:
+    from live.app.services import Services
+
 log = logging.getLogger(__name__)
 ACTIVE = ("pending_payment", "paid")
 
@@ -41,7 +44,7 @@ def _dt(ms: int) -> datetime:
 
 
 class OrderService:
-    def __init__(self, svc: Any, flash: FlashService) -> None:
+    def __init__(self, svc: Services, flash: FlashService) -> None:
         self.svc = svc
         self.flash = flash
         self.inventory: Inventory = flash.inventory
@@ -97,7 +100,7 @@ class OrderService:
                     "request_id": o["r"], "qty": int(o["q"]), "amount_cents": int(o["a"]), "status": o["s"],
                     "created_at": _dt(int(o["c"])), "pay_by": _dt(int(o["p"])), "updated_at": utcnow(),
                 } for o in creates.values()]
-                dialect = s.bind.dialect.name
+                dialect = self.svc.engine.dialect.name
                 # Core insert on the table (not the ORM entity): no per-row ORM bookkeeping.
                 table = cast(Table, Order.__table__)
                 ins = (postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table))
