@@ -24,8 +24,10 @@ from setuptools import find_namespace_packages, setup
 from setuptools.command.build_py import build_py
 from setuptools.errors import SetupError
 
-# web/static/{css,js,img} are data folders of live.web, not packages to list.
+# web/static/{css,js,img} are data folders of live.web, not packages to list; and the editable
+# install's note about same-named folders in the working directory is about this very tree.
 warnings.filterwarnings("ignore", message=r"Package 'live\.web\.static")
+warnings.filterwarnings("ignore", message=r"Editable installation")
 
 HERE = Path(__file__).resolve().parent
 WEB = HERE / "web"
