@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -13,8 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from live.ops.embedded import find_redis_server
+from live.transport import pages
 from tests.support import ROOT, Api, free_port, stop_server, wait_healthy
 
 
@@ -134,3 +137,23 @@ def test_embedded_extra_binary_is_found_without_path(monkeypatch: pytest.MonkeyP
     exe = find_redis_server()
     out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=10)
     assert out.returncode == 0 and "Redis server" in out.stdout
+
+
+async def test_pages_without_their_front_end_modules_say_so(tmp_path: Path) -> None:
+    """A checkout where `make web-deps` never ran: a 503 page that says what to run, not a blank page."""
+    root = tmp_path / "web"
+    shutil.copytree(ROOT / "web", root, ignore=shutil.ignore_patterns("node_modules"))
+    app = web.Application()
+    pages.setup(app, root)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        async with Api(f"http://127.0.0.1:{port}") as api:
+            for path in ("/", "/studio", "/moderation"):
+                status, body = await api.get(path)
+                assert status == 503 and b"make web-deps" in body and b"socket.io-client" in body, (path, body)
+    finally:
+        await runner.cleanup()
