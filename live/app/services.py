@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from live.community.presence import Presence
@@ -78,7 +79,7 @@ class Services:
     settings: Settings
     proc_id: str
     # redis.asyncio.Redis, or RedisCluster with the same command methods (redis_cluster = true).
-    redis: Any
+    redis: aioredis.Redis
     engine: AsyncEngine
     db: async_sessionmaker[AsyncSession]
     scripts: Scripts

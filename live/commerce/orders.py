@@ -63,7 +63,8 @@ class OrderService:
     async def _live_processes(self) -> set[str]:
         """Processes whose heartbeat is recent: consumers named after any other are dead."""
         cutoff = now_ms() - int(self.svc.settings.heartbeat_dead_after_s * 1000)
-        return set(await self.svc.redis.zrangebyscore(keys.PROCS, cutoff, "+inf")) | {self.svc.proc_id}
+        alive = cast(list[str], await self.svc.redis.zrangebyscore(keys.PROCS, cutoff, "+inf"))
+        return set(alive) | {self.svc.proc_id}
 
     async def _streams(self) -> list[str]:
         return [keys.card_stream(c) for c in await self.inventory.active_cards()]
@@ -383,7 +384,7 @@ class OrderService:
                 "room": card.room_id})
             bought: dict[str, int] = defaultdict(int)
             for o in orders:
-                compact = {"id": o.id, "u": o.user_id, "q": o.qty, "s": o.status,
+                compact: dict[str, str | int] = {"id": o.id, "u": o.user_id, "q": o.qty, "s": o.status,
                            "c": int(o.created_at.replace(tzinfo=UTC).timestamp() * 1000),
                            "p": int(o.pay_by.replace(tzinfo=UTC).timestamp() * 1000), "r": o.request_id,
                            "a": o.amount_cents}
@@ -394,7 +395,7 @@ class OrderService:
                 if o.status == "pending_payment":
                     pipe.zadd(k[4], {o.id: compact["p"]})
             if bought:
-                pipe.hset(k[1], mapping=dict(bought))
+                pipe.hset(k[1], mapping={user: units for user, units in bought.items()})
             await pipe.execute()
             await self.svc.redis.sadd(keys.ACTIVE_CARDS, card_id)
             log.warning("rebuilt redis state of card %s from SQL: stock %d, left %d, %d orders",
