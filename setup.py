@@ -66,10 +66,11 @@ def vendor_web_modules(dest: Path) -> None:
                 raise SetupError(f"npm package {pkg} has no {rel} (browserModules in web/package.json)")
 
 
-setup(
-    # Namespace discovery: live/lua and the Alembic folders have no __init__.py but are shipped.
-    packages=[*find_namespace_packages(include=["live", "live.*"], exclude=["*.__pycache__"]),
-              "live.web", "live.config"],
-    package_dir={"live.web": "web", "live.config": "config"},
-    cmdclass={"build_py": BuildWithWebModules},
-)
+if __name__ == "__main__":  # how setuptools' build backend runs this file; a test imports it
+    setup(
+        # Namespace discovery: live/lua and the Alembic folders have no __init__.py but are shipped.
+        packages=[*find_namespace_packages(include=["live", "live.*"], exclude=["*.__pycache__"]),
+                  "live.web", "live.config"],
+        package_dir={"live.web": "web", "live.config": "config"},
+        cmdclass={"build_py": BuildWithWebModules},
+    )

@@ -30,7 +30,8 @@ from playwright.async_api import expect
 from tests.browser_support import PHONE, chromium
 from tests.support import ROOT, Api, RedisServer, free_port, stop_server, wait_healthy
 
-pytestmark = [pytest.mark.slow, pytest.mark.wheel]
+# The wheel build and install is shared by the slow tests below (module-scoped fixture).
+SLOW = [pytest.mark.slow, pytest.mark.wheel]
 
 
 @dataclass
@@ -100,6 +101,8 @@ def referenced_assets(html: str) -> list[str]:
     return [u for u in urls if u.startswith("/")]
 
 
+@SLOW[0]
+@SLOW[1]
 async def test_wheel_installs_and_serves_every_page_and_asset(installed: Installed) -> None:
     t0 = time.monotonic()
     await wait_up(installed)
@@ -129,6 +132,8 @@ async def test_wheel_installs_and_serves_every_page_and_asset(installed: Install
     assert time.monotonic() - t0 < 60
 
 
+@SLOW[0]
+@SLOW[1]
 @pytest.mark.browser
 async def test_viewer_page_runs_in_chromium_against_the_installed_wheel(installed: Installed) -> None:
     await wait_up(installed)
@@ -142,3 +147,18 @@ async def test_viewer_page_runs_in_chromium_against_the_installed_wheel(installe
         await expect(viewer.locator("#viewers")).to_have_text("1", timeout=15000)
         assert not pages.errors, "JavaScript errors in the pages:\n" + "\n".join(pages.errors)
 
+
+
+def test_a_build_without_npm_stops_with_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from setuptools.errors import SetupError
+
+    spec = importlib.util.spec_from_file_location("live_setup", ROOT / "setup.py")
+    assert spec and spec.loader
+    setup_py = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(setup_py)  # not __main__: defines the build step, runs no setup()
+    monkeypatch.setenv("PATH", str(tmp_path))  # no npm here
+    with pytest.raises(SetupError, match=r"^building live-commerce needs npm .*apt-get install npm"):
+        setup_py.vendor_web_modules(tmp_path / "out")
+    assert not (tmp_path / "out").exists()
