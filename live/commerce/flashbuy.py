@@ -193,9 +193,10 @@ class FlashService:
         found = await asyncio.to_thread(find_qr_codes, image)
         if found:
             self.svc.metrics.blocked.labels("image", "private_trading").inc()
-            if self.svc.moderation is not None:
-                await self.svc.moderation.violation(who.id, kind="image", reason="private_trading", detector="qr",
-                                                    text=found[0][:200], room_id=room_id)
+            moderation = getattr(self.svc, "moderation", None)  # set only when the chat domain is installed
+            if moderation is not None:
+                await moderation.violation(who.id, kind="image", reason="private_trading", detector="qr",
+                                           text=found[0][:200], room_id=room_id)
             raise Blocked("product photos must not carry QR codes", reason="private_trading",
                           detail="qr_code")
 
