@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 # Socket.IO events, at creation time). ``live.app.services.open_services`` installs the domains
 # for the server and for the ``live`` commands alike.
 DOMAINS: list[tuple[str, str]] = [
+    ("live.community.rooms", "live.transport.routes_rooms"),
     ("live.community.chat", "live.transport.routes_chat"),
     ("live.commerce.flashbuy", "live.transport.routes_flash"),
     ("live.media.rtc", "live.transport.routes_media"),

@@ -36,6 +36,7 @@ class Presence:
         self._sid_rooms: dict[str, set[str]] = defaultdict(set)
         self._room_sids: dict[str, dict[str, str]] = defaultdict(dict)
         self._registered = False
+        self._host_sids: dict[str, set[str]] = defaultdict(set)  # room -> its streamer's sids here
         self._rooms_gauge = rooms_gauge  # metrics: rooms with viewers on this process
 
     # --- connections ---------------------------------------------------------------
@@ -48,6 +49,8 @@ class Presence:
             return await self.count(room_id)
         self._sid_rooms[sid].add(room_id)
         if not counted:
+            # The streamer's studio: it hosts the room (a live room with no host ends by itself).
+            self._host_sids[room_id].add(sid)
             return await self.count(room_id)
         self._room_sids[room_id][sid] = user_id
         await self._redis.sadd(keys.proc_rooms(self.proc_id), room_id)
@@ -62,6 +65,11 @@ class Presence:
         rooms.discard(room_id)
         if not rooms:
             self._sid_rooms.pop(sid, None)
+        hosts = self._host_sids.get(room_id)
+        if hosts is not None and sid in hosts:
+            hosts.discard(sid)
+            if not hosts:
+                del self._host_sids[room_id]
         user_id = self._room_sids.get(room_id, {}).pop(sid, None)
         if user_id is None:  # joined uncounted
             return await self.count(room_id)
@@ -80,6 +88,10 @@ class Presence:
     def sids_in(self, room_id: str, user_id: str | None = None) -> list[str]:
         """This process's connections in a room (of one user, if given)."""
         return [s for s, u in self._room_sids.get(room_id, {}).items() if user_id is None or u == user_id]
+
+    def hosted_rooms(self) -> list[str]:
+        """Rooms whose streamer has a connection on this process."""
+        return list(self._host_sids)
 
     def local_rooms(self) -> list[str]:
         return list(self._room_sids)
@@ -164,3 +176,4 @@ class Presence:
             log.exception("presence shutdown")
         self._sid_rooms.clear()
         self._room_sids.clear()
+        self._host_sids.clear()

@@ -1,20 +1,42 @@
-"""Rooms: a streamer's live show. Create, go live, end, list, snapshot."""
+"""Rooms: a streamer's live show. Create, go live, end, list, snapshot; and the loop that
+ends rooms nobody hosts any more.
+
+A live room is *hosted* while its publisher (a WHIP session) or its streamer's studio socket is
+connected to some process. Each process writes, every tick, "seen now" for the rooms it hosts
+into the room's hosts ZSET (``keys.room_hosts``); going live writes a ``live`` entry, which
+covers the gap until the first host is seen and is then dropped. Any
+process ends a live room whose newest entry is older than ``room_idle_end_s``; the ending is one
+conditional SQL update (``status = 'live'`` → ``ended``), so however many processes race, one
+wins and pushes ``room:status`` once. Entries of processes that are no longer registered
+(``keys.PROCS``: a clean stop deregisters at once, a killed process is reaped) do not count, so
+a restart with nobody publishing ends the rooms at once instead of a grace period later.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from live.community.presence import Presence
 from live.core import keys
 from live.core.auth import Principal
 from live.core.errors import Conflict, Forbidden, NotFound
-from live.core.ids import iso, new_id, utcnow
+from live.core.ids import iso, new_id, now_ms, utcnow
 from live.core.models import Room, User
 from live.core.push import Pusher
+
+if TYPE_CHECKING:
+    from live.app.services import Services
+
+log = logging.getLogger(__name__)
+
+HOST_LIVE = "live"  # the hosts entry written when a room goes live (before anyone hosts it)
 
 
 class CardsProvider(Protocol):
@@ -38,6 +60,11 @@ class RoomService:
         self.join_checks: list[Callable[[str, Principal], Awaitable[None]]] = []
         # Recent chat for the join ack, set by the chat module.
         self.history: Callable[[str], Awaitable[list[dict[str, Any]]]] | None = None
+        # Rooms this process hosts (each provider returns room ids): the streamer's studio
+        # sockets, from presence; media adds its WHIP publishers.
+        self.hosting: list[Callable[[], Iterable[str]]] = [presence.hosted_rooms]
+        self.idle_end_s = 180.0  # set from settings by ``install``
+        self._hosted: set[str] = set()  # rooms this process hosted at the last tick
 
     async def join(self, room_id: str, who: Principal) -> dict[str, Any]:
         """What a joining viewer receives: the snapshot and the recent chat."""
@@ -73,6 +100,9 @@ class RoomService:
         return room
 
     async def _set_status(self, who: Principal, room_id: str, status: str) -> dict[str, Any]:
+        if status == "live":
+            # Before the row says live, so that no idle sweep sees a live room nobody hosts.
+            await self._mark(room_id, HOST_LIVE)
         async with self._db() as s, s.begin():
             room = await s.get(Room, room_id, with_for_update=True)
             if room is None:
@@ -82,17 +112,96 @@ class RoomService:
             if room.status == "ended":
                 raise Conflict("room has ended")
             if room.status != status:
-                room.status = status
-                if status == "live":
-                    room.started_at = utcnow()
-                else:
-                    room.ended_at = utcnow()
+                # Conditional on the status read, so that a race with the idle loop (or another
+                # request) changes the row once: the loser gets CONFLICT and pushes nothing.
+                stamp = {"started_at": utcnow()} if status == "live" else {"ended_at": utcnow()}
+                res = await s.execute(update(Room).where(Room.id == room_id, Room.status == room.status)
+                                      .values(status=status, **stamp))
+                if getattr(res, "rowcount", 0) != 1:
+                    raise Conflict("the room's status changed meanwhile")
+        if status == "ended":
+            await self._redis.delete(keys.room_hosts(room_id))
         await self.touch(room_id)
         await self._pusher.to_room(room_id, "room:status", {"room_id": room_id, "status": status})
         if status == "ended":
             for hook in self.on_end:
                 await hook(room_id)
         return await self.snapshot(room_id)
+
+    async def _finish(self, room_id: str) -> bool:
+        """End a live room nobody hosts: True for the one caller whose update changed the row."""
+        async with self._db() as s, s.begin():
+            res = await s.execute(update(Room).where(Room.id == room_id, Room.status == "live")
+                                  .values(status="ended", ended_at=utcnow()))
+        if getattr(res, "rowcount", 0) != 1:
+            return False
+        log.info("room %s ended by itself: no publisher or streamer for %.0f s", room_id, self.idle_end_s)
+        await self.touch(room_id)
+        await self._pusher.to_room(room_id, "room:status", {"room_id": room_id, "status": "ended"})
+        await self._redis.delete(keys.room_hosts(room_id))
+        for hook in self.on_end:
+            await hook(room_id)
+        return True
+
+    async def _mark(self, room_id: str, host: str) -> None:
+        key = keys.room_hosts(room_id)
+        await self._redis.zadd(key, {host: now_ms()})
+        # A room that ends deletes its key; this only collects keys of rooms lost some other way.
+        await self._redis.expire(key, int(max(3600, 4 * self.idle_end_s)))
+
+    async def mark_hosts(self) -> None:
+        """Write "seen now" for every room this process hosts."""
+        rooms: set[str] = set()
+        for provider in self.hosting:
+            rooms.update(provider())
+        for room_id in rooms:
+            await self._mark(room_id, self._presence.proc_id)
+            if room_id not in self._hosted:
+                # Hosted now: the go-live entry has served (it only covers the gap before the
+                # first host), so once the last host is gone the room counts as unhosted.
+                await self._redis.zrem(keys.room_hosts(room_id), HOST_LIVE)
+        self._hosted = rooms
+
+    async def end_idle(self) -> list[str]:
+        """End every live room whose newest hosts entry is older than ``idle_end_s``. Entries of
+        processes that are no longer registered (stopped, or reaped after ``kill -9``) do not
+        count: what a dead process hosted is gone, so a restart ends its rooms without waiting."""
+        async with self._db() as s:
+            live = list((await s.execute(select(Room.id).where(Room.status == "live"))).scalars())
+        if not live:
+            return []
+        alive = {str(p) for p in await self._redis.zrange(keys.PROCS, 0, -1)} | {HOST_LIVE}
+        cutoff = now_ms() - int(self.idle_end_s * 1000)
+        ended = []
+        for room_id in live:
+            hosts = await self._redis.zrange(keys.room_hosts(room_id), 0, -1, withscores=True)
+            if any(str(host) in alive and float(seen) >= cutoff for host, seen in hosts):
+                continue
+            if await self._finish(room_id):
+                ended.append(room_id)
+        return ended
+
+    async def run_idle(self, stop: asyncio.Event) -> None:
+        """The loop: mark the rooms hosted here, end the ones nobody hosts; until ``stop``.
+        Its first pass runs at start-up, which ends what a previous run left live."""
+        interval = max(0.2, min(5.0, self.idle_end_s / 4))
+        while not stop.is_set():
+            try:
+                await self.mark_hosts()
+                await self.end_idle()
+            except Exception:
+                log.exception("room idle loop error")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+
+    async def mine(self, who: Principal, status: str | None = None) -> list[dict[str, Any]]:
+        """The rooms of streamer ``who`` (newest first), e.g. its live one to resume."""
+        q = select(Room, User).join(User, User.id == Room.streamer_id).where(Room.streamer_id == who.id)
+        if status is not None:
+            q = q.where(Room.status == status)
+        async with self._db() as s:
+            rows = (await s.execute(q.order_by(Room.created_at.desc()).limit(50))).all()
+        return [await self._render(room, user, with_cards=False) for room, user in rows]
 
     async def go_live(self, who: Principal, room_id: str) -> dict[str, Any]:
         return await self._set_status(who, room_id, "live")
@@ -156,3 +265,10 @@ class RoomService:
             "created_at": iso(room.created_at),
             "started_at": iso(room.started_at),
         }
+
+
+def install(svc: Services) -> None:
+    """Rooms end by themselves: the idle loop (a clean stop deregisters the process in
+    presence, which is all a restart needs to see that nobody hosts its rooms any more)."""
+    svc.rooms.idle_end_s = svc.settings.room_idle_end_s
+    svc.loops.append(("rooms-idle", svc.rooms.run_idle))

@@ -34,6 +34,13 @@ def room_version(room: str) -> str:
     return f"{PREFIX}:{{room:{room}}}:ver"
 
 
+def room_hosts(room: str) -> str:
+    """ZSET host -> last seen (ms): the processes holding the room's publisher or streamer
+    connection, plus ``live`` for the moment it went live. A live room whose newest entry is
+    older than ``room_idle_end_s`` ends by itself."""
+    return f"{PREFIX}:{{room:{room}}}:hosts"
+
+
 def room_tick(room: str, what: str) -> str:
     """Short-lived NX lock: one process per interval pushes a coalesced ``what`` update."""
     return f"{PREFIX}:{{room:{room}}}:tick:{what}"

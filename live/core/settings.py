@@ -87,6 +87,10 @@ class Settings(BaseModel):
     hls_playlist_size: int = Field(6, ge=2)
     ice_servers: list[str] = Field(default_factory=list)
 
+    # --- rooms ending by themselves ---
+    # A live room whose publisher (WHIP) and streamer (studio socket) have been gone this long ends.
+    room_idle_end_s: float = Field(180.0, gt=0)
+
     log_level: str = "INFO"
     # "uvloop" (libuv's event loop: cheaper socket I/O, tasks and timers on the buy path) or
     # "asyncio" (the standard library's).

@@ -23,8 +23,19 @@ from live.loadtest.scenarios import LoadConfig, Report, run
 from live.loadtest.ui import render
 
 
+class _DefaultsShown(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` shows each option's default, except where there is none to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.required or action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m live.loadtest", description="Double-11 load tester")
+    fmt = _DefaultsShown
+    p = argparse.ArgumentParser(prog="python -m live.loadtest", description="Double-11 load tester",
+                                formatter_class=fmt)
     sub = p.add_subparsers(dest="scenario", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--url", required=True, help="server base URL, e.g. http://127.0.0.1:8080")
@@ -38,24 +49,24 @@ def parser() -> argparse.ArgumentParser:
     common.add_argument("--no-progress", action="store_true", help="no progress bars")
     common.add_argument("--quiet", action="store_true", help="no final table either")
 
-    f = sub.add_parser("flash", parents=[common], help="everyone taps buy on one flash card")
-    f.add_argument("--stock", type=int, required=True)
+    f = sub.add_parser("flash", parents=[common], formatter_class=fmt, help="everyone taps buy on one flash card")
+    f.add_argument("--stock", type=int, required=True, help="units on the card")
     f.add_argument("--taps", type=int, default=1, help="buy taps per viewer, each with a new request_id")
-    f.add_argument("--limit", type=int, default=None, help="limit_per_user of the card (server default if unset)")
-    f.add_argument("--price", default="19.90")
+    f.add_argument("--limit", type=int, default=None, help="limit_per_user of the card (unset: the server's default)")
+    f.add_argument("--price", default="19.90", help="card price")
     f.add_argument("--audit-timeout", type=float, default=60.0, help="wait this long for pending_persist == 0")
 
-    c = sub.add_parser("chat", parents=[common], help="message storm")
+    c = sub.add_parser("chat", parents=[common], formatter_class=fmt, help="message storm")
     c.add_argument("--messages", type=int, default=5, help="messages per viewer")
     c.add_argument("--interval", type=float, default=0.0, help="seconds between one viewer's messages")
     c.add_argument("--observers", type=int, default=50, help="viewers that time every message they receive")
 
-    s = sub.add_parser("soak", parents=[common], help="steady mixed traffic for a duration")
+    s = sub.add_parser("soak", parents=[common], formatter_class=fmt, help="steady mixed traffic for a duration")
     s.add_argument("--duration", type=float, default=60.0, help="seconds of traffic")
-    s.add_argument("--rate", type=float, default=0.0, help="operations per second in total (default viewers/2)")
-    s.add_argument("--stock", type=int, default=100000)
-    s.add_argument("--limit", type=int, default=1000)
-    s.add_argument("--audit-timeout", type=float, default=60.0)
+    s.add_argument("--rate", type=float, default=0.0, help="operations per second in total (0: viewers/2)")
+    s.add_argument("--stock", type=int, default=100000, help="units on the card")
+    s.add_argument("--limit", type=int, default=1000, help="limit_per_user of the card")
+    s.add_argument("--audit-timeout", type=float, default=60.0, help="wait this long for pending_persist == 0")
     return p
 
 

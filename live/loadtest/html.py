@@ -84,12 +84,25 @@ def latency_histogram(latency_s: Sequence[float], title: str = "Ack latency (log
     return _frame(title, "milliseconds (log scale)", "acks", "".join(rects), xt, _yticks(peak))
 
 
+def _nice_bin(span_s: float, target_bins: int = 60) -> float:
+    """A round bin width (1, 2 or 5 × 10^k s) giving about ``target_bins`` bins over ``span_s``."""
+    raw = max(span_s, 1e-3) / target_bins
+    decade = 10 ** math.floor(math.log10(raw))
+    for m in (1, 2, 5, 10):
+        if m * decade >= raw:
+            return float(m * decade)
+    return float(10 * decade)
+
+
 def acks_over_time(acks_at_s: Sequence[float], title: str = "Acks over time") -> str:
+    """Acks per second in about 60 bins over the run, however long or short it was (a
+    fixed 0.1 s or 1 s bin drew a single bar for a burst that acks in 80 ms)."""
     if not acks_at_s:
         return _empty(title)
-    span = max(acks_at_s)
-    bin_s = 0.1 if span <= 30 else 1.0
+    span = max(acks_at_s) - min(0.0, min(acks_at_s))
+    bin_s = _nice_bin(span)
     counts = stats.timeline(acks_at_s, 0.0, bin_s)
+    counts += [0] * max(0, 10 - len(counts))  # a little empty room on the right of a burst
     per_s = [c / bin_s for c in counts]
     peak = max(per_s) or 1.0
     plot_w, plot_h = W - PAD_L - PAD_R, H - PAD_B - PAD_T
@@ -97,12 +110,16 @@ def acks_over_time(acks_at_s: Sequence[float], title: str = "Acks over time") ->
     bw = plot_w / max(1, n)
     rects = "".join(
         f'<rect x="{PAD_L + i * bw:.1f}" y="{H - PAD_B - plot_h * v / peak:.1f}" width="{max(0.8, bw - 0.5):.1f}" '
-        f'height="{plot_h * v / peak:.1f}" class="bar2"><title>{i * bin_s:.1f}s: {v:,.0f}/s</title></rect>'
+        f'height="{plot_h * v / peak:.1f}" class="bar2"><title>{_secs(i * bin_s)}: {v:,.0f}/s</title></rect>'
         for i, v in enumerate(per_s) if v)
     total_s = n * bin_s
-    xt = [(PAD_L + plot_w * k / 5, f"{total_s * k / 5:.1f}") for k in range(6)]
-    return _frame(title + f" (per {bin_s:g} s bin, as rate)", "seconds since start", "acks / s", rects, xt,
+    xt = [(PAD_L + plot_w * k / 5, _secs(total_s * k / 5)) for k in range(6)]
+    return _frame(title + f" ({n} bins of {_secs(bin_s)})", "seconds since traffic began", "acks / s", rects, xt,
                   _yticks(peak))
+
+
+def _secs(v: float) -> str:
+    return f"{v:.3g}s" if v < 1 else f"{v:,.1f}s"
 
 
 def cdf_chart(values_s: Sequence[float], title: str) -> str:
@@ -119,34 +136,125 @@ def cdf_chart(values_s: Sequence[float], title: str) -> str:
     return _frame(title, "milliseconds", "viewers served", f'<path d="{path}" class="line"/>', xt, yt)
 
 
-CSS = """body{font:14px/1.45 system-ui,-apple-system,"PingFang SC","Microsoft YaHei",sans-serif;margin:24px;color:#222}
-h1{font-size:20px}table{border-collapse:collapse;margin:12px 0}td,th{border:1px solid #ddd;padding:4px 10px;
-text-align:left;vertical-align:top}th{background:#f6f6f6}figure{margin:18px 0}figcaption{font-weight:600}
+CSS = """body{font:14px/1.45 system-ui,-apple-system,"PingFang SC","Microsoft YaHei",sans-serif;margin:24px;
+color:#222;max-width:980px}h1{font-size:20px}h2{font-size:16px;margin-top:28px}
+table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ddd;padding:4px 10px;text-align:left;
+vertical-align:top}th{background:#f6f6f6;font-weight:600}td.n{text-align:right;font-variant-numeric:tabular-nums}
+table table{margin:0}table table td,table table th{border-color:#eee;padding:2px 8px}
+figure{margin:18px 0}figcaption{font-weight:600}
 svg text{font-size:11px;fill:#444}.ax{stroke:#444}.grid{stroke:#eee}.bar{fill:#e4393c}.bar2{fill:#2f7ed8}
-.line{fill:none;stroke:#e4393c;stroke-width:2}.lbl{font-size:12px}.ok{color:#0a7a20;font-weight:700}
-.violated{color:#c00;font-weight:700}.unknown{color:#a60}.empty{color:#888}pre{background:#f6f6f6;padding:8px;
-overflow:auto;max-height:320px}@media(max-width:700px){svg{width:100%;height:auto}}"""
+.line{fill:none;stroke:#e4393c;stroke-width:2}.lbl{font-size:12px}
+.verdict{border-radius:8px;padding:14px 18px;margin:12px 0 20px;border:2px solid}
+.verdict b{font-size:22px;letter-spacing:.5px}.verdict p{margin:4px 0 0}
+.v-ok{background:#eaf7ec;border-color:#0a7a20;color:#0a5a18}
+.v-violated{background:#fdecec;border-color:#c00;color:#900}
+.v-unknown{background:#fff6e0;border-color:#a60;color:#7a4a00}
+.empty{color:#888}details{margin-top:24px}pre{background:#f6f6f6;padding:8px;overflow:auto;max-height:420px}
+.charts{display:flex;flex-wrap:wrap;gap:8px 24px}@media(max-width:700px){svg{width:100%;height:auto}}"""
+
+# Labels of the report's keys, in the order the summary shows them (others follow, as they come).
+LABELS: dict[str, str] = {
+    "scenario": "scenario", "server": "server", "url": "server URL", "started_at": "started at",
+    "duration_s": "run time (s)", "viewers": "viewers", "connected": "connected", "procs": "load processes",
+    "stock": "stock", "sold": "sold (server)", "oversold": "oversold", "lost_orders": "lost orders",
+    "duplicate_orders": "duplicate orders", "over_limit_users": "users over their limit",
+    "taps": "taps per viewer", "limit": "limit per user", "acks": "acks", "buys_per_s": "buys / s",
+    "messages_per_viewer": "messages per viewer", "sent": "sent", "accepted": "accepted",
+    "messages_per_s": "messages / s", "delivered": "delivered", "expected_deliveries": "expected deliveries",
+    "delivery_ratio": "delivery ratio", "duration_target_s": "traffic duration (s)", "ops_per_s": "operations / s",
+    "buy_acks": "buy acks", "card_create_ms": "card create (ms)", "card_id": "card", "room_id": "room",
+}
+# Keys shown in their own section (or only in the raw JSON at the end), not in the summary.
+SECTIONS = ("verdict", "verdict_source", "latency_ms", "fanout_ms", "errors", "ops", "server_card",
+            "client_view", "audit", "client", "acks_per_100ms", "acks_per_second")
+
+
+def _cell(v: Any) -> str:
+    """A value as table cell content: numbers right-aligned, dicts as a small nested table."""
+    if isinstance(v, dict):
+        if not v:
+            return "<td>none</td>"
+        inner = "".join(f"<tr><th>{html.escape(str(k))}</th>{_cell(x)}</tr>" for k, x in v.items())
+        return f"<td><table>{inner}</table></td>"
+    if isinstance(v, list):
+        text = ", ".join(str(x) for x in v[:20]) + (f" … ({len(v)} in all)" if len(v) > 20 else "")
+        return f"<td>{html.escape(text or 'none')}</td>"
+    if v is None:
+        return "<td>unknown</td>"
+    if isinstance(v, bool):
+        return f"<td>{'yes' if v else 'no'}</td>"
+    if isinstance(v, float):
+        return f'<td class="n">{v:,.2f}</td>'
+    if isinstance(v, int):
+        return f'<td class="n">{v:,}</td>'
+    return f"<td>{html.escape(str(v))}</td>"
+
+
+def _kv_table(rows: Sequence[tuple[str, Any]]) -> str:
+    return "<table>" + "".join(f"<tr><th>{html.escape(k)}</th>{_cell(v)}</tr>" for k, v in rows) + "</table>"
+
+
+def _grid(title: str, cols: Sequence[str], rows: Sequence[tuple[str, dict[str, Any]]]) -> str:
+    """A table with a header row: one row per item, one column per key."""
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in ("", *cols))
+    body = "".join(f"<tr><th>{html.escape(name)}</th>"
+                   + "".join(_cell(r[c]) if c in r else "<td>—</td>" for c in cols) + "</tr>" for name, r in rows)
+    return f"<h2>{html.escape(title)}</h2><table><tr>{head}</tr>{body}</table>"
+
+
+def verdict_box(data: dict[str, Any]) -> str:
+    """The answer first: ok / violated / unknown, why, and the numbers it rests on."""
+    verdict = str(data.get("verdict") or "unknown")
+    if verdict not in ("ok", "violated"):
+        verdict = "unknown"
+    facts = []
+    if "sold" in data and "stock" in data:
+        facts.append(f"sold {data['sold']} of {data['stock']}")
+    for key in ("oversold", "lost_orders", "duplicate_orders", "over_limit_users"):
+        if key in data:
+            facts.append(f"{LABELS[key]} {'unknown' if data[key] is None else data[key]}")
+    if data.get("delivery_ratio") is not None:
+        facts.append(f"delivered {data['delivery_ratio']:.2%} of {data.get('expected_deliveries')}")
+    source = data.get("verdict_source") or "no verdict for this run"
+    return (f'<section class="verdict v-{verdict}"><b>Verdict: {verdict.upper()}</b>'
+            f"<p>{html.escape(', '.join(facts))}</p><p>from: {html.escape(str(source))}</p></section>")
 
 
 def render_html(data: dict[str, Any], latency_s: Sequence[float], acks_at_s: Sequence[float],
                 fanout_s: Sequence[float], chat_fanout_s: Sequence[float] = ()) -> str:
-    """The whole page as a string."""
-    rows = []
-    for k, v in data.items():
-        if k in ("acks_per_100ms", "acks_per_second", "audit", "client"):
-            continue
-        text = orjson.dumps(v).decode() if isinstance(v, (dict, list)) else str(v)
-        cls = f' class="{html.escape(str(v))}"' if k == "verdict" else ""
-        rows.append(f"<tr><th>{html.escape(k)}</th><td{cls}>{html.escape(text)}</td></tr>")
-    charts = [latency_histogram(latency_s), acks_over_time(acks_at_s)]
+    """The whole page as a string: verdict, summary, latency and errors tables, charts, raw JSON."""
+    shown = data | ({"limit": "server default"} if data.get("limit", 0) is None else {})
+    summary = [(LABELS.get(k, k.replace("_", " ")), shown[k]) for k in LABELS if k in shown]
+    summary += [(k.replace("_", " "), v) for k, v in data.items() if k not in LABELS and k not in SECTIONS]
+    parts = [verdict_box(data), "<h2>Summary</h2>", _kv_table(summary)]
+    timings = [(name, data[key]) for key, name in (("latency_ms", "ack latency (ms)"),
+                                                   ("fanout_ms", "fan-out (ms)")) if isinstance(data.get(key), dict)]
+    timings += [(f"op {op} (ms)", row) for op, row in (data.get("ops") or {}).items()]
+    if timings:
+        cols: list[str] = []
+        for _, row in timings:
+            cols += [c for c in row if c not in cols]
+        parts.append(_grid("Timings", cols, timings))
+    errors = data.get("errors") or {}
+    parts.append("<h2>Errors by code</h2>" + (_kv_table(sorted(errors.items(), key=lambda kv: -kv[1]))
+                                              if errors else "<p>none</p>"))
+    checks = [(name, data[key]) for key, name in (("server_card", "the card, as the server holds it"),
+                                                  ("client_view", "what the clients were told"),
+                                                  ("audit", "the server's audit")) if data.get(key)]
+    if checks:
+        parts.append("<h2>Server records</h2>" + _kv_table(checks))
+    charts = [acks_over_time(acks_at_s), latency_histogram(latency_s)]
     if fanout_s:
         charts.append(cdf_chart(fanout_s, "Card fan-out CDF (card created → flash:card at each viewer)"))
     if chat_fanout_s:
         charts.append(cdf_chart(chat_fanout_s, "Chat fan-out CDF (sent → chat:message at observers)"))
+    parts.append('<h2>Charts</h2><div class="charts">' + "".join(charts) + "</div>")
+    if data.get("client"):
+        parts.append("<h2>Load tester cost</h2>" + _kv_table(list(data["client"].items())))
     title = f"live.loadtest {data.get('scenario')} — {data.get('viewers')} viewers"
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8>"
             f"<meta name=viewport content='width=device-width,initial-scale=1'><title>{html.escape(title)}</title>"
-            f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"
-            f"<table>{''.join(rows)}</table>{''.join(charts)}"
-            f"<h2>Full report</h2><pre>{html.escape(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())}</pre>"
+            f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>{''.join(parts)}"
+            f"<details><summary>Full report (JSON)</summary>"
+            f"<pre>{html.escape(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())}</pre></details>"
             f"</body></html>")

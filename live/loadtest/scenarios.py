@@ -259,6 +259,17 @@ async def run(cfg: LoadConfig, hooks: Hooks | None = None) -> Report:
                 return await _drive(cfg, hooks, backend, fleet, ui, started, t_begin)
             finally:
                 await fleet.close()
+                await end_room(backend)
+
+
+async def end_room(backend: Backend) -> None:
+    """End the run's room, so that rehearsals do not leave live rooms on the home page.
+    Best effort: a server without ``/end`` (the reference peer) or one that is down is no error."""
+    if not backend.room_id:
+        return
+    with contextlib.suppress(Exception):
+        await backend.request("POST", f"/api/rooms/{backend.room_id}/end", token=backend.streamer_token,
+                              ok=(200, 201, 404, 409))
 
 
 async def _drive(cfg: LoadConfig, hooks: Hooks, backend: Backend, fleet: Fleet, ui: Ui,
@@ -377,7 +388,29 @@ def _chat_section(cfg: LoadConfig, s: Samples, raw: Raw, joined: int, t0: float)
         "delivered": s.chat_rx_total, "expected_deliveries": expected,
         "delivery_ratio": round(s.chat_rx_total / expected, 4) if expected else None,
         "acks_per_100ms": stats.timeline(s.chat_ack, t0, 0.1),
+        **chat_verdict(accepted, len(s.chat_lat), s.chat_rx_total, expected, s.errors),
     }
+
+
+# Chat refusals that are the server doing its job (throttling a storm), not a fault.
+CHAT_EXPECTED_ERRORS = ("RATE_LIMITED", "BLOCKED", "MUTED")
+
+
+def chat_verdict(accepted: int, acks: int, delivered: int, expected: int, errors: dict[str, int]) -> dict[str, Any]:
+    """Chat has no audit endpoint: the server's acks are its record of what it accepted, and
+    every accepted message must reach every joined viewer. ``violated`` when a delivery is
+    missing or a send failed for a reason other than the server's own throttling."""
+    faults = {k: v for k, v in errors.items() if k not in CHAT_EXPECTED_ERRORS and v}
+    problems = []
+    if delivered < expected:
+        problems.append(f"{expected - delivered} of {expected} deliveries missing")
+    if faults:
+        problems.append("send failures: " + ", ".join(f"{k} {v}" for k, v in sorted(faults.items())))
+    if accepted == 0 and acks == 0:
+        return {"verdict": "unknown", "verdict_source": "no message was accepted"}
+    return {"verdict": "violated" if problems else "ok",
+            "verdict_source": "server acks vs deliveries to every joined viewer"
+                              + (f" ({'; '.join(problems)})" if problems else "")}
 
 
 def _soak_section(cfg: LoadConfig, s: Samples, raw: Raw, t0: float) -> dict[str, Any]:

@@ -86,8 +86,9 @@ def render(data: dict[str, Any], console: Console | None = None) -> None:
               show_header=True, header_style="bold")
     t.add_column("metric")
     t.add_column("value", overflow="fold")
-    order = ["viewers", "connected", "stock", "taps", "sold", "oversold", "lost_orders", "duplicate_orders",
-             "over_limit_users", "verdict", "acks", "buys_per_s", "accepted", "messages_per_s", "delivered",
+    # The verdict first: it is the answer the run was for.
+    order = ["verdict", "verdict_source", "viewers", "connected", "stock", "taps", "sold", "oversold", "lost_orders",
+             "duplicate_orders", "over_limit_users", "acks", "buys_per_s", "accepted", "messages_per_s", "delivered",
              "expected_deliveries", "delivery_ratio", "ops_per_s", "latency_ms", "fanout_ms", "card_create_ms",
              "server_card", "client_view", "errors", "duration_s"]
     for key in order:

@@ -354,6 +354,10 @@ class MediaService:
             return None
         return hls_file(self._hls_root, room_id, name)
 
+    def publishing_rooms(self) -> list[str]:
+        """Rooms with a connected publisher on this process (they are hosted: see rooms)."""
+        return [room_id for room_id, r in self._rooms.items() if r.publisher is not None]
+
     def stats(self) -> dict[str, Any]:
         """What this process carries right now (for tests and the bench)."""
         return {
@@ -550,3 +554,4 @@ def install(svc: Services) -> None:
     svc.loops.append(("media", media.run))
     svc.closers.append(media.close)
     svc.rooms.on_end.append(media.stop_room)
+    svc.rooms.hosting.append(media.publishing_rooms)

@@ -192,6 +192,45 @@ const STRINGS = {
     "error.CONFLICT": "状态冲突",
     "error.UNAVAILABLE": "服务暂不可用，请稍后重试",
     "guest": "观众",
+
+    // Page titles, the not-found room, my own share of a card, every contract error code.
+    "page.index": "闪电直播购",
+    "page.room": "直播间 · 闪电直播购",
+    "page.studio": "主播工作台 · 闪电直播购",
+    "page.moderation": "内容审核 · 闪电直播购",
+    "room.notFoundHint": "链接可能有误，或这个直播间已经不存在了。",
+    "room.backHome": "看看正在直播的直播间",
+    "card.soldAll": "已售 {n}",
+    "card.mine": "我已抢 {n}",
+    "card.limitReached": "已达限购",
+    "studio.resumed": "已回到正在直播的直播间",
+    "studio.field.price": "价格",
+    "studio.field.stock": "库存",
+    "mod.target.message": "消息",
+    "mod.target.room": "直播间",
+    "mod.target.card": "商品",
+    "mod.target.user": "用户",
+    "error.INVALID": "输入有误，请检查后重试",
+    "error.RATE_LIMITED": "操作太频繁，请稍后再试",
+    "error.SOLD_OUT": "已售罄",
+    "error.LIMIT_EXCEEDED": "超出限购数量",
+    "error.NOT_ON_SALE": "未开售",
+    "error.NOT_ELIGIBLE": "仅限粉丝购买",
+    "error.BLOCKED": "内容未通过审核",
+    "error.MUTED": "你已被禁言",
+    "error.TIMEOUT": "服务器没有响应，请重试",
+    "error.NETWORK": "网络异常，请重试",
+    "error.INTERNAL": "服务器出错了，请稍后重试",
+    "error.other": "操作失败（{code}）",
+    "signin.UNAUTHORIZED": "用户名、密码或令牌不对",
+    "camera.NotAllowedError": "没有允许使用摄像头和麦克风",
+    "camera.NotFoundError": "没有找到摄像头",
+    "camera.NotReadableError": "摄像头正被其他程序使用",
+    "camera.OverconstrainedError": "摄像头不支持所需的画面",
+    "camera.SecurityError": "需要 https 或本机地址才能使用摄像头",
+    "camera.TypeError": "需要 https 或本机地址才能使用摄像头",
+    "signin.CONFLICT": "这个用户名已经有人用了",
+    "signin.INVALID": "用户名或密码的格式不对（密码至少 8 位）",
   },
   en: {
     "lang.switch": "中文",
@@ -382,6 +421,44 @@ const STRINGS = {
     "error.CONFLICT": "Conflict",
     "error.UNAVAILABLE": "Service unavailable, retry shortly",
     "guest": "Guest",
+
+    "page.index": "Flash Live Shop",
+    "page.room": "Live room · Flash Live Shop",
+    "page.studio": "Studio · Flash Live Shop",
+    "page.moderation": "Moderation · Flash Live Shop",
+    "room.notFoundHint": "The link may be wrong, or this room no longer exists.",
+    "room.backHome": "See the rooms live now",
+    "card.soldAll": "{n} sold",
+    "card.mine": "I got {n}",
+    "card.limitReached": "Limit reached",
+    "studio.resumed": "Back in your live room",
+    "studio.field.price": "Price",
+    "studio.field.stock": "Stock",
+    "mod.target.message": "Message",
+    "mod.target.room": "Room",
+    "mod.target.card": "Product",
+    "mod.target.user": "User",
+    "error.INVALID": "Invalid input, please check and retry",
+    "error.RATE_LIMITED": "Too many requests, please wait a moment",
+    "error.SOLD_OUT": "Sold out",
+    "error.LIMIT_EXCEEDED": "Over the per-person limit",
+    "error.NOT_ON_SALE": "Not on sale yet",
+    "error.NOT_ELIGIBLE": "For followers only",
+    "error.BLOCKED": "Refused by moderation",
+    "error.MUTED": "You are muted",
+    "error.TIMEOUT": "No answer from the server, please retry",
+    "error.NETWORK": "Network problem, please retry",
+    "error.INTERNAL": "Something went wrong on the server, please retry",
+    "error.other": "Failed ({code})",
+    "signin.UNAUTHORIZED": "Wrong username, password or token",
+    "camera.NotAllowedError": "camera and microphone not allowed",
+    "camera.NotFoundError": "no camera found",
+    "camera.NotReadableError": "the camera is in use by another program",
+    "camera.OverconstrainedError": "the camera cannot give the picture asked for",
+    "camera.SecurityError": "the camera needs https or a local address",
+    "camera.TypeError": "the camera needs https or a local address",
+    "signin.CONFLICT": "That username is taken",
+    "signin.INVALID": "Username or password not in the expected form (passwords have 8 characters or more)",
   },
 };
 
@@ -405,6 +482,18 @@ export function t(key, vars = {}) {
 /** Whether `key` has a translation (for optional, code-derived keys like chat.blocked.X). */
 export function has(key) {
   return key in STRINGS[lang] || key in STRINGS.zh;
+}
+
+/**
+ * A failure shown to people: the contract's error `code` (an ApiError, an ack's `error`, or the
+ * ack itself) through the table, `${prefix}.${code}` first, then `error.${code}`. Never the
+ * server's message text, which is English and meant for developers.
+ */
+export function errorText(err, prefix = "") {
+  const code = err?.code || err?.error?.code || "INTERNAL";
+  if (prefix && has(`${prefix}.${code}`)) return t(`${prefix}.${code}`);
+  if (has(`error.${code}`)) return t(`error.${code}`);
+  return t("error.other", { code });
 }
 
 /** Fill every data-i18n* element under `root` with the current language. */

@@ -2,7 +2,7 @@
 // account, work the open reports queue, see trust & safety stats.
 
 import * as i18n from "./i18n.js";
-import { t } from "./i18n.js";
+import { errorText, t } from "./i18n.js";
 import { api, listOf, session } from "./net.js";
 import { $, flash, h, timeOf } from "./ui.js";
 
@@ -30,7 +30,7 @@ async function useToken(token, user = null) {
     session.set("moderator", state.sess);
     enter();
   } catch (e) {
-    flash(el.feedback, e.message, "error", 0);
+    flash(el.feedback, errorText(e, "signin"), "error", 0);
   }
 }
 
@@ -45,7 +45,7 @@ $("#login-form").addEventListener("submit", async (ev) => {
       password: $("#password").value } });
     await useToken(s.token, s.user);
   } catch (e) {
-    flash(el.feedback, e.message, "error", 0);
+    flash(el.feedback, errorText(e, "signin"), "error", 0);
   }
 });
 el.signOut.addEventListener("click", () => {
@@ -77,10 +77,10 @@ async function refresh() {
       session.clear("moderator");
       el.signin.hidden = false;
       el.workspace.hidden = true;
-      flash(el.feedback, e.message, "error", 0);
+      flash(el.feedback, errorText(e), "error", 0);
       return;
     }
-    flash(el.modFeedback, e.message, "error");
+    flash(el.modFeedback, errorText(e), "error");
   }
 }
 
@@ -105,7 +105,7 @@ function render() {
   }
   el.reports.replaceChildren(...state.reports.map((r) => h("li", { class: "report-item", dataset: { id: r.id } },
     h("dl", {},
-      h("dt", {}, t("mod.target")), h("dd", {}, `${r.target} · ${r.target_id}`),
+      h("dt", {}, t("mod.target")), h("dd", {}, `${i18n.has(`mod.target.${r.target}`) ? t(`mod.target.${r.target}`) : r.target} · ${r.target_id}`),
       h("dt", {}, t("mod.reason")), h("dd", { class: "quote" }, r.reason || "—"),
       h("dt", {}, t("mod.reporter")), h("dd", {}, `${r.reporter_id ?? "?"} · ${timeOf(r.created_at)}`)),
     h("div", { class: "actions" }, ...ACTIONS.map((action) => h("button", {
@@ -123,7 +123,7 @@ async function resolve(report, action, button) {
     await refresh();
   } catch (e) {
     button.disabled = false;
-    flash(el.modFeedback, e.message, "error", 0);
+    flash(el.modFeedback, errorText(e), "error", 0);
   }
 }
 

@@ -2,8 +2,8 @@
 // chat with the guard's feedback, my orders, live counters.
 
 import * as i18n from "./i18n.js";
-import { t } from "./i18n.js";
-import { api, call, connect, ensureGuest, listOf, serverNow, session } from "./net.js";
+import { errorText, t } from "./i18n.js";
+import { ApiError, api, call, connect, ensureGuest, listOf, serverNow, session } from "./net.js";
 import { play } from "./rtc.js";
 import { $, clock, epochMs, flash, h, money, timeOf } from "./ui.js";
 
@@ -17,6 +17,8 @@ const state = {
   currentOrderId: null, // the order shown under the card
   buying: false,
   kicked: false,
+  notFound: false,
+  limitHit: new Set(), // cards whose buy was refused LIMIT_EXCEEDED (until one of my orders changes)
   video: { stop: null, mode: "none", retry: null },
 };
 let socket = null;
@@ -169,6 +171,7 @@ function renderCard(rebuild = false) {
             h("b", { testid: "card-left", class: "card-left" }), " ",
             h("span", { class: "card-left-unit" })),
           h("span", { class: "card-sold" }),
+          h("span", { class: "card-mine", testid: "card-mine" }),
           h("span", { class: "card-limit" })),
         h("p", { class: "card-timer" })),
       h("button", { class: "buy", type: "button", testid: "buy-button", onclick: buy }));
@@ -187,7 +190,10 @@ function updateCard() {
   node.querySelector(".card-left-label").textContent = t("card.leftLabel");
   node.querySelector("[data-testid=card-left]").textContent = card.left;
   node.querySelector(".card-left-unit").textContent = t("card.leftUnit");
-  node.querySelector(".card-sold").textContent = t("card.soldN", { n: card.sold ?? 0 });
+  // Everyone's sales and mine apart: "已抢" used to show the room's count as if it were mine.
+  node.querySelector(".card-sold").textContent = t("card.soldAll", { n: card.sold ?? 0 });
+  const got = mineOf(card.id);
+  node.querySelector(".card-mine").textContent = got ? t("card.mine", { n: got }) : "";
   node.querySelector(".card-limit").textContent = card.limit_per_user ? t("card.limit", { n: card.limit_per_user }) : "";
   const img = node.querySelector(".card-photo");
   if (card.image_url && img.getAttribute("src") !== card.image_url) img.src = card.image_url;
@@ -222,6 +228,7 @@ function tickCard() {
   else if (status === "sold_out" || Number(card.left) <= 0) [label, disabled] = [t("card.soldOut"), true];
   else if (status === "closed") [label, disabled] = [t("card.closed"), true];
   else if (status === "scheduled") [label, disabled] = [t("card.notYet"), true];
+  else if (limitReached(card)) [label, disabled] = [t("card.limitReached"), true];
   if (state.kicked || state.room?.status === "ended") disabled = true;
   button.textContent = label;
   button.disabled = disabled;
@@ -236,6 +243,24 @@ function upsertCard(card, { pin = false } = {}) {
   if (pin) state.pinnedId = card.id;
   renderCard(rebuild);
   renderSold();
+}
+
+// --- my share of a card ---------------------------------------------------------------------------
+const RELEASED = new Set(["cancelled", "expired"]);
+
+/** Units of the card that my orders hold (cancelled, expired or returned units are free again). */
+function mineOf(cardId) {
+  let n = 0;
+  for (const o of state.orders.values()) {
+    if (o.card_id === cardId && !RELEASED.has(o.status) && !o.stock_returned) n += Number(o.qty) || 0;
+  }
+  return n;
+}
+
+/** Whether my own limit on the card is used up (from my orders, or the server said so). */
+function limitReached(card) {
+  const limit = Number(card.limit_per_user) || 0;
+  return state.limitHit.has(card.id) || (limit > 0 && mineOf(card.id) >= limit);
 }
 
 // --- buying -------------------------------------------------------------------------------------
@@ -263,8 +288,8 @@ async function buy() {
       const c = state.cards.get(card.id);
       if (c) Object.assign(c, { left: 0, status: "sold_out" });
     }
-    const key = `buy.${code}`;
-    flash(el.buyFeedback, i18n.has(key) ? t(key) : t("buy.other", { message: ack.error?.message ?? code }), "error");
+    if (code === "LIMIT_EXCEEDED") state.limitHit.add(card.id);
+    flash(el.buyFeedback, errorText(ack.error, "buy"), "error");
   }
   updateCard();
 }
@@ -273,9 +298,11 @@ async function buy() {
 function trackOrder(order, makeCurrent = false) {
   if (!order?.id) return;
   state.orders.set(order.id, { ...state.orders.get(order.id), ...order });
+  state.limitHit.delete(order.card_id); // my share changed: the orders say again whether I may buy
   if (makeCurrent || (!state.currentOrderId && state.cards.has(order.card_id))) state.currentOrderId = order.id;
   renderOrder();
   renderOrders();
+  updateCard();
 }
 
 function orderLine(order) {
@@ -325,7 +352,7 @@ async function pay(orderId, button) {
     const res = await api("POST", `/api/orders/${encodeURIComponent(orderId)}/pay`, { token: state.sess.token });
     trackOrder(res.order ?? res);
   } catch (e) {
-    flash(el.buyFeedback, t("order.payFailed", { message: e.message }), "error");
+    flash(el.buyFeedback, t("order.payFailed", { message: errorText(e) }), "error");
     renderOrder();
   }
 }
@@ -335,7 +362,7 @@ async function cancel(orderId) {
     const res = await api("POST", `/api/orders/${encodeURIComponent(orderId)}/cancel`, { token: state.sess.token });
     trackOrder(res.order ?? res);
   } catch (e) {
-    flash(el.buyFeedback, e.message, "error");
+    flash(el.buyFeedback, errorText(e), "error");
   }
 }
 
@@ -358,6 +385,7 @@ async function loadOrders() {
     for (const o of listOf(data, "orders")) state.orders.set(o.id, { ...state.orders.get(o.id), ...o });
     pickCurrentOrder();
     renderOrders();
+    updateCard();
   } catch { /* the list is a convenience; pushes keep the current order fresh */ }
 }
 
@@ -370,7 +398,7 @@ function renderMessage(m) {
     h("span", { class: "who" }, m.user?.name ?? "?"),
     h("span", { class: "text" }, m.text),
     mine ? null : h("button", { class: "report", type: "button", "aria-label": `${t("chat.report")}: ${m.user?.name ?? ""}`,
-      onclick: () => report(m) }, t("chat.report")));
+      dataset: { i18n: "chat.report", who: m.user?.name ?? "" }, onclick: () => report(m) }, t("chat.report")));
   const atBottom = el.chatList.scrollHeight - el.chatList.scrollTop - el.chatList.clientHeight < 40;
   el.chatList.append(li);
   while (el.chatList.children.length > 200) el.chatList.firstElementChild.remove();
@@ -383,7 +411,7 @@ async function report(m) {
       json: { target: "message", target_id: m.id, reason: "reported by a viewer" } });
     flash(el.chatFeedback, t("chat.reported"), "ok");
   } catch (e) {
-    flash(el.chatFeedback, e.message, "error");
+    flash(el.chatFeedback, errorText(e), "error");
   }
 }
 
@@ -394,7 +422,7 @@ function chatError(error) {
     return i18n.has(key) ? t(key) : t("chat.blocked.other");
   }
   const key = `chat.${code}`;
-  return i18n.has(key) ? t(key) : t("chat.other", { message: error?.message ?? code });
+  return errorText(error, "chat");
 }
 
 el.chatForm.addEventListener("submit", async (ev) => {
@@ -439,14 +467,31 @@ function banner(text) {
 async function join() {
   const ack = await call(socket, "room:join", { room_id: roomId });
   if (!ack.ok) {
-    if (ack.error?.code === "NOT_FOUND") banner(t("room.notFound"));
+    if (ack.error?.code === "NOT_FOUND") notFound();
     else if (ack.error?.code === "FORBIDDEN") kicked();
-    else banner(ack.error?.message ?? "");
+    else banner(errorText(ack.error));
     return;
   }
   banner("");
   applyRoom(ack.room);
   for (const m of ack.chat || []) renderMessage(m);
+}
+
+/** No such room: a page that says so and links home, instead of an empty room with a chat box. */
+function notFound() {
+  state.notFound = true;
+  socket?.disconnect();
+  banner("");
+  document.body.classList.add("room-missing");
+  el.title.dataset.i18n = "room.notFound";
+  el.title.textContent = t("room.notFound");
+  document.title = t("room.notFound");
+  for (const node of document.querySelectorAll(".counters")) node.hidden = true;
+  $("main").replaceChildren(h("section", { class: "not-found", testid: "room-not-found" },
+    h("div", { class: "not-found-mark", "aria-hidden": "true" }, "⚡"),
+    h("h2", { dataset: { i18n: "room.notFound" } }, t("room.notFound")),
+    h("p", { class: "muted", dataset: { i18n: "room.notFoundHint" } }, t("room.notFoundHint")),
+    h("a", { class: "button", href: "/", dataset: { i18n: "room.backHome" } }, t("room.backHome"))));
 }
 
 function kicked() {
@@ -464,7 +509,7 @@ function wire() {
     onRefused: async () => { state.sess = await ensureGuest(t("guest"), { fresh: true }); },
   });
   socket.on("connect", join);
-  socket.on("disconnect", (reason) => { if (!state.kicked && reason !== "io client disconnect") banner(t("room.offline")); });
+  socket.on("disconnect", (reason) => { if (!state.kicked && !state.notFound && reason !== "io client disconnect") banner(t("room.offline")); });
   socket.on("room:viewers", (d) => { if (d.room_id === roomId) el.viewers.textContent = d.viewers; });
   socket.on("room:status", (d) => { if (d.room_id === roomId) applyStatus(d.status); });
   socket.on("room:kicked", (d) => { if (!d?.room_id || d.room_id === roomId) kicked(); });
@@ -497,6 +542,15 @@ function wire() {
 
 async function start() {
   try {
+    // An unknown room gets the not-found page before any guest or socket is made for it.
+    await api("GET", `/api/rooms/${encodeURIComponent(roomId)}`);
+  } catch (e) {
+    if (e instanceof ApiError && e.code === "NOT_FOUND") {
+      notFound();
+      return;
+    }
+  }
+  try {
     state.sess = await ensureGuest(t("guest"));
   } catch {
     banner(t("error.network"));
@@ -515,9 +569,11 @@ function main() {
     renderOrder();
     renderOrders();
     if (state.room) document.title = `${state.room.title} · ${t("app.name")}`;
+    if (state.notFound) document.title = t("room.notFound");
+    for (const b of el.chatList.querySelectorAll(".report")) b.setAttribute("aria-label", `${t("chat.report")}: ${b.dataset.who}`);
   });
   if (!roomId) {
-    banner(t("room.notFound"));
+    notFound();
     return;
   }
   start();

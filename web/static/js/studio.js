@@ -3,8 +3,8 @@
 // moderate chat.
 
 import * as i18n from "./i18n.js";
-import { t } from "./i18n.js";
-import { ApiError, api, call, connect, request, serverNow, session } from "./net.js";
+import { errorText, t } from "./i18n.js";
+import { api, call, connect, request, serverNow, session } from "./net.js";
 import { publish } from "./rtc.js";
 import { $, flash, h, money } from "./ui.js";
 
@@ -59,7 +59,8 @@ const el = {
 };
 
 const token = () => state.sess?.token;
-const message = (e) => (e instanceof ApiError && e.code === "NETWORK" ? t("error.network") : e?.message || String(e));
+// Failures are shown by their contract code through the i18n table, never by the server's text.
+const message = (e) => errorText(e);
 
 // --- sign-in ------------------------------------------------------------------------------------
 async function signIn(register) {
@@ -78,7 +79,7 @@ async function signIn(register) {
     session.set("streamer", s);
     await enter();
   } catch (e) {
-    flash(el.signinFeedback, message(e), "error", 0);
+    flash(el.signinFeedback, errorText(e, "signin"), "error", 0);
   }
 }
 
@@ -118,7 +119,21 @@ async function enter() {
       if (room.streamer?.id === state.sess.user.id && room.status !== "ended") useRoom(room);
     } catch { localStorage.removeItem(ROOM_KEY); }
   }
+  if (!state.room) await resumeLive();
   renderLive();
+}
+
+/** Signed in again (another device, a cleared browser): go back to my live room, if there is
+ * one, rather than opening a second room on the next 开播. */
+async function resumeLive() {
+  try {
+    const live = await api("GET", "/api/me/rooms?status=live", { token: token() });
+    if (!Array.isArray(live) || !live.length) return;
+    const room = await api("GET", `/api/rooms/${encodeURIComponent(live[0].id)}`);
+    useRoom(room);
+    flash(el.liveFeedback, t("studio.resumed"), "ok");
+    el.liveFeedback.dataset.i18n = "studio.resumed";
+  } catch { /* a fresh room on 开播 is the fallback */ }
 }
 
 function showSignIn() {
@@ -190,7 +205,9 @@ el.goLive.addEventListener("click", async () => {
     try {
       stream = await startCamera();
     } catch (e) {
-      flash(el.liveFeedback, t("studio.cameraFailed", { message: e.message || e.name }), "error", 0);
+      // The browser's own message is English whatever the page's language: say it by its name.
+      const why = i18n.has(`camera.${e.name}`) ? t(`camera.${e.name}`) : e.name || String(e);
+      flash(el.liveFeedback, t("studio.cameraFailed", { message: why }), "error", 0);
     }
     const live = await api("POST", `/api/rooms/${encodeURIComponent(state.room.id)}/live`, { token: token() });
     state.room = { ...state.room, ...live };
@@ -269,16 +286,19 @@ el.listForm.addEventListener("submit", async (ev) => {
   ev.preventDefault();
   const price = el.price.value.trim();
   const stock = el.stock.value.trim();
+  // The fields first, each error next to its field: a bad price is not hidden behind "pick a
+  // picture first", and both can be fixed in one go.
+  const badPrice = !/^\d+(\.\d{1,2})?$/.test(price) || Number(price) <= 0;
+  const badStock = !/^\d+$/.test(stock) || Number(stock) < 1;
+  fieldError(el.price, badPrice ? "studio.badPrice" : null);
+  fieldError(el.stock, badStock ? "studio.badStock" : null);
+  if (badPrice || badStock) {
+    flash(el.listFeedback, "");
+    (badPrice ? el.price : el.stock).focus();
+    return;
+  }
   if (!state.room || state.room.status === "ended") return flash(el.listFeedback, t("studio.needLive"), "error");
   if (!state.image.mode) return flash(el.listFeedback, t("studio.needImage"), "error");
-  if (!/^\d+(\.\d{1,2})?$/.test(price) || Number(price) <= 0) {
-    el.price.focus();
-    return flash(el.listFeedback, t("studio.badPrice"), "error");
-  }
-  if (!/^\d+$/.test(stock) || Number(stock) < 1) {
-    el.stock.focus();
-    return flash(el.listFeedback, t("studio.badStock"), "error");
-  }
   const fields = { price, stock: Number(stock) };
   if (el.title.value.trim()) fields.title = el.title.value.trim();
   if (/^\d+$/.test(el.limit.value.trim())) fields.limit_per_user = Number(el.limit.value);
@@ -311,6 +331,18 @@ el.listForm.addEventListener("submit", async (ev) => {
     el.submit.textContent = t("studio.submit");
   }
 });
+
+/** Show (key) or clear (null) the error under a form field; it is announced and re-translated. */
+function fieldError(input, key) {
+  const note = $(`#${input.id}-error`);
+  input.setAttribute("aria-invalid", String(!!key));
+  if (!note) return;
+  note.hidden = !key;
+  note.dataset.i18n = key ?? "";
+  note.textContent = key ? t(key) : "";
+}
+
+for (const input of [el.price, el.stock]) input.addEventListener("input", () => fieldError(input, null));
 
 // --- live sales -----------------------------------------------------------------------------------
 function upsertCard(card) {
@@ -401,16 +433,17 @@ function updateNumbers() {
 function renderMessage(m) {
   if (!m?.id || el.modlist.querySelector(`[data-id="${CSS.escape(m.id)}"]`)) return;
   const mine = m.user?.id === state.sess.user.id;
-  const act = (label, fn, cls = "small ghost") => h("button", { class: cls, type: "button",
-    "aria-label": `${label}: ${m.user?.name ?? ""}`, onclick: fn }, label);
+  const act = (key, fn, cls = "small ghost") => h("button", { class: cls, type: "button",
+    "aria-label": `${t(key)}: ${m.user?.name ?? ""}`, dataset: { i18n: key, who: m.user?.name ?? "" }, onclick: fn },
+  t(key));
   const roomPath = `/api/rooms/${encodeURIComponent(state.room.id)}`;
   const li = h("li", { class: "modmsg", dataset: { id: m.id, userId: m.user?.id ?? "" } },
     h("span", { class: "who" }, m.user?.name ?? "?"),
     h("span", { class: "text" }, m.text),
     mine ? null : h("span", { class: "actions" },
-      act(t("studio.delete"), () => moderate("DELETE", `/api/messages/${encodeURIComponent(m.id)}`)),
-      act(t("studio.mute"), () => moderate("POST", `${roomPath}/mute`, { user_id: m.user.id, seconds: 300 })),
-      act(t("studio.ban"), () => moderate("POST", `${roomPath}/ban`, { user_id: m.user.id }), "small danger")));
+      act("studio.delete", () => moderate("DELETE", `/api/messages/${encodeURIComponent(m.id)}`)),
+      act("studio.mute", () => moderate("POST", `${roomPath}/mute`, { user_id: m.user.id, seconds: 300 })),
+      act("studio.ban", () => moderate("POST", `${roomPath}/ban`, { user_id: m.user.id }), "small danger")));
   el.modlist.append(li);
   while (el.modlist.children.length > 200) el.modlist.firstElementChild.remove();
   el.modlist.scrollTop = el.modlist.scrollHeight;
@@ -486,6 +519,9 @@ function main() {
     renderLive();
     renderSales();
     if (state.sess?.user) el.who.textContent = t("studio.signedInAs", { name: state.sess.user.name });
+    for (const b of el.modlist.querySelectorAll("button[data-who]")) {
+      b.setAttribute("aria-label", `${t(b.dataset.i18n)}: ${b.dataset.who}`);
+    }
   });
   setInterval(updateNumbers, 1000);
   if (state.sess?.token) enter();

@@ -38,6 +38,8 @@ export function clock(ms) {
 
 /** A short-lived message in `el` (an aria-live region); `kind` styles it (ok, warn, error). */
 export function flash(el, text, kind = "info", ms = 4000) {
+  // A caller that wants the message re-translated on a language switch sets data-i18n after.
+  delete el.dataset.i18n;
   el.textContent = text;
   el.dataset.kind = kind;
   el.hidden = !text;
