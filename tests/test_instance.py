@@ -70,6 +70,7 @@ async def test_second_server_on_the_same_data_dir_refuses_and_the_first_keeps_se
         assert second.returncode == 1
         line = one_line(second.stderr)
         assert "another live-commerce server is using the data dir" in line and str(first.pid) in line, line
+        assert f"127.0.0.1:{port}" in line, line
         # With --workers the supervisor is refused the same way, before it starts anything.
         sup = refused("--port", str(free_port()), "--workers", "2", LIVE_DATA_DIR=str(data_dir))
         assert sup.returncode == 1 and "another live-commerce server" in one_line(sup.stderr)

@@ -26,7 +26,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import filelock
@@ -75,11 +75,15 @@ def needs_lock(settings: Settings) -> bool:
     return settings.embedded_redis or not settings.database_url
 
 
+Announce = Callable[[str], None]
+
+
 @contextlib.contextmanager
-def instance_lock(settings: Settings, url: str) -> Iterator[None]:
-    """Hold ``<data_dir>/live.lock`` (an OS file lock: released even by ``kill -9``)."""
+def instance_lock(settings: Settings) -> Iterator[Announce]:
+    """Hold ``<data_dir>/live.lock`` (an OS file lock: released even by ``kill -9``); yields
+    ``announce(url)``, which records who holds it for the message a second server prints."""
     if not needs_lock(settings):
-        yield
+        yield lambda url: None
         return
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -95,9 +99,13 @@ def instance_lock(settings: Settings, url: str) -> Iterator[None]:
             holder = ""
         raise StartError(f"another live-commerce server is using the data dir {data_dir}{holder}; "
                          "stop it, or give this one its own LIVE_DATA_DIR") from None
-    try:
+
+    def announce(url: str) -> None:
         owner.write_bytes(orjson.dumps({"pid": os.getpid(), "url": url}))
-        yield
+
+    try:
+        announce("starting")
+        yield announce
     finally:
         with contextlib.suppress(OSError):
             owner.unlink()
@@ -248,15 +256,18 @@ def main(argv: list[str] | None = None) -> int:
         if worker:  # the supervisor holds the lock and checked the port
             serve(settings, bind(settings.host, settings.port, reuse_port=True), show_banner=False)
             return 0
-        with instance_lock(settings, base_url(settings.host, settings.port)):
+        with instance_lock(settings) as announce:
             if settings.embedded_redis:
                 try:
                     find_redis_server()
                 except RuntimeError as e:
                     raise StartError(str(e)) from None
             if settings.workers > 1:
+                announce(base_url(settings.host, settings.port))
                 return supervise(settings, args)
-            serve(settings, bind(settings.host, settings.port))
+            sock = bind(settings.host, settings.port)
+            announce(base_url(settings.host, sock.getsockname()[1]))
+            serve(settings, sock)
             return 0
     except StartError as e:
         print(f"live-server: {e}", file=sys.stderr)
