@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
+from live.commerce.inventory import SCRIPTS as SCRIPTS  # the domain's Lua: its Redis side's, listed there
 from live.commerce.inventory import BuyBatcher, CardState, Inventory
 from live.core import keys
 from live.core.auth import Principal
@@ -472,5 +473,3 @@ def install(svc: Services) -> None:
 
     svc.health["order_persister"] = persister_ok
 
-
-SCRIPTS = ["buy", "release", "pay", "restock", "card_status"]
