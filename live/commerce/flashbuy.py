@@ -472,4 +472,3 @@ def install(svc: Services) -> None:
         return orders.persister.healthy
 
     svc.health["order_persister"] = persister_ok
-
