@@ -1,9 +1,12 @@
-"""The private-trading guard (私下交易) and the QR finder: pure functions, no server needed."""
+"""The private-trading guard (私下交易), the QR finder and OCR: pure functions first, then the
+guard in a real server (review band, the window across messages, text in product photos)."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +15,16 @@ import segno
 import zxingcpp
 from PIL import Image
 
+from bench.guard_labels import labelled_rows
 from live.community.guard import Finding, Guard
 from live.core.errors import Blocked, Invalid
+from live.media.ocr import FrameSampler, TextReader
 from live.media.qr import find_qr_codes
+from tests.flash_support import list_card
+from tests.support import Api, RunningServer
+from tests.test_chat import Room, room, send
+
+__all__ = ["room"]  # the fixture, shared with test_chat
 
 DATA = Path(__file__).parent / "data"
 
@@ -171,7 +181,7 @@ def test_other_platforms_merely_mentioned_pass(guard: Guard, text: str) -> None:
 
 
 @pytest.mark.parametrize("text", [
-    "私聊", "私我", "私信我", "主页有联系方式", "看签名", "看头像", "私下转账更便宜", "加我", "留个联系方式",
+    "私聊", "私我", "私信我", "主页有联系方式", "看签名", "看头像", "加我", "留个联系方式",
     "线下交易", "走平台外便宜", "不走平台", "支付宝转我", "发你收款码", "dm me", "check my bio",
 ])
 def test_steering_phrases_are_found(guard: Guard, text: str) -> None:
@@ -218,7 +228,8 @@ def load(name: str) -> list[tuple[bool, str]]:
     rows = []
     for line in (DATA / name).read_text(encoding="utf-8").splitlines():
         if line and not line.startswith("#"):
-            label, text = line.split("\t", 1)
+            parts = line.split("\t")  # label, [family,] text
+            label, text = parts[0], parts[-1]
             assert label in ("pos", "neg"), line
             rows.append((label == "pos", text))
     return rows
@@ -270,10 +281,91 @@ def test_timing_of_a_typical_message(guard: Guard) -> None:
 
 def test_long_hostile_input_is_linear(guard: Guard) -> None:
     # Would take minutes with a backtracking-prone pattern; a correct one takes milliseconds.
-    for text in ("x" * 20000, "a." * 10000, "1" * 20000, "一" * 20000, "微 " * 10000, "a@" * 10000):
+    for text in ("x" * 20000, "a." * 10000, "1" * 20000, "一" * 20000, "微 " * 10000, "a@" * 10000,
+                 "w " * 10000, "v.x." * 5000, "yi " * 7000, "138，" * 5000, "￥a1" * 7000, "淘宝" * 10000,
+                 "扣" * 20000, "威芯" * 10000, "jia wo " * 3000, "6222 " * 5000):
         start = time.perf_counter()
         guard.check(text)
         assert time.perf_counter() - start < 2.0, text[:10]
+
+
+# --- guard v2 (issue 17): each family caught, each hard negative passed ---------------------
+
+
+def action(guard: Guard, text: str) -> str:
+    return guard.verdict(text).action
+
+
+@pytest.mark.parametrize("text", [
+    # homophones and abbreviations of 微信/QQ in other characters, letters or mixed scripts
+    "加我危芯 yuyu_520", "唯心 lili2024 私聊", "V芯搜 lanlan_88", "围信同号", "蔻蔻群 73829123", "秋秋号 283746",
+    # padding between letters, look-alike letters, emoji for words, tone marks
+    "v.x kiki_3344", "w-x：lala_2021", "vх：lala_2021", "ѵx：lala_2021", "💚泡泡 lala_2021", "🐧：283746112",
+    "wéixìn lala_2021", "🇼🇽 lala_2021",
+    # pinyin words, spoken digits, numbers split across clauses
+    "jia wo weixin", "kou kou 283746112", "yao san ba liang liang san san si si wu wu", "139，1234，5678",
+    # other platforms' names and handles, spaced links, share codes, groups, mini programs
+    "闲鱼 @mimi_shop", "xhs mimi_shop 有链接", "￥Zx8Ka92Lq￥ 复制后打开", "w w w . mimi . c o m",
+    "h t t p : / / t . c n / x8a", "扫码加群领优惠", "小程序搜 好货铺子",
+    # intent without a contact
+    "不在平台拍，私下更便宜", "私价 99", "钱直接打给我", "下播后找我买",
+    # bank cards (Luhn-valid) and phones
+    "卡号 6222021234567890128", "6217 0012 3456 7890 122 工行", "打 186-2345-6789",
+])
+def test_every_family_is_refused(guard: Guard, text: str) -> None:
+    assert action(guard, text) != "allow", guard.verdict(text)
+
+
+@pytest.mark.parametrize("text", [
+    "单号YT4500123456789还没到", "SF1398765432101 签收了", "快递号JT5012345678901", "EMS1139876543210 查不到",
+    "扣扣扣", "扣扣扣扣", "扣扣扣 我也要", "要的扣扣", "扣1扣1",
+    "平台客服态度太差了", "客服电话一直占线", "联系了平台客服还没回复",
+    "别私下转账，会被骗", "不要加陌生人微信", "让你加V的都是骗子", "谨防私下交易诈骗",
+    "¥59 ¥69 ¥79", "第一件139，第二件159", "库存1390件", "165，110斤", "38，39，40码都有",
+    "订单号 2411261234567890123", "订单 6222021234567890128 没发货", "20:00开抢", "11月11日 20:00", "2026年11月26日",
+    "为新粉丝准备了福利", "维新变法那段历史", "球球你了快上链接", "口口声声说好", "小程序卡住了", "粉丝群什么时候开",
+])
+def test_hard_negatives_pass(guard: Guard, text: str) -> None:
+    assert action(guard, text) == "allow", guard.verdict(text)
+
+
+def test_a_warning_does_not_excuse_a_contact(guard: Guard) -> None:
+    assert action(guard, "不要加陌生人微信") == "allow"
+    assert action(guard, "别私下转账，加微信 abc12345") == "block"
+
+
+def test_card_numbers_need_the_luhn_check(guard: Guard) -> None:
+    assert guard.verdict("转到 6228481234567890128").signals[0][0] == "bank_card"
+    assert action(guard, "转到 6228481234567890129") == "allow"  # one digit off: not a card
+
+
+def test_a_bare_keyword_is_held_and_a_contact_is_blocked(guard: Guard) -> None:
+    assert action(guard, "私聊") == "hold"
+    assert action(guard, "vx") == "hold"
+    assert action(guard, "vx lala_2021") == "block"
+    assert action(guard, "加我微信") == "block"
+
+
+def test_padding_is_not_removed_across_clauses(guard: Guard) -> None:
+    assert guard.normalise("v.x") == "vx"
+    assert guard.normalise("v.x，y") == "vx,y"  # NFKC makes the full-width comma ASCII
+    assert guard.normalise("一三，八两件") == "一三,八两件"  # not the digits 1382
+    assert guard.normalise("微，信") == "微,信"  # Chinese characters are not glued across a clause
+
+
+def test_a_split_number_is_seen_across_messages(guard: Guard) -> None:
+    assert guard.verdict_with("8000", ["alice", "138", "0013"]).action == "block"
+    assert guard.verdict_with("8000", ["alice"]).action == "allow"
+    # The context alone being a contact does not refuse an innocent new message.
+    assert guard.verdict_with("好看", ["alice", "13800138000"]).action == "allow"
+
+
+def test_guard_fresh_set_is_measured() -> None:
+    # The held-out set (never tuned on); its numbers are reported in docs/guard.md. The bar here
+    # is a regression guard a little under the first measurement, not a tuning target.
+    precision, recall = measure(Guard(), load("guard_fresh_2026-11.tsv"), "guard_fresh_2026-11.tsv")
+    assert precision >= 0.95
+    assert recall >= 0.9
 
 
 # --- QR codes ------------------------------------------------------------------------------
@@ -337,3 +429,192 @@ def test_retail_barcode_is_ignored_unless_asked_for() -> None:
 def test_unreadable_image_is_invalid(data: bytes) -> None:
     with pytest.raises(Invalid):
         find_qr_codes(data)
+
+
+# --- the guard in chat: review band, window across messages (real server, Redis, SQL) ----------
+
+
+async def test_review_band_holds_a_message_until_a_moderator_decides(room: Room, api: Api,
+                                                                      server: RunningServer) -> None:
+    alice, alice_user = await room.viewer("alice")
+    bob, bob_user = await room.viewer("bob")
+    admin = server.settings.admin_token
+    ack = await send(alice, room.id, "想要的宝宝私聊")  # steering without a contact: doubtful, not certain
+    assert ack["ok"] is True and ack["message"]["held"] is True
+    held_id = ack["message"]["id"]
+    # Nobody else sees it: not pushed, not in the room's history.
+    assert (await send(bob, room.id, "marker"))["ok"]
+    await bob.wait_for("chat:message", where=lambda m: m["text"] == "marker")
+    assert all(m["id"] != held_id for m in bob.received("chat:message"))
+    _, late = await room.join((await api.guest("late"))["token"])
+    assert all(m["id"] != held_id for m in late["chat"])
+    # Only moderators see and decide the queue.
+    status, body = await api.get("/api/moderation/held", token=bob_user["token"])
+    assert status == 403 and body["error"]["code"] == "FORBIDDEN"
+    queue = await api.ok("GET", "/api/moderation/held", token=admin)
+    mine = next(h for h in queue if h["id"] == held_id)
+    assert mine["status"] == "held" and mine["signals"][0][0] == "steering" and 0.5 <= mine["score"] < 0.85
+    status, _ = await api.post(f"/api/moderation/held/{held_id}/approve", token=bob_user["token"])
+    assert status == 403
+    decided = await api.ok("POST", f"/api/moderation/held/{held_id}/approve", token=admin)
+    assert decided["status"] == "approved"
+    shown = await bob.wait_for("chat:message", where=lambda m: m["id"] == held_id)
+    assert shown["text"] == "想要的宝宝私聊"
+    _, late = await room.join((await api.guest("later"))["token"])
+    assert held_id in {m["id"] for m in late["chat"]}  # approved: in the room's history now
+    assert (await alice.wait_for("chat:held"))["status"] == "approved"
+    # Exactly one decision: a second one (either way) is a conflict and changes nothing.
+    for verb in ("approve", "reject"):
+        status, body = await api.post(f"/api/moderation/held/{held_id}/{verb}", token=admin)
+        assert status == 409 and body["error"]["code"] == "CONFLICT"
+    status, body = await api.post("/api/moderation/held/nope/reject", token=admin)
+    assert status == 404
+
+    # A rejected message is never shown and counts as a violation; both decisions are labels.
+    # (carol, not alice: alice's two doubtful lines in a row would read as one certain one.)
+    carol, _ = await room.viewer("carol")
+    ack = await send(carol, room.id, "vx")
+    assert ack["message"]["held"] is True, ack
+    rejected = await api.ok("POST", f"/api/moderation/held/{ack['message']['id']}/reject", token=admin)
+    assert rejected["status"] == "rejected"
+    assert (await carol.wait_for("chat:held"))["status"] == "rejected"
+    labels = {h["id"]: h["status"] for h in await api.ok("GET", "/api/moderation/held?status=all", token=admin)}
+    assert labels[held_id] == "approved" and labels[ack["message"]["id"]] == "rejected"
+    exported = await labelled_rows(server.services.db)  # the labelled data for tuning
+    assert "neg\tmoderated_steering\t想要的宝宝私聊" in exported and "pos\tmoderated_wechat\tvx" in exported
+    assert all(m["id"] != ack["message"]["id"] for m in bob.received("chat:message"))
+
+
+async def test_a_number_split_over_three_messages_is_blocked(room: Room) -> None:
+    alice, _ = await room.viewer("alice")
+    assert (await send(alice, room.id, "138"))["ok"]
+    assert (await send(alice, room.id, "0013"))["ok"]
+    ack = await send(alice, room.id, "8000")
+    assert ack["ok"] is False and ack["error"]["code"] == "BLOCKED", ack
+    # The window is per user: another user's digits are not joined with alice's.
+    bob, _ = await room.viewer("bob")
+    assert (await send(bob, room.id, "8000"))["ok"]
+
+
+# --- text in images (OCR) ------------------------------------------------------------------
+
+CJK_FONT = "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc"
+
+
+def text_photo(lines: list[str], fmt: str = "JPEG") -> bytes:
+    """A product-photo-like picture with ``lines`` of text drawn on it."""
+    from PIL import ImageDraw, ImageFont
+
+    img = photo(900, 600, seed=3)
+    draw = ImageDraw.Draw(img)
+    font = ImageFont.truetype(CJK_FONT, 44)
+    for i, line in enumerate(lines):
+        draw.rectangle((40, 60 + i * 90, 860, 125 + i * 90), fill="white")
+        draw.text((50, 65 + i * 90), line, fill="black", font=font)
+    return encode(img, fmt)
+
+
+@pytest.fixture(scope="module")
+def reader() -> Iterator[TextReader]:
+    r = TextReader()
+    yield r
+    r.close()
+
+
+def test_text_in_a_photo_is_read(reader: TextReader) -> None:
+    found = reader.read_sync(text_photo(["纯棉短袖 XL", "加微信 abc12345"]))
+    assert "abc12345" in found.text.replace(" ", "")
+    assert Guard().verdict(found.text).action == "block"
+
+
+async def test_frame_sampler_reads_each_live_frame_and_reports_text(reader: TextReader) -> None:
+    frames = {"r1": text_photo(["电话 13912345678"]), "r2": None}
+    seen: list[tuple[str, str]] = []
+
+    async def rooms() -> list[str]:
+        return ["r1", "r2"]
+
+    async def on_text(room_id: str, text: str) -> None:
+        seen.append((room_id, text))
+
+    sampler = FrameSampler(reader, interval_s=0.01, cpu_budget=0.5, rooms=rooms, frame=frames.get, on_text=on_text)
+    busy = await sampler.sample_once()
+    assert busy > 0 and sampler.frames_read == 1  # r2 has no video here
+    assert [r for r, _ in seen] == ["r1"] and "13912345678" in seen[0][1].replace(" ", "")
+
+
+async def test_a_product_photo_with_a_contact_in_it_is_refused(api: Api, server: RunningServer) -> None:
+    s = await api.streamer()
+    room = await api.live_room(s["token"])
+    body = await list_card(api, s["token"], room["id"], image=text_photo(["新款连衣裙", "加微信 abc12345 更便宜"]),
+                           expect=422)
+    assert body["error"]["code"] == "BLOCKED" and body["error"]["reason"] == "private_trading"
+    assert body["error"]["detail"] == "text_in_image"
+    assert (await api.ok("GET", f"/api/rooms/{room['id']}"))["cards"] == []
+    # Ordinary text on a product (name, size, price) is fine.
+    await list_card(api, s["token"], room["id"], image=text_photo(["纯棉短袖 XL", "到手价 99元"]))
+
+
+@pytest.mark.browser
+async def test_moderator_approves_a_held_message_on_the_moderation_page(room: Room, api: Api,
+                                                                       server: RunningServer) -> None:
+    from playwright.async_api import expect
+
+    from tests.browser_support import DESKTOP, chromium
+
+    alice, _ = await room.viewer("alice")
+    bob, _ = await room.viewer("bob")
+    held = (await send(alice, room.id, "想要的宝宝私聊"))["message"]
+    assert held["held"] is True
+    async with chromium(server.url) as pages:
+        mod = await pages.open("/moderation", DESKTOP)
+        await mod.get_by_label("审核令牌").fill(server.settings.admin_token)
+        await mod.get_by_role("button", name="使用令牌").click()
+        item = mod.locator(f"[data-testid='held-item'][data-id='{held['id']}']")
+        await expect(item).to_contain_text("想要的宝宝私聊")
+        await expect(item).to_contain_text("steering")
+        await item.get_by_role("button", name="通过").click()
+        await expect(item).to_have_count(0)
+        assert not pages.errors, pages.errors
+    assert (await bob.wait_for("chat:message", where=lambda m: m["id"] == held["id"]))["text"] == "想要的宝宝私聊"
+
+
+async def test_two_moderators_deciding_at_once_make_exactly_one_decision(room: Room, api: Api,
+                                                                         server: RunningServer) -> None:
+    bob, bob_user = await room.viewer("bob")
+    admin = server.settings.admin_token
+    for _ in range(3):
+        carol, _ = await room.viewer("carol")
+        held = (await send(carol, room.id, "vx"))["message"]
+        assert held["held"] is True
+        results = await asyncio.gather(
+            api.post(f"/api/moderation/held/{held['id']}/approve", token=admin),
+            api.post(f"/api/moderation/held/{held['id']}/reject", token=admin))
+        assert sorted(status for status, _ in results) == [200, 409], results
+        winner = next(body for status, body in results if status == 200)
+        row = next(h for h in await api.ok("GET", "/api/moderation/held?status=all", token=admin)
+                   if h["id"] == held["id"])
+        assert row["status"] == winner["status"]
+        shown = [m for m in bob.received("chat:message") if m["id"] == held["id"]]
+        if winner["status"] == "approved":
+            await bob.wait_for("chat:message", where=lambda m, i=held["id"]: m["id"] == i)
+        else:
+            assert shown == []
+
+
+async def test_a_doubtful_message_is_refused_when_the_review_queue_is_unavailable(room: Room,
+                                                                                   server: RunningServer) -> None:
+    from live.core.models import HeldMessage
+
+    alice, _ = await room.viewer("alice")
+    engine = server.services.engine
+    async with engine.begin() as conn:  # the queue's table is gone: holding cannot work
+        await conn.run_sync(lambda c: HeldMessage.__table__.drop(c))
+    try:
+        ack = await send(alice, room.id, "想要的宝宝私聊")
+        assert ack["ok"] is False and ack["error"]["code"] == "BLOCKED", ack
+        assert ack["error"]["detail"] == "review_unavailable"
+    finally:
+        async with engine.begin() as conn:
+            await conn.run_sync(lambda c: HeldMessage.__table__.create(c))
+    assert (await send(alice, room.id, "想要的宝宝私聊 还在吗"))["message"]["held"] is True

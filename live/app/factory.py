@@ -37,6 +37,8 @@ DOMAINS: list[tuple[str, str]] = [
     ("live.community.chat", "live.transport.routes_chat"),
     ("live.commerce.flashbuy", "live.transport.routes_flash"),
     ("live.media.rtc", "live.transport.routes_media"),
+    ("live.fans.service", "live.transport.routes_fans"),
+    ("live.commerce.aftersales", "live.transport.routes_aftersales"),
 ]
 
 

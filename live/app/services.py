@@ -37,11 +37,13 @@ from live.core.scripts import Scripts
 from live.core.settings import Settings
 
 if TYPE_CHECKING:
+    from live.commerce.aftersales import AfterSales
     from live.commerce.flashbuy import FlashService
     from live.commerce.orders import OrderService
     from live.community.chat import ChatService
     from live.community.guard import Guard
     from live.community.moderation import ModerationService
+    from live.fans.service import FansService
     from live.media.images import ImagePipeline
     from live.media.rtc import MediaService
     from live.media.storage import LocalStorage
@@ -100,6 +102,8 @@ class Services:
     guard: Guard = field(init=False)
     moderation: ModerationService = field(init=False)
     media: MediaService = field(init=False)
+    fans: FansService = field(init=False)
+    aftersales: AfterSales = field(init=False)
     # Background loops to run while the app serves: (name, loop(stop_event)).
     loops: list[tuple[str, Loop]] = field(default_factory=list)
     # Called, newest first, when the services close (after loops are stopped).

@@ -31,6 +31,7 @@ from live.core.errors import (
     Forbidden,
     Invalid,
     LimitExceeded,
+    NotEligible,
     NotFound,
     NotOnSale,
     RateLimited,
@@ -40,6 +41,7 @@ from live.core.errors import (
 from live.core.ids import RANDOM, iso, iso_ms, new_id, now_ms, utcnow
 from live.core.models import Card, Room
 from live.media.images import ImagePipeline
+from live.media.ocr import FrameSampler, TextReader
 from live.media.qr import find_qr_codes
 from live.media.storage import LocalStorage
 
@@ -70,6 +72,14 @@ def order_view(card_id: str, o: dict[str, Any]) -> dict[str, Any]:
         "created_at": iso_ms(int(o["c"])),
         "pay_by": iso_ms(int(o["p"])),
         "request_id": o.get("r"),
+        # After payment (v2): fields the after-sales scripts add to the compact order.
+        "shipment": ({"carrier": o["sh"]["c"], "tracking_no": o["sh"]["t"], "shipped_at": iso_ms(int(o["sh"]["at"]))}
+                     if o.get("sh") else None),
+        "paid_amount": money(int(o.get("pa", 0))),
+        "refunded_amount": money(int(o.get("ra", 0))),
+        "stock_returned": bool(o.get("sr")) or o["s"] in ("cancelled", "expired"),
+        "after_sale_id": o.get("as"),
+        "completed_at": iso_ms(int(o["cp"])) if o.get("cp") else None,
     }
 
 
@@ -113,6 +123,8 @@ class FlashService:
                                     display_px=svc.settings.image_display_px,
                                     thumb_px=svc.settings.image_thumb_px)
         self.storage = LocalStorage(svc.settings.data_dir / "media")
+        # Text in product photos (and sampled video frames) goes through the guard too.
+        self.text_reader = TextReader(max_side_px=svc.settings.ocr_max_side_px) if svc.settings.ocr_enabled else None
         self.buckets = LocalBuckets(svc.settings.buy_rate_per_s, svc.settings.buy_rate_burst)
         # Fast reject: cards known (from any process, via the bus) to be sold out or closed.
         self.unavailable: dict[str, str] = {}
@@ -131,7 +143,7 @@ class FlashService:
     async def create_card(self, who: Principal, room_id: str, *, price: Decimal, stock: int,
                           image: bytes | None, snapshot: bool, title: str = "", code: str = "",
                           limit_per_user: int | None = None, starts_at: datetime | None = None,
-                          duration_s: int | None = None) -> dict[str, Any]:
+                          duration_s: int | None = None, audience: str = "all") -> dict[str, Any]:
         room = await self.svc.rooms.get(room_id)
         if room.streamer_id != who.id:
             raise Forbidden("not your room")
@@ -144,6 +156,9 @@ class FlashService:
         if not 1 <= stock <= self.settings.max_stock:
             raise Invalid(f"stock: an integer from 1 to {self.settings.max_stock}")
         limit = limit_per_user or self.settings.default_limit_per_user
+        fans = getattr(self.svc, "fans", None)  # None when the fans domain is not installed
+        if audience not in ("all", "followers") or (audience == "followers" and fans is None):
+            raise Invalid("audience: all or followers")
         chat = self.svc.chat
         for text in (title, code):
             if text and chat is not None:
@@ -160,6 +175,7 @@ class FlashService:
             raise Invalid("image: upload a photo (JPEG/PNG/WebP) or set \"snapshot\": true")
         processed = await asyncio.to_thread(self.images.process, image)
         await self._refuse_qr(processed.display, who, room_id)
+        await self._refuse_text_in_photo(processed.display, who, room_id)
         now = utcnow()
         start = starts_at or now
         if start.tzinfo is None:
@@ -174,7 +190,7 @@ class FlashService:
         status = "scheduled" if start > now + timedelta(milliseconds=500) else "on_sale"
         card = Card(id=card_id, room_id=room_id, title=title, code=code, image_key=image_key,
                     price_cents=cents(price), stock=stock, restocked=0, limit_per_user=limit, status=status,
-                    starts_at=start, ends_at=ends, created_at=now)
+                    starts_at=start, ends_at=ends, created_at=now, audience=audience)
         async with self.svc.db() as s, s.begin():
             s.add(card)
             r = await s.get(Room, room_id)
@@ -182,6 +198,8 @@ class FlashService:
                 r.pinned_card_id = card_id  # the newest card is pinned
         state = CardState(status, stock, stock, limit, card.price_cents, int(start.timestamp() * 1000),
                           int(ends.timestamp() * 1000) if ends else 0, room_id)
+        if audience == "followers":
+            await self.svc.fans.gate_card(card_id, who.id)  # gated before the card is buyable
         await self.inventory.init_card(card_id, state)
         await self.svc.rooms.touch(room_id)
         view = self.view(card, state)
@@ -200,6 +218,23 @@ class FlashService:
                                            text=found[0][:200], room_id=room_id)
             raise Blocked("product photos must not carry QR codes", reason="private_trading",
                           detail="qr_code")
+
+    async def _refuse_text_in_photo(self, image: bytes, who: Principal, room_id: str) -> None:
+        """A contact written into a product photo (a phone number, a WeChat id) is refused like
+        one typed in chat. Only a certain verdict refuses: photos carry brand names and sizes."""
+        if self.text_reader is None or self.svc.guard is None:
+            return
+        found = await self.text_reader.read(image)
+        verdict = self.svc.guard.verdict(found.text) if found.lines else None
+        finding = verdict.finding if verdict is not None and verdict.action == "block" else None
+        if finding is None:
+            return
+        self.svc.metrics.blocked.labels("image", finding.reason).inc()
+        if self.svc.moderation is not None:
+            await self.svc.moderation.violation(who.id, kind="image", reason=finding.reason, detector=finding.kind,
+                                                text=found.text[:200], room_id=room_id)
+        raise Blocked("product photos must not carry contact details", reason=finding.reason,
+                      detail="text_in_image")
 
     def view(self, card: Card, state: CardState | None) -> dict[str, Any]:
         """The contract's card object; live numbers come from Redis when it has them."""
@@ -220,6 +255,7 @@ class FlashService:
             "status": self._status(state.status if state else card.status, state),
             "starts_at": iso(card.starts_at),
             "ends_at": iso(card.ends_at),
+            "audience": card.audience or "all",
         }
 
     @staticmethod
@@ -253,7 +289,8 @@ class FlashService:
         else:
             async with self.svc.db() as s:
                 cards = list((await s.execute(
-                    select(Card).where(Card.room_id == room_id).order_by(Card.created_at))).scalars())
+                    select(Card).where(Card.room_id == room_id, Card.audience != "lucky_bag")  # not prizes
+                    .order_by(Card.created_at))).scalars())
             if version is not None:
                 if len(self._room_cards) > 10_000:
                     self._room_cards.clear()
@@ -342,6 +379,8 @@ class FlashService:
             raise SoldOut("sold out", left=res.left)
         if res.code == "LIMIT_EXCEEDED":
             raise LimitExceeded("purchase limit reached for this product")
+        if res.code == "NOT_ELIGIBLE":
+            raise NotEligible("this product is for the streamer's followers: follow to buy")
         if res.code == "NOT_ON_SALE":
             raise NotOnSale("this product is not on sale now")
         if res.code == "NOT_FOUND":
@@ -471,4 +510,35 @@ def install(svc: Services) -> None:
     async def persister_ok() -> bool:
         return orders.persister.healthy
 
+    if flash.text_reader is not None:
+        reader = flash.text_reader
+        svc.closers.append(lambda: asyncio.to_thread(reader.close))
+        if svc.settings.ocr_frame_interval_s > 0:
+            svc.loops.append(("ocr-frames", _frame_sampler(svc, reader).run))
+
     svc.health["order_persister"] = persister_ok
+
+
+def _frame_sampler(svc: Any, reader: TextReader) -> FrameSampler:
+    """Read text in live video: a contact shown on screen counts against the streamer."""
+
+    async def live_rooms() -> list[str]:
+        return [r["id"] for r in await svc.rooms.list_live(limit=1000)]
+
+    def latest_frame(room_id: str) -> bytes | None:
+        # svc.media is installed after this domain: look it up when sampling, not now.
+        media = getattr(svc, "media", None)
+        return media.latest_jpeg(room_id) if media is not None else None
+
+    async def on_text(room_id: str, text: str) -> None:
+        verdict = svc.guard.verdict(text)
+        finding = verdict.finding if verdict.action == "block" else None
+        if finding is None:
+            return
+        room = await svc.rooms.get(room_id)
+        svc.metrics.blocked.labels("video", finding.reason).inc()
+        await svc.moderation.violation(room.streamer_id, kind="video", reason=finding.reason,
+                                       detector=finding.kind, text=text[:200], room_id=room_id)
+
+    return FrameSampler(reader, interval_s=svc.settings.ocr_frame_interval_s, cpu_budget=svc.settings.ocr_cpu_budget,
+                        rooms=live_rooms, frame=latest_frame, on_text=on_text)

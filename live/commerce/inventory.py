@@ -86,7 +86,8 @@ class Inventory:
         args: list[Any] = [now_ms, pay_by_ms]
         for tap in taps:
             args.extend(tap)
-        flat = await self._s.buy(keys=card_keys(card_id), args=args)
+        # The 7th key is the card's audience gate (fans: followers-only cards).
+        flat = await self._s.buy(keys=[*card_keys(card_id), keys.card_fans(card_id)], args=args)
         return [Result(flat[i], _order(flat[i + 1]), int(flat[i + 2])) for i in range(0, len(flat), 3)]
 
     async def release(self, card_id: str, order_id: str, status: str, now_ms: int, user_id: str = "") -> Result:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import re
 import unicodedata
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +22,7 @@ import orjson
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from live.community.guard import Guard
+from live.community.guard import Guard, Verdict
 from live.community.moderation import ModerationService
 from live.community.presence import Presence
 from live.community.rooms import RoomService
@@ -64,6 +65,7 @@ class ChatLog:
     """Where messages live: each room's recent list in Redis and the stream drained into SQL."""
 
     def __init__(self, redis: Any, db: async_sessionmaker[AsyncSession], *, history: int, dialect: str) -> None:
+        self.redis = redis
         self._redis = redis
         self._db = db
         self._history = history
@@ -213,6 +215,9 @@ class ChatService:
         self._pusher = pusher
         self._metrics = metrics
         self._streamers: dict[str, str] = {}
+        # Called with (room_id, who, text) after a message is accepted (e.g. lucky-bag keywords).
+        self.on_message: list[Callable[[str, Principal, str], Awaitable[None]]] = []
+        self._redis = log.redis
 
     async def send(self, conn_id: str, who: Principal, room_id: str, text: str) -> dict[str, Any]:
         """Post ``text`` to a room the connection ``conn_id`` has joined; the accepted message.
@@ -220,6 +225,8 @@ class ChatService:
         Refusals: ``INVALID`` (empty, too long, room not joined), ``FORBIDDEN`` (banned from
         the room or from chat), ``MUTED`` (with ``until``), ``RATE_LIMITED`` (token bucket, or
         slow mode with ``retry_after``), ``BLOCKED`` (the guard, with ``reason`` and the penalty).
+        When the guard is unsure the message is held for a moderator: the ack carries it with
+        ``"held": true`` and nobody else sees it until it is approved (``docs/guard.md``).
         """
         clean = normalise_text(text)
         if not clean:
@@ -235,16 +242,44 @@ class ChatService:
         await self._ratelimit.take(who.id, "chat", self._settings.chat_rate_per_s, self._settings.chat_rate_burst)
         exempt = who.is_moderator or await self._streamer_of(room_id) == who.id
         await self._mod.admit(room_id, who.id, exempt_slowmode=exempt)
-        finding = self._guard.check(clean)
-        if finding is not None:
+        verdict = await self._vet_chat(who, clean)
+        finding = verdict.finding
+        if verdict.action == "block" and finding is not None:
             penalty = await self._mod.violation(who.id, kind="chat", reason=finding.reason, detector=finding.kind,
                                                 text=clean, room_id=room_id)
             raise Blocked(reason=finding.reason, **penalty.extra())
         msg = {"id": new_id(), "room_id": room_id, "user": who.public(), "text": clean, "ts": iso(utcnow())}
+        if verdict.action == "hold" and finding is not None:
+            try:
+                await self._mod.hold(msg, score=verdict.score, signals=[list(s) for s in verdict.signals])
+            except Exception as e:  # no review queue (database away): refuse rather than show it
+                log.warning("could not hold a message for review, refusing it: %s", e)
+                raise Blocked(reason=finding.reason, detail="review_unavailable") from e
+            return {**msg, "held": True}
         await self.log.append(msg)
         await self._pusher.to_room(room_id, "chat:message", msg)
         self._metrics.chat_messages.inc()
+        for hook in self.on_message:
+            try:
+                await hook(room_id, who, clean)
+            except Exception:
+                log.exception("chat message hook failed")  # the message itself was accepted
         return msg
+
+    async def _vet_chat(self, who: Principal, text: str) -> Verdict:
+        """The guard's verdict on ``text`` read with the user's name and their last few messages
+        (a short Redis window, bounded and expiring), so a number split over lines is seen."""
+        n = self._settings.guard_window_messages
+        if n <= 0:
+            return self._guard.verdict_with(text, [who.name])
+        key = keys.user_guard_window(who.id)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.lrange(key, 0, n - 1)
+        pipe.lpush(key, text)
+        pipe.ltrim(key, 0, n - 1)
+        pipe.expire(key, self._settings.guard_window_s)
+        prior, *_ = await pipe.execute()
+        return self._guard.verdict_with(text, [who.name, *reversed(prior)])
 
     async def _streamer_of(self, room_id: str) -> str:
         sid = self._streamers.get(room_id)

@@ -18,7 +18,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from live.community.rooms import RoomService
@@ -27,7 +27,7 @@ from live.core.auth import AuthService, Principal
 from live.core.errors import Conflict, Forbidden, Invalid, Muted, NotFound, RateLimited
 from live.core.ids import iso, iso_ms, new_id, now_ms, utcnow
 from live.core.metrics import Metrics
-from live.core.models import Card, ModerationAction, Report, Room, User, Violation
+from live.core.models import Card, HeldMessage, ModerationAction, Report, Room, User, Violation
 from live.core.push import Pusher
 from live.core.ratelimit import RateLimiter
 
@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 ReportTarget = Literal["message", "room", "card", "user"]
 ReportAction = Literal["dismiss", "delete", "mute", "ban"]
+HeldDecision = Literal["approve", "reject"]
+HeldStatus = Literal["held", "approved", "rejected", "all"]
 DEFAULT_MUTE_S = 600  # a report resolved with "mute" and no duration
 MAX_MUTE_S = 30 * 86400
 REPORT_RATE_PER_S = 0.2  # reports are cheap to send and costly to review
@@ -52,6 +54,9 @@ class MessageLog(Protocol):
 
     async def emit(self, fields: dict[str, str]) -> None:
         """Append an event (e.g. a violation) to the stream the SQL persister drains."""
+
+    async def append(self, msg: dict[str, Any]) -> None:
+        """Record an accepted message (room history, lookup by id, the SQL stream)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +226,52 @@ class ModerationService:
             t.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
 
+    # --- messages held by the guard for review ------------------------------------------------
+    async def hold(self, msg: dict[str, Any], *, score: float, signals: list[list[str]]) -> None:
+        """Queue a chat message the guard was unsure about; nobody but its author sees it yet."""
+        async with self._db() as s, s.begin():
+            s.add(HeldMessage(id=msg["id"], room_id=msg["room_id"], user_id=msg["user"]["id"], text=msg["text"],
+                              message=msg, score=score, signals=signals, status="held", created_at=utcnow()))
+        self._metrics.blocked.labels("chat", "held").inc()
+
+    async def held(self, who: Principal, status: HeldStatus = "held", limit: int = 100) -> list[dict[str, Any]]:
+        """The review queue: the oldest held messages first (or the newest decided ones)."""
+        await self.require_moderator(who)
+        q = _queue(HeldMessage, "held", status)
+        async with self._db() as s:
+            rows = (await s.execute(q.limit(limit))).scalars().all()
+        return [render_held(h) for h in rows]
+
+    async def decide_held(self, who: Principal, held_id: str, decision: HeldDecision) -> dict[str, Any]:
+        """Approve (the room sees the message now) or reject (it counts as a violation).
+
+        The decision is a conditional UPDATE from ``held``: of two moderators deciding at once,
+        exactly one wins and acts; the other gets CONFLICT. The decided row is a labelled
+        example for the guard (approved = ordinary chat, rejected = private trading).
+        """
+        await self.require_moderator(who)
+        new = "approved" if decision == "approve" else "rejected"
+        async with self._db() as s, s.begin():
+            res = await s.execute(update(HeldMessage).where(HeldMessage.id == held_id, HeldMessage.status == "held")
+                                  .values(status=new, decided_by=who.id, decided_at=utcnow()))
+            won = bool(getattr(res, "rowcount", 0))
+            row = await s.get(HeldMessage, held_id)
+        if row is None:
+            raise NotFound("no such held message")
+        if not won:
+            raise Conflict(f"held message already {row.status}")
+        msg = dict(row.message)
+        if new == "approved":
+            await self._log.append(msg)
+            await self._pusher.to_room(row.room_id, "chat:message", msg)
+        else:
+            detector = row.signals[0][0] if row.signals else "review"
+            await self.violation(row.user_id, kind="chat", reason="private_trading", detector=detector,
+                                 text=row.text, room_id=row.room_id)
+        await self._pusher.to_user(row.user_id, "chat:held", {"id": held_id, "room_id": row.room_id, "status": new})
+        await self.audit(who, f"held_{decision}", room_id=row.room_id, target_id=held_id, target_user_id=row.user_id)
+        return render_held(row)
+
     # --- room moderation ------------------------------------------------------------------------
     async def mute(self, who: Principal, room_id: str, user_id: str, seconds: int) -> dict[str, Any]:
         """Mute ``user_id`` in the room for ``seconds`` (0 lifts the mute)."""
@@ -345,13 +396,7 @@ class ModerationService:
     async def reports(self, who: Principal, status: str = "open", limit: int = 100) -> list[dict[str, Any]]:
         """The moderators' queue: oldest open reports first (or the newest resolved ones)."""
         await self.require_moderator(who)
-        q = select(Report)
-        if status == "open":
-            q = q.where(Report.status == "open").order_by(Report.created_at, Report.id)
-        else:
-            if status == "resolved":
-                q = q.where(Report.status == "resolved")
-            q = q.order_by(Report.created_at.desc(), Report.id.desc())
+        q = _queue(Report, "open", status)
         async with self._db() as s:
             rows = (await s.execute(q.limit(limit))).scalars().all()
         return [render_report(r) for r in rows]
@@ -478,6 +523,17 @@ class ModerationService:
         }
 
 
+def _queue(model: type[Report] | type[HeldMessage], pending: str, status: str) -> Select[Any]:
+    """A moderators' queue: the oldest ``pending`` rows first, or else the newest rows with
+    ``status`` ("all": whatever their status)."""
+    q = select(model)
+    if status == pending:
+        return q.where(model.status == pending).order_by(model.created_at, model.id)
+    if status != "all":
+        q = q.where(model.status == status)
+    return q.order_by(model.created_at.desc(), model.id.desc())
+
+
 def render_report(r: Report) -> dict[str, Any]:
     return {"id": r.id, "reporter_id": r.reporter_id, "target": r.target, "target_id": r.target_id,
             "reason": r.reason, "status": r.status, "resolution": r.resolution, "resolved_by": r.resolved_by,
@@ -485,3 +541,9 @@ def render_report(r: Report) -> dict[str, Any]:
 
 
 __all__ = ["MessageLog", "ModerationService", "Penalty", "penalty_for"]
+
+
+def render_held(h: HeldMessage) -> dict[str, Any]:
+    return {"id": h.id, "room_id": h.room_id, "user_id": h.user_id, "text": h.text, "message": h.message,
+            "score": h.score, "signals": h.signals, "status": h.status, "decided_by": h.decided_by,
+            "created_at": iso(h.created_at), "decided_at": iso(h.decided_at)}

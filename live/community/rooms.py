@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import select, update
@@ -56,6 +57,10 @@ class RoomService:
         # Trust & safety on titles, set by the chat module: raises Blocked (and records a violation).
         self.title_guard: Callable[[str, Principal], Awaitable[None]] | None = None
         self.on_end: list[Callable[[str], Awaitable[None]]] = []  # e.g. media stops publishing
+        # Called once when a room goes live (e.g. the fans domain notifies followers).
+        self.on_live: list[Callable[[Room], Awaitable[None]]] = []
+        # Extra fields of a snapshot (e.g. the fans domain's follower count).
+        self.extras: list[Callable[[Room, User], Awaitable[dict[str, Any]]]] = []
         # Checks before a user joins (e.g. chat bans); each raises a LiveError to refuse.
         self.join_checks: list[Callable[[str, Principal], Awaitable[None]]] = []
         # Recent chat for the join ack, set by the chat module.
@@ -74,13 +79,13 @@ class RoomService:
         chat = await self.history(room_id) if self.history else []
         return {"room": snap, "chat": chat}
 
-    async def create(self, who: Principal, title: str) -> dict[str, Any]:
+    async def create(self, who: Principal, title: str, scheduled_at: datetime | None = None) -> dict[str, Any]:
         if who.role != "streamer":
             raise Forbidden("only streamers create rooms")
         if self.title_guard:
             await self.title_guard(title, who)
         room = Room(id=new_id(), title=title, streamer_id=who.id, status="scheduled", pinned_card_id=None,
-                    created_at=utcnow())
+                    created_at=utcnow(), scheduled_at=scheduled_at)
         async with self._db() as s, s.begin():
             s.add(room)
         return await self.snapshot(room.id)
@@ -111,7 +116,8 @@ class RoomService:
                 raise Forbidden("not your room")
             if room.status == "ended":
                 raise Conflict("room has ended")
-            if room.status != status:
+            changed = room.status != status
+            if changed:
                 # Conditional on the status read, so that a race with the idle loop (or another
                 # request) changes the row once: the loser gets CONFLICT and pushes nothing.
                 stamp = {"started_at": utcnow()} if status == "live" else {"ended_at": utcnow()}
@@ -126,6 +132,12 @@ class RoomService:
         if status == "ended":
             for hook in self.on_end:
                 await hook(room_id)
+        if status == "live" and changed:
+            for live_hook in self.on_live:
+                try:
+                    await live_hook(room)
+                except Exception:
+                    log.exception("go-live hook failed")  # the room is live all the same
         return await self.snapshot(room_id)
 
     async def _finish(self, room_id: str) -> bool:
@@ -254,7 +266,7 @@ class RoomService:
         cards: list[dict[str, Any]] = []
         if with_cards and self.cards is not None:
             cards = await self.cards.room_cards(room.id, version)
-        return {
+        view = {
             "id": room.id,
             "title": room.title,
             "streamer": {"id": streamer.id, "name": streamer.name},
@@ -265,6 +277,9 @@ class RoomService:
             "created_at": iso(room.created_at),
             "started_at": iso(room.started_at),
         }
+        for extra in self.extras:
+            view.update(await extra(room, streamer))
+        return view
 
 
 def install(svc: Services) -> None:

@@ -79,8 +79,14 @@ class Unavailable(LiveError):
     code, status = "UNAVAILABLE", 503
 
 
+class NotEligible(LiveError):
+    """The caller is outside a sale's or a lucky bag's audience (e.g. followers only)."""
+
+    code, status = "NOT_ELIGIBLE", 403
+
+
 BY_CODE: dict[str, type[LiveError]] = {
     cls.code: cls
     for cls in (Invalid, Unauthorized, Forbidden, NotFound, Conflict, RateLimited, SoldOut,
-                LimitExceeded, NotOnSale, Muted, Unavailable)
+                LimitExceeded, NotOnSale, Muted, Unavailable, NotEligible)
 }

@@ -130,6 +130,11 @@ def user_violations(user: str) -> str:
     return f"{PREFIX}:{{user:{user}}}:violations"
 
 
+def user_guard_window(user: str) -> str:
+    """LIST of the user's last chat texts (newest first, bounded, TTL) the guard reads together."""
+    return f"{PREFIX}:{{user:{user}}}:guard-window"
+
+
 CHAT_STREAM = f"{PREFIX}:chat:events"  # STREAM of chat messages/deletions for the SQL persister
 CHAT_DEAD = f"{PREFIX}:chat:dead"  # STREAM of chat events the persister gave up on
 MOD_BLOCKED = f"{PREFIX}:mod:blocked"  # HASH reason -> pieces of content refused by the guard (all processes)
@@ -145,6 +150,78 @@ def chat_message(msg: str) -> str:
     return f"{PREFIX}:chat:msg:{msg}"
 
 
+# --- after-sales (fulfilment, payments, cases) ----------------------------------------
+# On the card's hash tag, so that one script moves an order, its case, the stock and the
+# deadlines together.
+def card_cases(card: str) -> str:
+    """HASH case_id -> after-sales case JSON (status, amount, deadline, history)."""
+    return f"{PREFIX}:{{card:{card}}}:cases"
+
+
+def card_after_due(card: str) -> str:
+    """ZSET "o:<order_id>" (auto-confirm) / "c:<case_id>" (case deadline) -> due (ms)."""
+    return f"{PREFIX}:{{card:{card}}}:afterdue"
+
+
+def card_after_stream(card: str) -> str:
+    """STREAM of post-payment order and case versions for the after-sales persister."""
+    return f"{PREFIX}:{{card:{card}}}:after"
+
+
+def card_after_dead(card: str) -> str:
+    return f"{PREFIX}:{{card:{card}}}:afterdead"
+
+
+def card_txns(card: str) -> str:
+    """HASH payment transaction_id -> order id (payments are idempotent on the transaction)."""
+    return f"{PREFIX}:{{card:{card}}}:txns"
+
+
+AFTER_CARDS = f"{PREFIX}:after:cards"  # SET of card ids with after-sales deadlines (the sweeper's work)
+AFTER_NEXT = f"{PREFIX}:after:next"  # ZSET card id -> earliest after-sales due time (ms): the sweeper's index
+AFTER_DIRTY = f"{PREFIX}:after:dirty"  # SET of card ids whose after-sales stream may hold entries
+AFTER_GROUP = "aftersales"
+
+
 # --- pub/sub channels ----------------------------------------------------------------
 CH_CARD_HINTS = f"{PREFIX}:ch:card-hints"  # "card_id status" -> fast reject on every process
 CH_KICK = f"{PREFIX}:ch:kick"  # "room_id user_id" -> disconnect a banned user everywhere
+
+
+# --- fans (follows, notifications, lucky bags) ----------------------------------------------
+def fans_seq(streamer: str) -> str:
+    """Counter: a version per follow change of one streamer's followers (last writer wins in
+    every mirror of the follower set, see ``fans_mark.lua``)."""
+    return f"{PREFIX}:{{fans:{streamer}}}:seq"
+
+
+def fans_gated_cards(streamer: str) -> str:
+    """SET of the streamer's followers-only card ids (their gates mirror its followers)."""
+    return f"{PREFIX}:{{fans:{streamer}}}:cards"
+
+
+def card_fans(card: str) -> str:
+    """HASH under the card's tag, read by buy.lua: ``*`` -> audience (``followers``) and
+    user_id -> "version:1" (follows) or "version:0" (unfollowed). Absent: anyone may buy."""
+    return f"{PREFIX}:{{card:{card}}}:fans"
+
+
+def bag_state(bag: str) -> str:
+    """HASH status (open|closed), ends_ms of a lucky bag: entries are accepted while open."""
+    return f"{PREFIX}:{{bag:{bag}}}:state"
+
+
+def bag_entrants(bag: str) -> str:
+    """SET of user ids who entered the lucky bag (once each)."""
+    return f"{PREFIX}:{{bag:{bag}}}:entrants"
+
+
+BAGS_DUE = f"{PREFIX}:bags:due"  # ZSET bag_id -> ends_ms of bags not yet drawn
+
+
+def room_open_bags(room: str) -> str:
+    """HASH bag_id -> keyword of the room's open keyword bags (chat messages are matched against them)."""
+    return f"{PREFIX}:{{room:{room}}}:bags"
+
+
+CH_FANS_LIVE = f"{PREFIX}:ch:fans-live"  # go-live event JSON -> every process notifies its own followers

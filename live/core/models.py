@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -35,6 +35,7 @@ class Room(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    scheduled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # fans: announced start
 
 
 class Card(Base):
@@ -52,6 +53,8 @@ class Card(Base):
     starts_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     ends_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # fans: who may buy: all | followers; "lucky_bag" marks a lucky bag's prize (never on sale)
+    audience: Mapped[str] = mapped_column(String(16), default="all", server_default="all")
 
 
 class Order(Base):
@@ -71,6 +74,23 @@ class Order(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     pay_by: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # --- after-sales (migration 0004): written by live.commerce.postsale ---
+    # status also: shipped | completed | refunded. Money in cents: what the buyer was charged
+    # and what went back (a shop ledger is built on these two).
+    paid_amount_cents: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    refunded_amount_cents: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # True once a refund put the units back on the card (cancelled/expired orders count as
+    # returned by their status: see live.commerce.postsale.holds_stock).
+    stock_returned: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    carrier: Mapped[str | None] = mapped_column(String(64))
+    tracking_no: Mapped[str | None] = mapped_column(String(64))
+    shipped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    paid_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    refunded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    after_sale_id: Mapped[str | None] = mapped_column(String(80))
+    # Version of the Redis order this row mirrors: a replayed or late event never goes back.
+    version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class ChatMessage(Base):
@@ -125,3 +145,146 @@ class Violation(Base):
     text: Mapped[str] = mapped_column(Text, default="")
     penalty: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+# --- fans (follows, go-live notifications, lucky bags) --------------------------------------
+class Follow(Base):
+    """One follower of one account; the pair is unique, so a follow is idempotent."""
+
+    __tablename__ = "follows"
+    follower_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    followee_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    __table_args__ = (Index("ix_follows_followee", "followee_id", "follower_id"),)
+
+
+class FollowCount(Base):
+    """Followers of an account, changed in the same transaction as the follow row it counts."""
+
+    __tablename__ = "follow_counts"
+    user_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    followers: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class FanEvent(Base):
+    """One row per go-live (or other broadcast) event: a follower's notifications are the events of
+    the accounts they follow, joined at read time, so 100,000 followers cost one row, not 100,000."""
+
+    __tablename__ = "fan_events"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # time-sortable
+    kind: Mapped[str] = mapped_column(String(16))  # live
+    streamer_id: Mapped[str] = mapped_column(String(32))
+    room_id: Mapped[str] = mapped_column(String(32))
+    title: Mapped[str] = mapped_column(String(120))
+    streamer_name: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    __table_args__ = (Index("ix_fan_events_streamer", "streamer_id", "id"), Index("ix_fan_events_room", "room_id"))
+
+
+class RoomReminder(Base):
+    """A viewer asked to be told when a scheduled room goes live (without following)."""
+
+    __tablename__ = "room_reminders"
+    room_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(32), primary_key=True, index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class NotifyCursor(Base):
+    """Per user: notifications with an id up to ``read_upto`` are read."""
+
+    __tablename__ = "notify_cursors"
+    user_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    read_upto: Mapped[str] = mapped_column(String(32))
+
+
+class LuckyBag(Base):
+    """A lucky bag (福袋): committed seed when opened, drawn exactly once (status moves
+    ``open`` → ``drawn`` by one conditional UPDATE)."""
+
+    __tablename__ = "lucky_bags"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    room_id: Mapped[str] = mapped_column(String(32), index=True)
+    streamer_id: Mapped[str] = mapped_column(String(32), index=True)
+    title: Mapped[str] = mapped_column(String(120))
+    prize: Mapped[str] = mapped_column(String(120))
+    winners: Mapped[int] = mapped_column(Integer)
+    condition: Mapped[str] = mapped_column(String(16))  # present | follower | keyword
+    keyword: Mapped[str | None] = mapped_column(String(64))
+    allow_guests: Mapped[bool] = mapped_column(Boolean, default=False)
+    seed: Mapped[str] = mapped_column(String(64))  # hex; secret until drawn
+    commitment: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), index=True)  # open | drawn
+    ends_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    drawn_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    entrants: Mapped[list | None] = mapped_column(JSON)
+    winner_ids: Mapped[list | None] = mapped_column(JSON)
+    prize_card_id: Mapped[str | None] = mapped_column(String(32))
+
+
+# --- guard: held messages and moderator labels ---------------------------------------------------
+
+
+class HeldMessage(Base):
+    """A chat message the guard was unsure about: shown only to its author until a moderator
+    approves (shown to the room) or rejects it. Decided rows are the guard's labelled data:
+    ``approved`` = ordinary chat, ``rejected`` = private trading (``live.community.guard``)."""
+
+    __tablename__ = "held_messages"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # the chat message id
+    room_id: Mapped[str] = mapped_column(String(32), index=True)
+    user_id: Mapped[str] = mapped_column(String(32), index=True)
+    text: Mapped[str] = mapped_column(Text)
+    message: Mapped[dict] = mapped_column(JSON)  # the chat message as it will be shown if approved
+    score: Mapped[float] = mapped_column(Float)
+    signals: Mapped[list] = mapped_column(JSON)  # [[kind, fragment], ...] strongest first
+    status: Mapped[str] = mapped_column(String(16), index=True)  # held | approved | rejected
+    decided_by: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+# --- after-sales (migration 0004) -----------------------------------------------------------
+class AfterSaleCase(Base):
+    """A buyer's after-sales case on one order (refund only, or return and refund)."""
+
+    __tablename__ = "after_sale_cases"
+    __table_args__ = (Index("ix_after_sale_cases_streamer_status", "streamer_id", "status"),)
+    id: Mapped[str] = mapped_column(String(80), primary_key=True)  # "<order id>-c<n>"
+    order_id: Mapped[str] = mapped_column(String(64), index=True)
+    card_id: Mapped[str] = mapped_column(String(32), index=True)
+    user_id: Mapped[str] = mapped_column(String(32), index=True)  # the buyer
+    streamer_id: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(16))  # refund_only | return_refund
+    # requested | awaiting_return | returned | rejected | escalated | refunded | closed
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    reason: Mapped[str] = mapped_column(String(500))
+    amount_cents: Mapped[int] = mapped_column(Integer)
+    deadline: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    return_carrier: Mapped[str | None] = mapped_column(String(64))
+    return_tracking_no: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    version: Mapped[int] = mapped_column(Integer)
+
+
+class AfterSaleStep(Base):
+    """One step of a case's history: who moved it to which status, when, with what note."""
+
+    __tablename__ = "after_sale_steps"
+    case_id: Mapped[str] = mapped_column(String(80), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    status: Mapped[str] = mapped_column(String(20))
+    by: Mapped[str] = mapped_column(String(32))  # a user id, or "system" for a deadline
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    note: Mapped[str] = mapped_column(String(500), default="")
+
+
+class Payment(Base):
+    """Every payment the provider reported, once per transaction, and what became of it."""
+
+    __tablename__ = "payments"
+    transaction_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    order_id: Mapped[str] = mapped_column(String(64), index=True)
+    amount_cents: Mapped[int] = mapped_column(Integer)
+    outcome: Mapped[str] = mapped_column(String(16))  # paid | refunded (late or duplicate payment)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -90,6 +90,20 @@ class Settings(BaseModel):
     # --- rooms ending by themselves ---
     # A live room whose publisher (WHIP) and streamer (studio socket) have been gone this long ends.
     room_idle_end_s: float = Field(180.0, gt=0)
+    # --- fans ---
+    notifications_keep: int = Field(50, ge=1, le=1000)
+    lucky_max_winners: int = Field(100, ge=1)
+    lucky_min_duration_s: float = Field(1.0, gt=0)
+    lucky_max_duration_s: float = Field(86400.0, gt=0)
+    # --- after-sales (fulfilment, refunds, disputes) ---
+    # Deadlines in seconds (any positive number, so tests can run them in seconds).
+    auto_confirm_s: float = Field(7 * 86400, gt=0)
+    after_sales_window_s: float = Field(15 * 86400, gt=0)
+    after_sales_reply_s: float = Field(2 * 86400, gt=0)
+    return_ship_s: float = Field(7 * 86400, gt=0)
+    return_receive_s: float = Field(10 * 86400, gt=0)
+    # Key of the payment provider's callback signature; empty: derived from the token secret.
+    payment_secret: str = ""
 
     log_level: str = "INFO"
     # "uvloop" (libuv's event loop: cheaper socket I/O, tasks and timers on the buy path) or
@@ -98,6 +112,14 @@ class Settings(BaseModel):
 
     # Set by `live-server --workers N`, not by files: how many worker processes share this port.
     workers: int = Field(1, ge=1)
+
+    # --- guard (private trading, docs/guard.md) ---
+    guard_window_messages: int = Field(3, ge=0, le=20)  # a user's last N messages read with the next one
+    guard_window_s: int = Field(60, ge=1, le=3600)  # ... if sent within this many seconds
+    ocr_enabled: bool = True  # read the text in product photos and run the guard on it
+    ocr_max_side_px: int = Field(1280, ge=128, le=4096)  # photos are scaled down to this before OCR
+    ocr_frame_interval_s: float = Field(0.0, ge=0)  # read a frame of each live room this often; 0 = off
+    ocr_cpu_budget: float = Field(0.25, gt=0, le=1)  # at most this share of one core on video frames
 
     @field_validator("redis_url")
     @classmethod
@@ -137,7 +159,7 @@ class Settings(BaseModel):
 
     def __repr__(self) -> str:  # secrets never reach a log line
         shown = self.model_dump()
-        for k in ("secret", "admin_token"):
+        for k in ("secret", "admin_token", "payment_secret"):
             if shown.get(k):
                 shown[k] = "***"
         for k in ("redis_url", "database_url"):

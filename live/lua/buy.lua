@@ -6,11 +6,14 @@
 -- KEYS[4] orders hash       (order id -> JSON order)
 -- KEYS[5] deadlines zset    (order id -> pay_by ms, orders awaiting payment)
 -- KEYS[6] events stream     (order events for the SQL persister)
+-- KEYS[7] audience gate hash (fans: '*' -> 'followers', user -> "version:1|0" mirroring the
+--         streamer's followers; absent: anyone may buy; see live/fans/follows.py)
 -- ARGV[1] now (ms), ARGV[2] pay_by (ms), then for each tap four values:
 --   user id, qty, request id, new order id
 -- Returns a flat list, three values per tap: code, order JSON (or ''), units left after it.
 -- code: OK (new order), DUP (the same request was already accepted: its order is returned),
--- RETRY (order id collision: pick another), NOT_FOUND, NOT_ON_SALE, SOLD_OUT, LIMIT_EXCEEDED.
+-- RETRY (order id collision: pick another), NOT_FOUND, NOT_ON_SALE, SOLD_OUT, LIMIT_EXCEEDED,
+-- NOT_ELIGIBLE (fans: a followers-only card and the user does not follow its streamer).
 -- Every check comes before any write: nothing is decremented and then checked.
 local st = redis.call('HMGET', KEYS[1], 'status', 'left', 'limit', 'starts_ms', 'ends_ms', 'price')
 local out = {}
@@ -29,6 +32,7 @@ local price = tonumber(st[6])
 local ends = tonumber(st[5])
 local window_open = st[1] ~= 'closed' and now >= tonumber(st[4]) and (ends <= 0 or now < ends)
 local status = st[1]
+local gated = redis.call('HGET', KEYS[7], '*') == 'followers'  -- fans: followers-only card
 for i = 0, n - 1 do
   local user, qty, req, oid = ARGV[3 + i * 4], tonumber(ARGV[4 + i * 4]), ARGV[5 + i * 4], ARGV[6 + i * 4]
   local code, order = nil, ''
@@ -36,6 +40,8 @@ for i = 0, n - 1 do
   if prior then
     code = 'DUP'
     order = redis.call('HGET', KEYS[4], prior) or ''
+  elseif gated and not string.find(redis.call('HGET', KEYS[7], user) or '', ':1$') then
+    code = 'NOT_ELIGIBLE'  -- fans: checked here, in the same atomic step that takes the stock
   elseif not window_open then
     code = 'NOT_ON_SALE'
   elseif status == 'sold_out' then

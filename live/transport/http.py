@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 
 import orjson
@@ -73,6 +74,22 @@ def parse(model: type[M], data: Any) -> M:
         return model.model_validate(data)
     except ValidationError as e:
         raise Invalid(validation_message(e)) from e
+
+
+def decimal_amount(v: Any) -> Decimal:
+    """A money amount as the contract writes it (decimal string or number, > 0, at most 2
+    decimals); ``ValueError`` otherwise (for pydantic validators)."""
+    if isinstance(v, bool) or not isinstance(v, str | int | float):
+        raise ValueError("a decimal string or a number")
+    try:
+        d = Decimal(str(v).strip())
+    except InvalidOperation as e:
+        raise ValueError("not a number") from e
+    if not d.is_finite() or d <= 0:
+        raise ValueError("must be more than 0")
+    if d.as_tuple().exponent < -2:  # type: ignore[operator]
+        raise ValueError("at most 2 decimals")
+    return d
 
 
 async def body(request: web.Request, model: type[M]) -> M:

@@ -54,6 +54,11 @@ class ResolveIn(_In):
     seconds: int | None = Field(None, ge=1, le=30 * 86400)
 
 
+class HeldQuery(_In):
+    status: Literal["held", "approved", "rejected", "all"] = "held"
+    limit: int = Field(100, ge=1, le=500, strict=False)  # query strings are text
+
+
 class ReportsQuery(_In):
     status: Literal["open", "resolved", "all"] = "open"
     limit: int = Field(100, ge=1, le=500, strict=False)  # query strings are text
@@ -64,7 +69,7 @@ class ActionsQuery(_In):
     room_id: str | None = Field(None, min_length=1, max_length=64)
 
 
-def query(request: web.Request, model: type[ReportsQuery] | type[ActionsQuery]) -> Any:
+def query(request: web.Request, model: type[ReportsQuery] | type[ActionsQuery] | type[HeldQuery]) -> Any:
     try:
         return model.model_validate(dict(request.query))
     except ValidationError as e:
@@ -143,6 +148,26 @@ async def resolve_report(request: web.Request) -> web.Response:
     p = await body(request, ResolveIn)
     return json_response(await services(request).moderation.resolve(
         who, request.match_info["report_id"], p.action, p.seconds))
+
+
+# --- chat held by the guard for review (moderators) -----------------------------------------------
+@routes.get("/api/moderation/held")
+async def list_held(request: web.Request) -> web.Response:
+    who = principal(request)
+    q = query(request, HeldQuery)
+    return json_response(await services(request).moderation.held(who, q.status, q.limit))
+
+
+@routes.post("/api/moderation/held/{held_id}/approve")
+async def approve_held(request: web.Request) -> web.Response:
+    who = principal(request)
+    return json_response(await services(request).moderation.decide_held(who, request.match_info["held_id"], "approve"))
+
+
+@routes.post("/api/moderation/held/{held_id}/reject")
+async def reject_held(request: web.Request) -> web.Response:
+    who = principal(request)
+    return json_response(await services(request).moderation.decide_held(who, request.match_info["held_id"], "reject"))
 
 
 @routes.get("/api/moderation/actions")

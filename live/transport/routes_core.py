@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
+from datetime import datetime
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
@@ -42,6 +43,7 @@ class RoleIn(BaseModel):
 class RoomIn(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
     title: str = Field(min_length=1, max_length=120)
+    scheduled_at: datetime | None = Field(None, strict=False)  # fans: when the show is announced to start (reminders)
 
 
 @routes.get("/healthz")
@@ -116,7 +118,7 @@ async def create_room(request: web.Request) -> web.Response:
     if who.role != "streamer":
         raise Forbidden("only streamers create rooms")
     p = await body(request, RoomIn)
-    return json_response(await services(request).rooms.create(who, p.title.strip()), status=201)
+    return json_response(await services(request).rooms.create(who, p.title.strip(), p.scheduled_at), status=201)
 
 
 @routes.get("/api/rooms")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from aiohttp import BodyPartReader, web
@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from live.core.auth import Principal
 from live.core.errors import Invalid, NotFound
-from live.transport.http import body, json_response, parse, principal, read_json, services
+from live.transport.http import body, decimal_amount, json_response, parse, principal, read_json, services
 from live.transport.sio import SocketApp
 
 routes = web.RouteTableDef()
@@ -54,21 +54,12 @@ class CardIn(BaseModel):
     limit_per_user: int | None = Field(None, ge=1, le=1000)
     starts_at: datetime | None = None
     duration_s: int | None = Field(None, ge=1, le=7 * 24 * 3600)
+    audience: str = Field("all", pattern="^(all|followers)$")  # fans: followers-only sale
 
     @field_validator("price", mode="before")
     @classmethod
     def _price(cls, v: Any) -> Decimal:
-        if isinstance(v, bool) or not isinstance(v, str | int | float):
-            raise ValueError("a decimal string or a number")
-        try:
-            d = Decimal(str(v).strip())
-        except InvalidOperation as e:
-            raise ValueError("not a number") from e
-        if not d.is_finite() or d <= 0:
-            raise ValueError("must be more than 0")
-        if d.as_tuple().exponent < -2:  # type: ignore[operator]
-            raise ValueError("at most 2 decimals")
-        return d
+        return decimal_amount(v)
 
     @field_validator("stock", "limit_per_user", "duration_s", mode="before")
     @classmethod
@@ -149,7 +140,8 @@ async def create_card(request: web.Request) -> web.Response:
     card = await services(request).flash.create_card(
         who, request.match_info["room_id"], price=form.price, stock=form.stock, image=image,
         snapshot=form.snapshot, title=form.title.strip(), code=form.code.strip(),
-        limit_per_user=form.limit_per_user, starts_at=form.starts_at, duration_s=form.duration_s)
+        limit_per_user=form.limit_per_user, starts_at=form.starts_at, duration_s=form.duration_s,
+        audience=form.audience)
     return json_response(card, status=201)
 
 
@@ -212,12 +204,16 @@ async def my_orders(request: web.Request) -> web.Response:
 
 @routes.post("/api/orders/{order_id}/pay")
 async def pay(request: web.Request) -> web.Response:
-    return json_response(await services(request).orders.pay(principal(request), request.match_info["order_id"]))
+    # The simulated payment settles through the provider callback's path (live.commerce.payments).
+    pay = services(request).aftersales.payments
+    return json_response(await pay.pay_simulated(principal(request), request.match_info["order_id"]))
 
 
 @routes.post("/api/orders/{order_id}/cancel")
 async def cancel(request: web.Request) -> web.Response:
-    return json_response(await services(request).orders.cancel(principal(request), request.match_info["order_id"]))
+    # v2: a paid order not yet shipped is refunded at once (live.commerce.fulfilment).
+    fulfilment = services(request).aftersales.fulfilment
+    return json_response(await fulfilment.cancel(principal(request), request.match_info["order_id"]))
 
 
 @routes.get("/media/{name}")

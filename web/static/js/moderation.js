@@ -1,13 +1,16 @@
 // Moderation /moderation: sign in with the moderator token (LIVE_ADMIN_TOKEN) or a promoted
-// account, work the open reports queue, see trust & safety stats.
+// account, work the open reports queue and the chat the guard held for review, see trust &
+// safety stats.
 
 import * as i18n from "./i18n.js";
 import { errorText, t } from "./i18n.js";
+import { mountDisputes } from "./aftersales.js";
 import { api, listOf, session } from "./net.js";
 import { $, flash, h, timeOf } from "./ui.js";
 
 const ACTIONS = ["dismiss", "delete", "mute", "ban"];
-const state = { sess: session.get("moderator"), reports: [], stats: null };
+const HELD_ACTIONS = ["approve", "reject"];
+const state = { sess: session.get("moderator"), reports: [], held: [], stats: null };
 const el = {
   signin: $("#signin"),
   workspace: $("#workspace"),
@@ -17,6 +20,7 @@ const el = {
   modFeedback: $("#mod-feedback"),
   stats: $("#stats"),
   reports: $("#reports"),
+  held: $("#held"),
 };
 
 async function useToken(token, user = null) {
@@ -60,16 +64,23 @@ function enter() {
   el.signOut.hidden = false;
   el.who.textContent = state.sess.user.name;
   refresh();
+  const disputes = $("#disputes-section");
+  if (disputes && !disputes.dataset.mounted) {
+    disputes.dataset.mounted = "1";
+    mountDisputes(disputes, { token: () => state.sess?.token });
+  }
 }
 
 async function refresh() {
   const token = state.sess.token;
   try {
-    const [reports, stats] = await Promise.all([
+    const [reports, held, stats] = await Promise.all([
       api("GET", "/api/reports?status=open", { token }),
+      api("GET", "/api/moderation/held", { token }),
       api("GET", "/api/moderation/stats", { token }),
     ]);
     state.reports = listOf(reports, "reports");
+    state.held = listOf(held, "held");
     state.stats = stats;
     render();
   } catch (e) {
@@ -96,9 +107,40 @@ function flatten(obj, prefix = "") {
   return out;
 }
 
+function renderHeld() {
+  if (!state.held.length) {
+    el.held.replaceChildren(h("li", { class: "muted empty" }, t("mod.heldEmpty")));
+    return;
+  }
+  el.held.replaceChildren(...state.held.map((m) => h("li", { class: "report-item", testid: "held-item",
+    dataset: { id: m.id } },
+    h("dl", {},
+      h("dt", {}, t("mod.message")), h("dd", { class: "quote" }, m.text),
+      h("dt", {}, t("mod.signals")),
+      h("dd", {}, `${(m.signals ?? []).map((s) => s[0]).join(", ")} · ${Number(m.score).toFixed(2)}`),
+      h("dt", {}, t("mod.author")), h("dd", {}, `${m.message?.user?.name ?? m.user_id} · ${timeOf(m.created_at)}`)),
+    h("div", { class: "actions" }, ...HELD_ACTIONS.map((decision) => h("button", {
+      type: "button", class: decision === "reject" ? "small danger" : "small",
+      dataset: { decision }, onclick: (ev) => decide(m, decision, ev.currentTarget),
+    }, t(`mod.${decision}`)))))));
+}
+
+async function decide(held, decision, button) {
+  button.disabled = true;
+  try {
+    await api("POST", `/api/moderation/held/${encodeURIComponent(held.id)}/${decision}`, { token: state.sess.token });
+    flash(el.modFeedback, `${t("mod.resolved")}: ${t(`mod.${decision}`)}`, "ok");
+    await refresh();
+  } catch (e) {
+    button.disabled = false;
+    flash(el.modFeedback, e.message, "error", 0);
+  }
+}
+
 function render() {
   el.stats.replaceChildren(...flatten(state.stats).map(([label, n]) =>
     h("div", { class: "stat" }, h("b", {}, n), h("span", {}, label))));
+  renderHeld();
   if (!state.reports.length) {
     el.reports.replaceChildren(h("li", { class: "muted empty" }, t("mod.empty")));
     return;
