@@ -21,6 +21,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from live.commerce.inventory import SCRIPTS as INVENTORY_SCRIPTS
 from live.commerce.inventory import BuyBatcher, CardState, Inventory
 from live.core import keys
 from live.core.auth import Principal
@@ -43,6 +44,9 @@ from live.media.qr import find_qr_codes
 from live.media.storage import LocalStorage
 
 log = logging.getLogger(__name__)
+
+
+FENCED_MESSAGE = "this product is being re-checked after a storage fault; retry shortly"
 
 
 def cents(price: Decimal) -> int:
@@ -101,7 +105,9 @@ class FlashService:
     def __init__(self, svc: Any) -> None:
         self.svc = svc
         self.settings = svc.settings
-        self.inventory = Inventory(svc.redis, svc.scripts)
+        self.inventory = Inventory(svc.redis, svc.scripts, (svc.settings.order_durability,
+                                                            svc.settings.order_durability_replicas,
+                                                            svc.settings.order_durability_timeout_ms))
         self.batcher = BuyBatcher(self.inventory, int(svc.settings.payment_timeout_s * 1000))
         self.images = ImagePipeline(max_bytes=svc.settings.max_upload_bytes,
                                     max_pixels=svc.settings.max_image_pixels,
@@ -116,6 +122,7 @@ class FlashService:
         self._dirty_event = asyncio.Event()
         self._card_rooms: dict[str, str] = {}
         self._room_lookups: dict[str, asyncio.Future[str]] = {}
+        self._floor_lookups: dict[str, asyncio.Future[int | None]] = {}
         self._room_cards: dict[str, tuple[str, list[Card]]] = {}
         self._outcomes: dict[str, Any] = {}  # buy outcome -> metric child  # room -> (version, card rows)
         # Recently accepted taps on this process: (card, user, request) → ack, bounded.
@@ -273,9 +280,11 @@ class FlashService:
     async def close(self, who: Principal, card_id: str) -> dict[str, Any]:
         card = await self.owned(who, card_id)
         code, _ = await self.inventory.set_status(card_id, "closed", now_ms())
-        if code == "NOT_FOUND":
+        if code in ("NOT_FOUND", "FENCED"):
             await self.orders.rebuild(card_id)
             code, _ = await self.inventory.set_status(card_id, "closed", now_ms())
+        if code == "FENCED":
+            raise Unavailable(FENCED_MESSAGE)
         if code == "OK":
             await self.status_changed(card.room_id, card_id, "closed")
         return await self.card(card_id)
@@ -285,9 +294,11 @@ class FlashService:
         if not 1 <= add <= self.settings.max_stock:
             raise Invalid(f"add: an integer from 1 to {self.settings.max_stock}")
         code, _, _, status = await self.inventory.restock(card_id, add)
-        if code == "NOT_FOUND":
+        if code in ("NOT_FOUND", "FENCED"):
             await self.orders.rebuild(card_id)
             code, _, _, status = await self.inventory.restock(card_id, add)
+        if code == "FENCED":
+            raise Unavailable(FENCED_MESSAGE)
         if code == "CLOSED":
             raise Conflict("the sale is closed")
         await self.status_changed(card.room_id, card_id, status)
@@ -311,10 +322,23 @@ class FlashService:
             self._count("rate_limited")
             raise RateLimited("too many taps; slow down")
         for _ in range(3):
+            if self.inventory.floors.get(card_id) is None:
+                await self._load_floor(card_id)
             order_id = f"{card_id}-{RANDOM.take(12)}"
             res = await self.batcher.buy(card_id, who.id, qty, request_id, order_id)
-            if res.code == "NOT_FOUND" and await self.orders.rebuild(card_id):
-                continue  # Redis lost the card (data loss): rebuilt from SQL, try again
+            if res.code in ("NOT_FOUND", "FENCED"):
+                # Redis lost the card, or it is fenced (being rebuilt, or behind what SQL or this
+                # process has seen): wait a bounded time for the rebuild from SQL, then try again.
+                # SQL then holds every acknowledged order, so a retried request gets its order.
+                if res.code == "FENCED":
+                    self.inventory.floors.forget(card_id)  # the rebuild sets a new, higher seq
+                try:
+                    found = await asyncio.wait_for(self.orders.rebuild(card_id), self.settings.fence_wait_s)
+                except TimeoutError:
+                    self._count("fenced")
+                    raise Unavailable(FENCED_MESSAGE) from None
+                if found:
+                    continue
             if res.code != "RETRY":
                 break
         self._count(res.code.lower())
@@ -340,7 +364,27 @@ class FlashService:
             raise NotOnSale("this product is not on sale now")
         if res.code == "NOT_FOUND":
             raise NotFound("no such card")
+        if res.code == "FENCED":
+            raise Unavailable(FENCED_MESSAGE)
+        if res.code == "NOT_DURABLE":
+            raise Unavailable("the order is not yet confirmed durable; retry with the same request_id")
         raise Unavailable(f"unexpected buy result {res.code}")
+
+    async def _load_floor(self, card_id: str) -> None:
+        """This process's seq floor of a card starts at SQL's (one query per card, shared by the
+        taps that miss at once). Unknown ids store nothing."""
+        lookup = self._floor_lookups.get(card_id)
+        if lookup is None:
+            lookup = self._floor_lookups[card_id] = asyncio.ensure_future(self._sql_seq(card_id))
+            lookup.add_done_callback(lambda _: self._floor_lookups.pop(card_id, None))
+        seq = await asyncio.shield(lookup)
+        if seq is not None:
+            self.inventory.floors.known(card_id, seq)
+
+    async def _sql_seq(self, card_id: str) -> int | None:
+        async with self.svc.db() as s:
+            seq: int | None = (await s.execute(select(Card.seq).where(Card.id == card_id))).scalar_one_or_none()
+        return seq
 
     def _count(self, outcome: str) -> None:
         """Count a tap's outcome; the labelled child is looked up once per outcome (hot path)."""
@@ -460,7 +504,7 @@ def install(svc: Any) -> None:
     svc.bus.subscribe(keys.CH_CARD_HINTS, flash.on_hint)
     svc.loops += [("flash-stock", flash.push_stock_loop), ("flash-scheduler", flash.scheduler_loop),
                   ("order-persister", orders.persister.run), ("order-sweeper", orders.sweeper_loop),
-                  ("reconcile", orders.reconcile_loop), ("rebuild-missing", orders.rebuild_missing_once)]
+                  ("reconcile", orders.reconcile_loop), ("fence-check", orders.fence_loop)]
 
     async def persister_ok() -> bool:
         return orders.persister.healthy
@@ -468,4 +512,4 @@ def install(svc: Any) -> None:
     svc.health["order_persister"] = persister_ok
 
 
-SCRIPTS = ["buy", "release", "pay", "restock", "card_status"]
+SCRIPTS = INVENTORY_SCRIPTS  # the app registers a domain's scripts from its module-level SCRIPTS

@@ -112,10 +112,7 @@ async def _reconcile(settings: Settings, card: str | None, as_json: bool) -> int
 
 async def _rebuild(settings: Settings, card: str) -> int:
     async with open_services(settings) as svc:
-        from live.core import keys
-
-        await svc.redis.delete(keys.card_state(card))  # force: rebuild even if some state is left
-        ok = await svc.orders.rebuild(card)
+        ok = await svc.orders.rebuild(card, force=True)  # safe while servers sell: it fences the card
         if not ok:
             print(f"no card {card} in the database", file=sys.stderr)
             return 1
