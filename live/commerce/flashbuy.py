@@ -177,14 +177,16 @@ class FlashService:
         card = Card(id=card_id, room_id=room_id, title=title, code=code, image_key=image_key,
                     price_cents=cents(price), stock=stock, restocked=0, limit_per_user=limit, status=status,
                     starts_at=start, ends_at=ends, created_at=now)
+        state = CardState(status, stock, stock, limit, card.price_cents, int(start.timestamp() * 1000),
+                          int(ends.timestamp() * 1000) if ends else 0, room_id)
         async with self.svc.db() as s, s.begin():
             s.add(card)
             r = await s.get(Room, room_id)
             if r is not None:
                 r.pinned_card_id = card_id  # the newest card is pinned
-        state = CardState(status, stock, stock, limit, card.price_cents, int(start.timestamp() * 1000),
-                          int(ends.timestamp() * 1000) if ends else 0, room_id)
-        await self.inventory.init_card(card_id, state)
+            # Redis first, inside the transaction: no process ever sees the card in SQL without
+            # its Redis state (the fence check would take it for lost and rebuild it).
+            await self.inventory.init_card(card_id, state)
         await self.svc.rooms.touch(room_id)
         view = self.view(card, state)
         await self.svc.pusher.to_room(room_id, "flash:card", view)
@@ -356,7 +358,8 @@ class FlashService:
                 self._accepted.popitem(last=False)
             return ack
         if res.code == "SOLD_OUT":
-            self._remember(card_id, "sold_out")
+            if res.left <= 0:  # (asking for more than is left is SOLD_OUT too, but others may buy)
+                self._remember(card_id, "sold_out")
             raise SoldOut("sold out", left=res.left)
         if res.code == "LIMIT_EXCEEDED":
             raise LimitExceeded("purchase limit reached for this product")

@@ -153,8 +153,7 @@ class Inventory:
             return mode
         if mode != "disk":
             return "fast"
-        info = await self._redis.execute_command("COMMAND", "INFO", "WAITAOF")
-        if info and info[0]:
+        if await has_waitaof(self._redis):
             self._wait = ("WAITAOF", 1, 0, timeout_ms)
             return "disk"
         try:
@@ -221,6 +220,12 @@ class Inventory:
 
     async def active_cards(self) -> list[str]:
         return list(await self._redis.smembers(keys.ACTIVE_CARDS))
+
+
+async def has_waitaof(redis: Any) -> bool:
+    """WAITAOF came with Redis 7.2."""
+    version = str((await redis.info("server")).get("redis_version", "0"))
+    return tuple(int(x) for x in version.split(".")[:2] if x.isdigit()) >= (7, 2)
 
 
 def _durable(wait: tuple[Any, ...], acked: Any) -> bool:
