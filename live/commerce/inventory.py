@@ -24,7 +24,7 @@ from live.core.ids import now_ms
 
 log = logging.getLogger(__name__)
 SCRIPTS = ["buy", "release", "pay", "restock", "card_status", "card_fence", "card_rebuild"]
-STATE_FIELDS = ("status", "stock", "left", "limit", "price", "starts_ms", "ends_ms", "room")
+STATE_FIELDS = ("status", "stock", "left", "limit", "price", "starts_ms", "ends_ms", "room", "seq", "fence")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +37,8 @@ class CardState:
     starts_ms: int
     ends_ms: int  # 0: no end
     room_id: str
+    seq: int = 0  # bumped by every change; see the module docstring
+    fence: str | None = None  # set while the card is fenced for a rebuild
 
     @property
     def sold(self) -> int:
@@ -206,6 +208,18 @@ class Inventory:
             keys=[keys.card_state(card_id), keys.card_stream(card_id)], args=[target, now_ms])
         return code, status
 
+    async def snapshot(self, card_id: str) -> tuple[CardState | None, dict[str, dict[str, Any]], dict[str, int], int]:
+        """State, orders, units per user and stream length, read in one MULTI: a consistent view
+        even while buyers buy (for the invariant check)."""
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hmget(keys.card_state(card_id), STATE_FIELDS)
+        pipe.hgetall(keys.card_orders(card_id))
+        pipe.hgetall(keys.card_bought(card_id))
+        pipe.xlen(keys.card_stream(card_id))
+        state, orders, bought, backlog = await pipe.execute()
+        return (_state(state), {k: orjson.loads(v) for k, v in orders.items()},
+                {k: int(v) for k, v in bought.items()}, int(backlog))
+
     async def order(self, card_id: str, order_id: str) -> dict[str, Any] | None:
         return _order(await self._redis.hget(keys.card_orders(card_id), order_id))
 
@@ -237,8 +251,9 @@ def _durable(wait: tuple[Any, ...], acked: Any) -> bool:
 def _state(vals: list[Any]) -> CardState | None:
     if not vals or vals[0] is None:
         return None
-    status, stock, left, limit, price, starts, ends, room = vals
-    return CardState(status, int(stock), int(left), int(limit), int(price), int(starts), int(ends), room or "")
+    status, stock, left, limit, price, starts, ends, room, seq, fence = vals
+    return CardState(status, int(stock), int(left), int(limit), int(price), int(starts), int(ends), room or "",
+                     int(seq or 0), fence)
 
 
 class BuyBatcher:

@@ -55,6 +55,7 @@ class OrderService:
             gather_s=s.persister_gather_ms / 1000,
             claim_every_s=min(s.persister_claim_idle_ms / 2000, s.heartbeat_interval_s))
         self._rebuilds: dict[str, asyncio.Future[bool]] = {}
+        self.last_rebuild: dict[str, Any] = {}  # what the last rebuild found and made (for `live rebuild`)
 
     # --- persistence ----------------------------------------------------------------------
     async def _live_processes(self) -> set[str]:
@@ -266,15 +267,12 @@ class OrderService:
             # Three columns as plain rows (not ORM objects): a big sale has 100,000s of orders.
             sql_orders = list((await s.execute(
                 select(Order.id, Order.status, Order.qty).where(Order.card_id == card_id))).all())
-        state = await self.inventory.state(card_id)
-        redis_orders = await self.inventory.orders(card_id)
-        bought = {k: int(v) for k, v in (await self.svc.redis.hgetall(keys.card_bought(card_id))).items()}
-        backlog = await self.backlog(card_id)
+        state, redis_orders, bought, backlog = await self.inventory.snapshot(card_id)
         sql_active = sum(o.qty for o in sql_orders if o.status in ACTIVE)
         result: dict[str, Any] = {"card_id": card_id, "pending_persist": backlog,
                                   "sql_stock": card.stock + card.restocked, "sql_active_units": sql_active,
                                   "sql_orders": len(sql_orders), "sql_seq": card.seq}
-        _, seq, fence, _ = (await self.inventory.seqs([card_id]))[card_id]
+        seq, fence = (state.seq, state.fence) if state else (0, None)
         result.update(seq=seq, fenced=fence is not None)
         if fence is not None:
             problems.append("the card is fenced (a rebuild is due or running)")
@@ -396,6 +394,7 @@ class OrderService:
             status, _, fence, _ = (await self.inventory.seqs([card_id]))[card_id]
             if fence is None and status is not None:
                 return True
+        before = await self.inventory.state(card_id)
         # 2. Persist every event still in the stream — new ones, and those another consumer read
         # but did not commit (its PEL): SQL is then complete. A failure leaves the fence up; it
         # goes stale and the fence check of any process takes the rebuild over.
@@ -412,6 +411,8 @@ class OrderService:
         await self.svc.redis.sadd(keys.ACTIVE_CARDS, card_id)
         self.inventory.floors.forget(card_id)
         self.inventory.floors.raise_to(card_id, seq)
+        self.last_rebuild = {"card_id": card_id, "left_before": before.left if before else None,
+                             "seq_before": redis_seq, "sql_seq": card.seq, "left": left, "seq": seq}
         self.svc.metrics.rebuilds.inc()
         log.warning("rebuilt redis state of card %s from SQL: stock %d, left %d, %d orders, seq %d",
                     card_id, card.stock + card.restocked, left, len(orders), seq)

@@ -117,7 +117,9 @@ async def _rebuild(settings: Settings, card: str) -> int:
             print(f"no card {card} in the database", file=sys.stderr)
             return 1
         report = await svc.orders.reconcile(card)
-    print(f"rebuilt card {card}: stock {report.get('stock')} left {report.get('left')}; "
+        done = svc.orders.last_rebuild
+    print(f"rebuilt card {card}: stock {report.get('stock')} left {report.get('left')} "
+          f"(found left {done.get('left_before')} seq {done.get('seq_before')}, sql seq {done.get('sql_seq')}); "
           f"{'invariant holds' if report['ok'] else 'problems: ' + '; '.join(report['problems'])}")
     return 0 if report["ok"] else 1
 
