@@ -381,8 +381,12 @@ class OrderService:
             sql_seq = (await s.execute(select(Card.seq).where(Card.id == card_id))).scalar_one_or_none()
         if sql_seq is None:
             return False  # unknown id: checked before any key is written
-        if not force and not self._needs_rebuild(*(await self.inventory.seqs([card_id]))[card_id], sql_seq):
-            return True
+        if not force:
+            status, seq, fence, fence_at = (await self.inventory.seqs([card_id]))[card_id]
+            if not self._needs_rebuild(status, seq, fence, fence_at, sql_seq):
+                if fence is not None:  # another rebuild is running: its end is what the caller waits for
+                    await self._until_unfenced(card_id)
+                return True
         token = new_id()
         stale_ms = int(self.svc.settings.fence_stale_s * 1000)
         # 1. Fence: from here no script changes the card, so its stream stops growing.
@@ -390,9 +394,7 @@ class OrderService:
             code, redis_seq, fence_min = await self.inventory.fence(card_id, token, now_ms(), stale_ms)
             if code == "OK":
                 break
-            await asyncio.sleep(0.05)  # another rebuild holds the fence: wait for its end
-            status, _, fence, _ = (await self.inventory.seqs([card_id]))[card_id]
-            if fence is None and status is not None:
+            if await self._until_unfenced(card_id):  # another rebuild held the fence and finished
                 return True
         before = await self.inventory.state(card_id)
         # 2. Persist every event still in the stream — new ones, and those another consumer read
@@ -417,6 +419,17 @@ class OrderService:
         log.warning("rebuilt redis state of card %s from SQL: stock %d, left %d, %d orders, seq %d",
                     card_id, card.stock + card.restocked, left, len(orders), seq)
         return True
+
+    async def _until_unfenced(self, card_id: str) -> bool:
+        """Wait for another rebuild to lift the card's fence: True once lifted, False if it went
+        stale first (its rebuilder died: the caller takes over)."""
+        deadline = asyncio.get_running_loop().time() + self.svc.settings.fence_stale_s
+        while asyncio.get_running_loop().time() < deadline:
+            status, _, fence, _ = (await self.inventory.seqs([card_id]))[card_id]
+            if fence is None:
+                return status is not None
+            await asyncio.sleep(0.02)
+        return False
 
     def _needs_rebuild(self, status: str | None, seq: int, fence: str | None, fence_at: int, sql_seq: int) -> bool:
         """Missing, behind SQL, fenced by a buy (``stale``) or by a rebuild gone silent."""
