@@ -35,9 +35,9 @@ from tests.support import (
     run_app,
     spawn_server,
     stop_server,
-    test_settings,
     wait_healthy,
 )
+from tests.support import test_settings as make_settings
 from tests.tcpproxy import TcpProxy
 
 
@@ -454,7 +454,7 @@ async def test_live_rebuild_during_a_storm_on_two_workers(redis_server: RedisSer
             async def operator_in_process() -> None:
                 # ...and the same command's code in this process, back to back, so that rebuilds
                 # surely land mid-storm.
-                settings = test_settings(sale.env["LIVE_REDIS_URL"], sale.env["LIVE_DATABASE_URL"], tmp_path / "data")
+                settings = make_settings(sale.env["LIVE_REDIS_URL"], sale.env["LIVE_DATABASE_URL"], tmp_path / "data")
                 await sale.wait_sold(api, 1)
                 while selling:
                     with contextlib.redirect_stdout(io.StringIO()) as out:
