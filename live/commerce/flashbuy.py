@@ -348,10 +348,15 @@ class FlashService:
             if res.order is None:
                 raise Unavailable("order record missing; retry")
             if res.code == "OK":
-                room_id = await self.room_of(card_id)
-                self.mark_dirty(card_id, room_id)
-                if res.left == 0:
-                    await self.status_changed(room_id, card_id, "sold_out")
+                try:
+                    room_id = await self.room_of(card_id)
+                    self.mark_dirty(card_id, room_id)
+                    if res.left == 0:
+                        await self.status_changed(room_id, card_id, "sold_out")
+                except Exception:
+                    # The order is taken: a failed push (Redis connection lost just now) must not
+                    # turn it into an error the buyer would read as "not bought".
+                    log.warning("pushes after order %s failed", res.order["id"], exc_info=True)
             ack = {"order": order_view(card_id, res.order), "left": res.left}
             self._accepted[(card_id, who.id, request_id)] = ack
             if len(self._accepted) > 200_000:
