@@ -460,7 +460,7 @@ async def test_live_rebuild_during_a_storm_on_two_workers(redis_server: RedisSer
                     with contextlib.redirect_stdout(io.StringIO()) as out:
                         await cli_rebuild(settings, sale.card["id"])
                     record(out.getvalue())
-                    await asyncio.sleep(0.1)
+                    await asyncio.sleep(0.02)
 
             operators = [asyncio.ensure_future(operator(0)), asyncio.ensure_future(operator_in_process())]
             sale.buyers = await buyers(api, 250)
