@@ -159,6 +159,27 @@ async def test_a_fresh_process_fences_a_stale_redis_from_sqls_seq(server: Runnin
     assert (await buy(api, w["token"], cid, 1))[0] == 200
 
 
+async def test_a_redis_connection_failure_triggers_the_fence_check_at_reconnect(settings_factory: Any) -> None:
+    async with run_app(settings_factory(fence_check_interval_s=60.0)) as srv, Api(srv.url) as api:
+        s, room, card = await setup_sale(api, stock=4, limit_per_user=4)
+        cid = card["id"]
+        r = srv.services.redis
+        old = await snapshot(r, cid)
+        v = await api.guest()
+        assert (await buy(api, v["token"], cid, 2))[0] == 200
+        await srv.services.orders.flush()
+        await restore(r, old)  # Redis went back in time; the periodic check is a minute away
+        rebuilds = srv.services.metrics.rebuilds
+        before = rebuilds._value.get()
+        srv.services.orders.redis_trouble()  # what a buy meeting a dropped connection reports
+        for _ in range(100):
+            if rebuilds._value.get() > before:
+                break
+            await asyncio.sleep(0.02)
+        assert rebuilds._value.get() > before, "the fence check did not run after the connection failure"
+        assert (await api.ok("GET", f"/api/cards/{cid}"))["left"] == 2
+
+
 async def test_fenced_card_refuses_every_change_until_rebuilt(settings_factory: Any) -> None:
     async with run_app(settings_factory(fence_wait_s=0.3, fence_stale_s=1.0, fence_check_interval_s=0.2)) as srv, \
             Api(srv.url) as api:

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy import select
 
 from live.commerce.inventory import SCRIPTS as INVENTORY_SCRIPTS
@@ -327,7 +328,11 @@ class FlashService:
             if self.inventory.floors.get(card_id) is None:
                 await self._load_floor(card_id)
             order_id = f"{card_id}-{RANDOM.take(12)}"
-            res = await self.batcher.buy(card_id, who.id, qty, request_id, order_id)
+            try:
+                res = await self.batcher.buy(card_id, who.id, qty, request_id, order_id)
+            except RedisConnectionError:
+                self.orders.redis_trouble()  # Redis restarted or failed over? check at reconnect
+                raise
             if res.code in ("NOT_FOUND", "FENCED"):
                 # Redis lost the card, or it is fenced (being rebuilt, or behind what SQL or this
                 # process has seen): wait a bounded time for the rebuild from SQL, then try again.

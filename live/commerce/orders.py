@@ -55,6 +55,7 @@ class OrderService:
             gather_s=s.persister_gather_ms / 1000,
             claim_every_s=min(s.persister_claim_idle_ms / 2000, s.heartbeat_interval_s))
         self._rebuilds: dict[str, asyncio.Future[bool]] = {}
+        self._recheck = asyncio.Event()  # set on a Redis connection failure: check fences at reconnect
         self.last_rebuild: dict[str, Any] = {}  # what the last rebuild found and made (for `live rebuild`)
 
     # --- persistence ----------------------------------------------------------------------
@@ -496,12 +497,36 @@ class OrderService:
                 n += 1
         return n
 
+    def redis_trouble(self) -> None:
+        """A Redis connection failed (restart, failover): check again as soon as Redis answers."""
+        self._recheck.set()
+
     async def fence_loop(self, stop: asyncio.Event) -> None:
-        """At start, then every ``fence_check_interval_s``: ``check_fences_once``."""
+        """``check_fences_once`` at start, every ``fence_check_interval_s``, and right after a
+        Redis connection failed — retried every 0.1 s until Redis answers again (the reconnect)."""
         while not stop.is_set():
+            woken = self._recheck.is_set()
+            self._recheck.clear()
             try:
                 await self.check_fences_once()
-            except Exception:
-                log.exception("fence check failed")
+                retry = False
+            except Exception as e:
+                log.warning("fence check failed: %r", e)
+                retry = woken  # Redis was in trouble: again soon, until it answers
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.svc.settings.fence_check_interval_s)
+                if retry:
+                    self._recheck.set()
+                    await asyncio.wait_for(stop.wait(), 0.1)
+                else:
+                    await asyncio.wait_for(_first(stop.wait(), self._recheck.wait()),
+                                           self.svc.settings.fence_check_interval_s)
+
+
+async def _first(*aws: Any) -> None:
+    """Return when the first of ``aws`` finishes (the others are cancelled)."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
