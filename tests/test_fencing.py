@@ -335,6 +335,13 @@ class Sale:
     def storm(self, taps: int, procs: int = 2) -> Storm:
         return Storm(self.url, self.card["id"], [b["token"] for b in self.buyers], procs=procs, taps=taps)
 
+    async def storm_until_sold(self, api: Api, taps: int, sold: int) -> Storm:
+        """Start a storm of ``taps`` per buyer; return once ``sold`` units are sold."""
+        storm = self.storm(taps=taps)
+        await storm.start()
+        await self.wait_sold(api, sold)
+        return storm
+
     async def sold(self, api: Api) -> int:
         status, c = await api.get(f"/api/cards/{self.card['id']}")
         return int(c["sold"]) if status == 200 else -1
@@ -375,6 +382,12 @@ class Sale:
         stop_server(self.proc)
 
 
+def kill9(rs: RedisServer) -> None:
+    assert rs.proc is not None
+    rs.proc.kill()
+    rs.proc.wait(10)
+
+
 @pytest.mark.slow
 async def test_redis_restored_from_an_older_snapshot_mid_sale(database: Any, tmp_path: Path) -> None:
     rs = RedisServer()
@@ -383,17 +396,13 @@ async def test_redis_restored_from_an_older_snapshot_mid_sale(database: Any, tmp
     try:
         async with Api(sale.url) as api:
             await sale.open(api, stock=300, viewers=120, limit=10)
-            storm = sale.storm(taps=2)
-            await storm.start()
-            await sale.wait_sold(api, 60)
+            storm = await sale.storm_until_sold(api, taps=2, sold=60)
             rs.client().save()  # the backup, taken mid-storm
             shutil.copy(rs.dir / "dump.rdb", tmp_path / "backup.rdb")
             sale.acks += (await storm.results())["acks"]
             await audit_once_persisted(api, sale.card["id"], [], sale.streamer["token"], tries=100)
             # The operator restores the older backup: Redis forgets every sale since it.
-            assert rs.proc is not None
-            rs.proc.kill()
-            rs.proc.wait(10)
+            kill9(rs)
             shutil.copy(tmp_path / "backup.rdb", rs.dir / "dump.rdb")
             rs.start()
             await wait_healthy(sale.url, 30)
@@ -421,12 +430,8 @@ async def test_redis_killed_mid_storm_loses_no_ack(database: Any, tmp_path: Path
     try:
         async with Api(sale.url) as api:
             await sale.open(api, stock=300, viewers=120, limit=10)
-            storm = sale.storm(taps=4)
-            await storm.start()
-            await sale.wait_sold(api, 80)
-            assert rs.proc is not None
-            rs.proc.kill()  # kill -9 mid-storm
-            rs.proc.wait(10)
+            storm = await sale.storm_until_sold(api, taps=4, sold=80)
+            kill9(rs)  # mid-storm
             rs.start()  # from its AOF
             rs.client().config_set("appendfsync", "always")
             sale.acks += (await storm.results())["acks"]
@@ -453,17 +458,13 @@ async def test_lagging_replica_promoted_mid_storm(database: Any, tmp_path: Path)
         await wait_replica_synced(rport)
         async with Api(sale.url) as api:
             await sale.open(api, stock=300, viewers=120, limit=10)
-            storm = sale.storm(taps=2)
-            await storm.start()
-            await sale.wait_sold(api, 40)
+            storm = await sale.storm_until_sold(api, taps=2, sold=40)
             await link.cut()  # from here the replica falls behind; the primary keeps selling
             sale.acks += (await storm.results())["acks"]
             await audit_once_persisted(api, sale.card["id"], [], sale.streamer["token"], tries=100)
             # Failover: the primary dies, the lagging replica is promoted, traffic moves to it.
             await front.cut()
-            assert primary.proc is not None
-            primary.proc.kill()
-            primary.proc.wait(10)
+            kill9(primary)
             redis.Redis(port=rport).execute_command("REPLICAOF", "NO", "ONE")
             front.target = ("127.0.0.1", rport)
             await front.restore()
