@@ -7,7 +7,19 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -59,6 +71,9 @@ class Card(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     # fans: who may buy: all | followers; "lucky_bag" marks a lucky bag's prize (never on sale)
     audience: Mapped[str] = mapped_column(String(16), default="all", server_default="all")
+    # Highest event seq of the card persisted (stock fencing, docs/operations.md): a Redis
+    # holding a lower seq for the card has lost writes and must be rebuilt before selling.
+    seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class Order(Base):

@@ -68,6 +68,14 @@ class Settings(BaseModel):
     persister_max_deliveries: int = Field(5, ge=1)
     reconcile_interval_s: float = Field(60.0, gt=0)
 
+    # --- stock fencing & order durability (docs/operations.md) ---
+    fence_check_interval_s: float = Field(1.0, gt=0)
+    fence_stale_s: float = Field(30.0, gt=0)
+    fence_wait_s: float = Field(3.0, ge=0)
+    order_durability: Literal["fast", "replica", "disk"] = "fast"
+    order_durability_replicas: int = Field(1, ge=1)
+    order_durability_timeout_ms: int = Field(500, ge=1)
+
     max_upload_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     max_image_pixels: int = Field(40_000_000, ge=10_000)
     image_display_px: int = Field(1080, ge=64)
