@@ -51,6 +51,7 @@ DOMAINS: list[tuple[str, str]] = [
     ("live.commerce.flashbuy", "live.transport.routes_flash"),
     ("live.media.rtc", "live.transport.routes_media"),
     ("live.commerce.aftersales", "live.transport.routes_aftersales"),
+    ("live.governance", "live.transport.routes_governance"),
 ]
 
 

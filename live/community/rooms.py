@@ -38,6 +38,8 @@ class RoomService:
         self.join_checks: list[Callable[[str, Principal], Awaitable[None]]] = []
         # Recent chat for the join ack, set by the chat module.
         self.history: Callable[[str], Awaitable[list[dict[str, Any]]]] | None = None
+        # The shop's standing check (governance): raises FORBIDDEN with the restriction.
+        self.standing: Callable[[str, str], Awaitable[None]] | None = None
 
     async def join(self, room_id: str, who: Principal) -> dict[str, Any]:
         """What a joining viewer receives: the snapshot and the recent chat."""
@@ -95,6 +97,8 @@ class RoomService:
         return await self.snapshot(room_id)
 
     async def go_live(self, who: Principal, room_id: str) -> dict[str, Any]:
+        if self.standing is not None:
+            await self.standing(who.id, "live")
         return await self._set_status(who, room_id, "live")
 
     async def end(self, who: Principal, room_id: str) -> dict[str, Any]:
