@@ -3,8 +3,10 @@ simulated clock, appeals, the shop ledger — real Redis, real SQL (SQLite and P
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -244,7 +246,11 @@ async def test_ledger_sales_window_payouts_and_reconcile(settings_factory: Any) 
         assert (await code_of(api, "POST", "/api/shop/payouts", json={"amount": "19.91"}, token=tok))[1] == "FORBIDDEN"
         for bad in ({"amount": "-1"}, {"amount": "1.001"}, {}):
             assert (await code_of(api, "POST", "/api/shop/payouts", json=bad, token=tok))[1] == "INVALID"
-        led = await api.ok("POST", "/api/shop/payouts", json={"amount": "19.90"}, token=tok)
+        # Three payouts of everything at once: exactly one is paid.
+        results = await asyncio.gather(*(api.request("POST", "/api/shop/payouts", json={"amount": "19.90"},
+                                                     token=tok) for _ in range(3)))
+        assert sorted(st for st, _ in results) == [201, 403, 403], results
+        led = await api.ok("GET", "/api/shop/ledger", token=tok)
         assert (led["balance"], led["available"]) == ("0.00", "0.00")
         # Reconcile: every paid and refunded cent of the orders is in the ledger, once.
         assert await gov.ledger.unbalanced() == 0
@@ -253,3 +259,83 @@ async def test_ledger_sales_window_payouts_and_reconcile(settings_factory: Any) 
             n = (await s3.execute(select(func.count()).select_from(LedgerEntry)
                                   .where(LedgerEntry.user_id == s["user"]["id"]))).scalar_one()
             assert n == 4  # sale, sale, refund, payout
+
+
+async def test_transparency_totals_equal_audit_records(server: RunningServer, api: Api) -> None:
+    from live.core.models import AfterSaleCase, Order, Violation
+    from tests.aftersales_support import Sale
+    from tests.support import SioClient
+
+    gov = server.services.governance
+    month = gov.now().strftime("%Y-%m")
+    before = await api.ok("GET", f"/api/transparency?month={month}")
+    # Private trading: two viewers blocked in chat in one room.
+    s = await api.streamer()
+    room = await api.live_room(s["token"])
+    for name in ("ann", "bob"):
+        viewer = await api.guest(name)
+        c = SioClient()
+        await c.connect(server.url, viewer["token"])
+        try:
+            await c.call("room:join", {"room_id": room["id"]})
+            ack = await c.call("chat:send", {"room_id": room["id"], "text": "加我微信 liu888 私聊"})
+            assert ack["error"]["code"] == "BLOCKED", ack
+        finally:
+            await c.close()
+    # A shop violation (and a revoked one, which does not count), an after-sales refund.
+    await api.ok("POST", "/api/shop/application", json={"shop_name": "Tea House", "category": "tea"},
+                 token=s["token"])
+    apps = await api.ok("GET", "/api/moderation/applications?status=pending", token=ADMIN)
+    app_id = next(a["id"] for a in apps["items"] if a["user_id"] == s["user"]["id"])
+    await api.ok("POST", f"/api/moderation/applications/{app_id}/approve", json={}, token=ADMIN)
+    await violate(api, s["user"]["id"], "misleading", points=12)
+    gone = await violate(api, s["user"]["id"], "counterfeit")
+    ap = await api.ok("POST", "/api/appeals", json={"violation_id": gone["id"], "text": "t"}, token=s["token"])
+    await api.ok("POST", f"/api/moderation/appeals/{ap['id']}/overturn", json={}, token=ADMIN)
+    card = await list_card(api, s["token"], room["id"], price="5.00")
+    buyer, order = await paid_order(api, Sale(s, room, card))
+    case = await api.ok("POST", f"/api/orders/{order['id']}/after-sales", json={"kind": "refund_only", "reason": "r"},
+                        token=buyer["token"])
+    await api.ok("POST", f"/api/after-sales/{case['id']}/approve", json={}, token=s["token"])
+    # The audit records, read straight from SQL once the streams have landed.
+    async def landed() -> bool:
+        async with server.services.db() as sess:
+            n = (await sess.execute(select(func.count()).select_from(Violation).where(
+                Violation.room_id == room["id"], Violation.reason == "private_trading"))).scalar_one()
+            o = await sess.get(Order, order["id"], populate_existing=True)
+            c = (await sess.execute(select(func.count()).select_from(AfterSaleCase).where(
+                AfterSaleCase.order_id == order["id"]))).scalar_one()
+        return n == 2 and c == 1 and o is not None and o.refunded_at is not None
+    await eventually(landed)
+    await server.services.redis.delete(f"live:gov:transparency:{month}:running")  # skip the 30 s cache
+    after = await api.ok("GET", f"/api/transparency?month={month}")
+    pt, pt0 = after["private_trading"], before["private_trading"]
+    assert pt["messages_blocked"] - pt0["messages_blocked"] == 2
+    assert pt["users_penalised"] - pt0["users_penalised"] == 2
+    assert pt["rooms_actioned"] - pt0["rooms_actioned"] == 1
+    kinds = after["violations"]["by_kind"]
+    assert kinds["misleading"] - before["violations"]["by_kind"]["misleading"] == 1
+    assert kinds["counterfeit"] == before["violations"]["by_kind"]["counterfeit"]  # overturned: not counted
+    assert after["violations"]["shops_penalised"] - before["violations"]["shops_penalised"] == 1
+    assert after["after_sales"]["cases"] - before["after_sales"]["cases"] == 1
+    assert after["after_sales"]["refunded_orders"] - before["after_sales"]["refunded_orders"] == 1
+    assert Decimal(after["after_sales"]["refunded_amount"]) - Decimal(before["after_sales"]["refunded_amount"]) \
+        == Decimal("5.00")
+    notice = after["notices"][0]
+    assert notice == {"shop_name": "Tea House", "kind": "misleading", "restriction": "no_scheduled_sales",
+                      "at": notice["at"]}
+    assert set(after) == {"month", "private_trading", "violations", "after_sales", "notices"}
+    for bad in ("2026-13", "26-01", "3000-01", "x"):
+        assert (await code_of(api, "GET", f"/api/transparency?month={bad}"))[:2] == (400, "INVALID")
+
+
+async def test_past_month_is_frozen(server: RunningServer, api: Api) -> None:
+    first = await api.ok("GET", "/api/transparency?month=2020-02")
+    assert first["private_trading"]["messages_blocked"] == 0 and first["notices"] == []
+    # A record dated in that month after it was published does not change the figures.
+    from live.core.ids import new_id
+    from live.core.models import Violation
+    async with server.services.db() as s, s.begin():
+        s.add(Violation(id=new_id(), user_id="u", room_id="r", kind="chat", reason="private_trading", text="",
+                        penalty="warn", created_at=datetime(2020, 2, 10, tzinfo=UTC)))
+    assert await api.ok("GET", "/api/transparency?month=2020-02") == first

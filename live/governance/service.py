@@ -19,6 +19,7 @@ from live.core.ids import iso, new_id
 from live.core.models import Appeal, LedgerEntry, ShopApplication, ShopViolation, User
 from live.governance.ledger import Ledger, entry_view
 from live.governance.standing import KINDS, StandingService, tier_of, violation_view
+from live.governance.transparency import Transparency
 
 
 def application_view(a: ShopApplication) -> dict[str, Any]:
@@ -39,6 +40,7 @@ class Governance:
         self._db = svc.db
         self.standing = StandingService(svc.settings, svc.db, svc.redis)
         self.ledger = Ledger(svc.db, svc.settings.after_sales_window_s, self.now)
+        self.transparency = Transparency(svc.db, svc.redis, self.now, self.shop_name)
 
     def now(self) -> Any:
         return self.standing.clock()

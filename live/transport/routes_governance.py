@@ -180,5 +180,17 @@ async def rule_appeal(request: web.Request) -> web.Response:
         who, request.match_info["appeal_id"], request.match_info["decision"], p.note))
 
 
+# --- public disclosure ---------------------------------------------------------------------------
+@routes.get("/api/transparency")
+async def transparency(request: web.Request) -> web.Response:
+    gov = services(request).governance
+    month = request.query.get("month") or gov.now().strftime("%Y-%m")
+    if not MONTH.match(month) or month < "2000-01":
+        raise Invalid("month: YYYY-MM")
+    if month > gov.now().strftime("%Y-%m"):
+        raise Invalid("month: not in the future")
+    return json_response(await gov.transparency.month(month))
+
+
 def setup(app: web.Application, socket_app: SocketApp) -> None:
     app.router.add_routes(routes)
