@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from live.core.models import LedgerEntry
+from live.governance import findings
 from tests.aftersales_support import eventually, paid_order
 from tests.flash_support import list_card
 from tests.support import Api, RunningServer, run_app
@@ -339,3 +340,74 @@ async def test_past_month_is_frozen(server: RunningServer, api: Api) -> None:
         s.add(Violation(id=new_id(), user_id="u", room_id="r", kind="chat", reason="private_trading", text="",
                         penalty="warn", created_at=datetime(2020, 2, 10, tzinfo=UTC)))
     assert await api.ok("GET", "/api/transparency?month=2020-02") == first
+
+
+async def test_server_records_private_trading_by_a_shop_and_a_lost_dispute(settings_factory: Any) -> None:
+    from tests.aftersales_support import new_sale, shipped_order
+    from tests.support import SioClient
+
+    async with run_app(settings_factory(ledger_sweep_s=0.1)) as srv, Api(srv.url) as api:
+        sale = await new_sale(api, stock=3)
+        uid = sale.streamer["user"]["id"]
+        # The shop's own account tries to take buyers off the platform in its room's chat.
+        c = SioClient()
+        await c.connect(srv.url, sale.token)
+        try:
+            await c.call("room:join", {"room_id": sale.room["id"]})
+            ack = await c.call("chat:send", {"room_id": sale.room["id"], "text": "加我微信 liu888 私聊"})
+            assert ack["error"]["code"] == "BLOCKED", ack
+        finally:
+            await c.close()
+        buyer, order = await shipped_order(api, sale)
+        case = await api.ok("POST", f"/api/orders/{order['id']}/after-sales",
+                            json={"kind": "refund_only", "reason": "broken"}, token=buyer["token"])
+        cpath = f"/api/after-sales/{case['id']}"
+        await api.ok("POST", f"{cpath}/reject", json={"note": "no"}, token=sale.token)
+        await api.ok("POST", f"{cpath}/escalate", json={"note": "look"}, token=buyer["token"])
+        await api.ok("POST", f"{cpath}/rule", json={"decision": "refund"}, token=ADMIN)
+
+        async def both() -> Any:
+            st = await api.ok("GET", f"/api/shops/{uid}/standing", token=ADMIN)
+            return st if sorted(v["kind"] for v in st["violations"]) == ["after_sales", "private_trading"] else None
+
+        st = await eventually(both, timeout=20)
+        assert st["points"] == 12 + 6 and st["restrictions"] == ["no_scheduled_sales"]
+        # Sweeping again (as every process does) records nothing twice.
+        assert await findings.sweep(srv.services.governance) == 0
+        again = await api.ok("GET", f"/api/shops/{uid}/standing", token=ADMIN)
+        assert len(again["violations"]) == 2
+
+
+async def test_reports_show_what_was_reported(server: RunningServer, api: Api) -> None:
+    from tests.support import SioClient
+
+    s = await api.streamer()
+    room = await api.live_room(s["token"], title="Tea tasting")
+    card = await list_card(api, s["token"], room["id"], title="Green tea")
+    viewer = await api.guest("ann")
+    c = SioClient()
+    await c.connect(server.url, viewer["token"])
+    try:
+        await c.call("room:join", {"room_id": room["id"]})
+        msg = (await c.call("chat:send", {"room_id": room["id"], "text": "you are all fools"}))["message"]
+    finally:
+        await c.close()
+    reporter = await api.guest("bob")
+    ids = {}
+    for target, target_id in (("message", msg["id"]), ("room", room["id"]), ("card", card["id"])):
+        rep = await api.ok("POST", "/api/reports", json={"target": target, "target_id": target_id, "reason": "r"},
+                           token=reporter["token"])
+        ids[target] = rep["id"]
+
+    async def listed() -> Any:
+        items = {r["id"]: r for r in await api.ok("GET", "/api/reports?status=open", token=ADMIN)}
+        return items if "text" in items[ids["message"]] else None  # the message reached SQL
+
+    items = await eventually(listed)
+    m, r, k = items[ids["message"]], items[ids["room"]], items[ids["card"]]
+    assert (m["text"], m["author"], m["room_id"]) == ("you are all fools",
+                                                      {"id": viewer["user"]["id"], "name": "ann"}, room["id"])
+    assert m["target_at"]
+    streamer = {"id": s["user"]["id"], "name": s["user"]["name"]}
+    assert (r["title"], r["author"], r["room_id"]) == ("Tea tasting", streamer, room["id"])
+    assert (k["title"], k["author"], k["room_id"]) == ("Green tea", streamer, room["id"])

@@ -210,6 +210,9 @@ class ShopViolation(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # What the server found it from (``guard:<chat violation id>``, ``dispute:<case id>``); unique,
+    # so a finding is recorded once however many processes sweep. NULL for a moderator's.
+    source: Mapped[str | None] = mapped_column(String(120), unique=True)
 
 
 class ShopApplication(Base):

@@ -9,6 +9,7 @@ from typing import Any
 
 from prometheus_client import Gauge
 
+from live.governance import findings
 from live.governance.service import Governance
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,7 @@ def install(svc: Any) -> None:
         while not stop.is_set():
             try:
                 await gov.ledger.sweep()
+                await findings.sweep(gov)
                 unbalanced.set(await gov.ledger.unbalanced())
             except Exception:
                 log.exception("ledger sweep failed")

@@ -68,8 +68,9 @@ class Governance:
         return out
 
     async def record(self, who: Principal | None, user_id: str, kind: str, note: str, points: int | None = None,
-                     deduction_cents: int | None = None) -> dict[str, Any]:
-        """A violation against a shop, by a moderator (``who``) or by the server (``None``)."""
+                     deduction_cents: int | None = None, source: str | None = None) -> dict[str, Any] | None:
+        """A violation against a shop, by a moderator (``who``) or by the server (``None``, with
+        the ``source`` it found it from: recorded once; ``None`` when it already was)."""
         if who is not None:
             await self._moderator(who)
         if kind not in KINDS:
@@ -86,11 +87,16 @@ class Governance:
         _, restrictions = tier_of(self.settings.shop_tiers, before.points + pts)
         v = ShopViolation(id=new_id(), user_id=user_id, kind=kind, points=pts, deduction_cents=cut, note=note,
                           by=who.id if who else "system", restriction=restrictions[-1] if restrictions else "",
-                          status="active", created_at=now, expires_at=now + self.standing.decay())
-        async with self._db() as s, s.begin():
-            s.add(v)
-            await s.flush()
-            await self.ledger.deduct(s, user_id, v.id, cut)
+                          status="active", created_at=now, expires_at=now + self.standing.decay(), source=source)
+        try:
+            async with self._db() as s, s.begin():
+                s.add(v)
+                await s.flush()
+                await self.ledger.deduct(s, user_id, v.id, cut)
+        except IntegrityError:
+            if source is None:
+                raise
+            return None  # another process recorded this finding first
         await self.standing.changed(user_id)
         return violation_view(v, now)
 

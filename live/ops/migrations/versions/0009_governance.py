@@ -28,7 +28,9 @@ def upgrade() -> None:
         sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
         sa.Column('expires_at', sa.DateTime(timezone=True), nullable=False),
         sa.Column('revoked_at', sa.DateTime(timezone=True), nullable=True),
+        sa.Column('source', sa.String(length=120), nullable=True),
         sa.PrimaryKeyConstraint('id'),
+        sa.UniqueConstraint('source'),
     )
     op.create_index('ix_shop_violations_user_id', 'shop_violations', ['user_id'])
     op.create_index('ix_shop_violations_created_at', 'shop_violations', ['created_at'])
