@@ -365,17 +365,23 @@ async def test_server_records_private_trading_by_a_shop_and_a_lost_dispute(setti
         await api.ok("POST", f"{cpath}/reject", json={"note": "no"}, token=sale.token)
         await api.ok("POST", f"{cpath}/escalate", json={"note": "look"}, token=buyer["token"])
         await api.ok("POST", f"{cpath}/rule", json={"decision": "refund"}, token=ADMIN)
+        # A report against its room, upheld (the streamer muted); a dismissed one is not a finding.
+        for action in ("mute", "dismiss"):
+            rep = await api.ok("POST", "/api/reports", json={"target": "room", "target_id": sale.room["id"],
+                                                             "reason": "fake"}, token=buyer["token"])
+            await api.ok("POST", f"/api/reports/{rep['id']}/resolve", json={"action": action}, token=ADMIN)
 
         async def both() -> Any:
             st = await api.ok("GET", f"/api/shops/{uid}/standing", token=ADMIN)
-            return st if sorted(v["kind"] for v in st["violations"]) == ["after_sales", "private_trading"] else None
+            kinds = sorted(v["kind"] for v in st["violations"])
+            return st if kinds == ["after_sales", "other", "private_trading"] else None
 
         st = await eventually(both, timeout=20)
-        assert st["points"] == 12 + 6 and st["restrictions"] == ["no_scheduled_sales"]
+        assert st["points"] == 12 + 6 + 3 and st["restrictions"] == ["no_scheduled_sales"]
         # Sweeping again (as every process does) records nothing twice.
         assert await findings.sweep(srv.services.governance) == 0
         again = await api.ok("GET", f"/api/shops/{uid}/standing", token=ADMIN)
-        assert len(again["violations"]) == 2
+        assert len(again["violations"]) == 3
 
 
 async def test_reports_show_what_was_reported(server: RunningServer, api: Api) -> None:
