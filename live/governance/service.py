@@ -7,10 +7,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from live.commerce.flashbuy import money
 from live.core.auth import Principal
@@ -31,6 +32,19 @@ def application_view(a: ShopApplication) -> dict[str, Any]:
 def appeal_view(a: Appeal) -> dict[str, Any]:
     return {"id": a.id, "violation_id": a.violation_id, "user_id": a.user_id, "text": a.text, "status": a.status,
             "note": a.note, "created_at": iso(a.created_at), "decided_at": iso(a.decided_at)}
+
+
+P = TypeVar("P", ShopApplication, Appeal)
+
+
+async def pending(s: AsyncSession, model: type[P], row_id: str, what: str) -> P:
+    """The row, locked, if it still waits for a decision (``NOT_FOUND`` / ``CONFLICT`` otherwise)."""
+    row = await s.get(model, row_id, with_for_update=True)
+    if row is None:
+        raise NotFound(f"no such {what}")
+    if row.status != "pending":
+        raise Conflict(f"the {what} is already {row.status}")
+    return row
 
 
 class Governance:
@@ -98,6 +112,7 @@ class Governance:
                 raise
             return None  # another process recorded this finding first
         await self.standing.changed(user_id)
+        await self.transparency.forget(now)
         return violation_view(v, now)
 
     # --- admission --------------------------------------------------------------------------
@@ -143,11 +158,7 @@ class Governance:
     async def decide_application(self, who: Principal, app_id: str, decision: str, note: str) -> dict[str, Any]:
         await self._moderator(who)
         async with self._db() as s, s.begin():
-            a = await s.get(ShopApplication, app_id, with_for_update=True)
-            if a is None:
-                raise NotFound("no such application")
-            if a.status != "pending":
-                raise Conflict(f"the application is already {a.status}")
+            a = await pending(s, ShopApplication, app_id, "application")
             a.status, a.note, a.decided_by, a.decided_at = decision, note, who.id, self.now()
         await self.standing.changed(a.user_id)
         return application_view(a)
@@ -194,11 +205,7 @@ class Governance:
         await self._moderator(who)
         now = self.now()
         async with self._db() as s, s.begin():
-            a = await s.get(Appeal, appeal_id, with_for_update=True)
-            if a is None:
-                raise NotFound("no such appeal")
-            if a.status != "pending":
-                raise Conflict(f"the appeal is already {a.status}")
+            a = await pending(s, Appeal, appeal_id, "appeal")
             a.status = "upheld" if decision == "uphold" else "overturned"
             a.note, a.decided_by, a.decided_at = note, who.id, now
             if decision == "overturn":
@@ -207,6 +214,8 @@ class Governance:
                     v.status, v.revoked_at = "revoked", now
                     await self.ledger.restore(s, v.user_id, v.id)
         await self.standing.changed(a.user_id)
+        if decision == "overturn":
+            await self.transparency.forget(now)
         return appeal_view(a)
 
     # --- ledger -----------------------------------------------------------------------------

@@ -65,6 +65,10 @@ class Transparency:
         await self._redis.set(key, orjson.dumps(out), ex=CURRENT_TTL_S)
         return out
 
+    async def forget(self, at: datetime) -> None:
+        """A violation was recorded or revoked: the running month's notices show it at once."""
+        await self._redis.delete(keys.transparency(at.strftime("%Y-%m")) + ":running")
+
     async def compute(self, month: str, start: datetime, end: datetime) -> dict[str, Any]:
         in_month_v = (Violation.created_at >= start, Violation.created_at < end,
                       Violation.reason == "private_trading")

@@ -11,7 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from live.core.errors import Invalid, LiveError
 from live.governance.standing import KINDS
-from live.transport.http import bearer, body, decimal_amount, json_response, principal, services
+from live.transport.http import bearer, body, json_response, principal, services
+from live.transport.routes_aftersales import NoteIn, Strict, cents
 from live.transport.sio import SocketApp
 
 routes = web.RouteTableDef()
@@ -20,23 +21,10 @@ APPEAL_STATUSES = ("pending", "upheld", "overturned")
 MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 
 
-def cents(v: Any) -> int:
-    """A money amount (decimal string or number, > 0, at most 2 decimals) in cents."""
-    return int(decimal_amount(v) * 100)
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="ignore", strict=True)
-
-
 class ApplicationIn(Strict):
     shop_name: str = Field(min_length=1, max_length=64)
     category: str = Field(min_length=1, max_length=64)
     license_image: str | None = Field(None, max_length=8_000_000)
-
-
-class NoteIn(Strict):
-    note: str = Field("", max_length=500)
 
 
 class ViolationIn(BaseModel):
