@@ -255,6 +255,8 @@ async def test_ledger_sales_window_payouts_and_reconcile(settings_factory: Any) 
         assert (led["balance"], led["available"]) == ("0.00", "0.00")
         # Reconcile: every paid and refunded cent of the orders is in the ledger, once.
         assert await gov.ledger.unbalanced() == 0
+        st, text = await api.request("GET", "/metrics")
+        assert "live_ledger_unbalanced_orders 0.0" in str(text)
         assert await gov.ledger.sweep() == 0
         async with srv.services.db() as s3:
             n = (await s3.execute(select(func.count()).select_from(LedgerEntry)
@@ -417,3 +419,28 @@ async def test_reports_show_what_was_reported(server: RunningServer, api: Api) -
     streamer = {"id": s["user"]["id"], "name": s["user"]["name"]}
     assert (r["title"], r["author"], r["room_id"]) == ("Tea tasting", streamer, room["id"])
     assert (k["title"], k["author"], k["room_id"]) == ("Green tea", streamer, room["id"])
+
+
+async def test_reconcile_sees_a_lagging_ledger_and_a_sweep_catches_up_once(settings_factory: Any) -> None:
+    from tests.aftersales_support import new_sale
+
+    async with run_app(settings_factory(ledger_sweep_s=3600)) as srv, Api(srv.url) as api:
+        ledger = srv.services.governance.ledger
+        sale = await new_sale(api, stock=3)
+        buyer, order = await paid_order(api, sale)
+        await api.ok("POST", f"/api/orders/{order['id']}/cancel", token=buyer["token"])
+
+        async def lagging() -> bool:  # the order (paid, then refunded) reached SQL; no entries yet
+            async with srv.services.db() as s:
+                from live.core.models import Order
+                o = await s.get(Order, order["id"], populate_existing=True)
+                return o is not None and o.refunded_amount_cents == o.paid_amount_cents > 0
+
+        await eventually(lagging)
+        assert await ledger.unbalanced() == 1
+        # Two sweepers at once (as on two processes) write each entry once.
+        await asyncio.gather(ledger.sweep(), ledger.sweep())
+        assert await ledger.unbalanced() == 0
+        led = await api.ok("GET", "/api/shop/ledger", token=sale.token)
+        assert sorted((e["kind"], e["amount"]) for e in led["entries"]) == [("refund", "-19.90"), ("sale", "19.90")]
+        assert led["balance"] == "0.00"
