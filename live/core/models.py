@@ -195,6 +195,10 @@ class Payment(Base):
 # Shop violations are a table of their own: the chat ``violations`` above count guard hits on
 # any user's content (the penalty ladder), these are a moderator's (or the server's) finding
 # against a shop, with points that decay, a deduction and an appeal.
+# The ledger sweeper reads the orders changed since its last round.
+Index("ix_orders_updated_at", Order.updated_at)
+
+
 class ShopViolation(Base):
     __tablename__ = "shop_violations"
     id: Mapped[str] = mapped_column(String(32), primary_key=True)

@@ -131,10 +131,14 @@ class Ledger:
                 .where(or_(Order.id.not_in(sold),
                            Order.refunded_amount_cents != func.coalesce(refunds.c.total, 0))))
 
-    async def sweep(self, limit: int = 500) -> int:
-        """Write the entries of orders the ledger lags behind; the number of orders caught up."""
+    async def sweep(self, limit: int = 500, since: datetime | None = None) -> int:
+        """Write the entries of orders the ledger lags behind (only those whose SQL row changed
+        at or after ``since``, when given); the number of orders caught up."""
+        q = self._behind()
+        if since is not None:
+            q = q.where(Order.updated_at >= since)
         async with self._db() as s:
-            todo = (await s.execute(self._behind().limit(limit))).all()
+            todo = (await s.execute(q.limit(limit))).all()
         for order_id, shop in todo:
             async with self._db() as s, s.begin():
                 await self.lock(s, shop)

@@ -14,6 +14,7 @@ depends_on = None
 
 
 def upgrade() -> None:
+    op.create_index('ix_orders_updated_at', 'orders', ['updated_at'])
     op.create_table(
         'shop_violations',
         sa.Column('id', sa.String(length=32), nullable=False),
@@ -93,3 +94,4 @@ def upgrade() -> None:
 def downgrade() -> None:
     for t in ('appeals', 'ledger_entries', 'shop_accounts', 'shop_applications', 'shop_violations'):
         op.drop_table(t)
+    op.drop_index('ix_orders_updated_at', table_name='orders')
