@@ -129,6 +129,7 @@ class Governance:
             key = f"licence-{new_id()}"
             await self.svc.storage.put(f"{key}.jpg", processed.display)
         async with self._db() as s, s.begin():
+            await self.ledger.lock(s, who.id)  # the shop's row lock: two applications at once make one
             open_ = (await s.execute(select(ShopApplication).where(
                 ShopApplication.user_id == who.id, ShopApplication.status.in_(("pending", "approved"))))).scalar()
             if open_ is not None:
