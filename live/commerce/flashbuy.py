@@ -158,6 +158,9 @@ class FlashService:
             raise Conflict("room has ended")
         if await self.svc.redis.exists(keys.user_listing_ban(who.id)):
             raise Forbidden("listing is suspended for this account")
+        if self.svc.governance is not None:  # admission and restrictions (scheduled: a later start)
+            await self.svc.governance.require(who.id, "scheduled_sale" if starts_at and starts_at.timestamp()
+                                              > utcnow().timestamp() + 0.5 else "listing")
         if price <= 0 or price > self.settings.max_price or price.as_tuple().exponent < -2:  # type: ignore[operator]
             raise Invalid(f"price: more than 0, at most {self.settings.max_price}, at most 2 decimals")
         if not 1 <= stock <= self.settings.max_stock:
