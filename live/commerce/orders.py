@@ -76,11 +76,14 @@ class OrderService:
         creates: dict[str, dict[str, Any]] = {}
         updates: list[tuple[str, str, int]] = []
         card_updates: dict[str, Any] = {}
-        for _, f in entries:
+        sell_outs: list[str] = []  # entries of buys that took the last unit (webhook card.sold_out)
+        for eid, f in entries:
             t = f.get("t")
             if t == "created":
                 o = orjson.loads(f["o"])
                 creates[o["id"]] = o
+                if f.get("left") == "0":
+                    sell_outs.append(eid)
             elif t == "status":
                 if f["id"] in creates and creates[f["id"]]["s"] == "pending_payment":
                     creates[f["id"]]["s"] = f["s"]
@@ -108,6 +111,9 @@ class OrderService:
                 # Status only moves forward from pending_payment: a replay changes nothing.
                 await s.execute(update(Order).where(Order.id == order_id, Order.status == "pending_payment")
                                 .values(status=status, updated_at=_dt(at)))
+            if sell_outs and (sold := await s.get(Card, card_id)) is not None:
+                for eid in sell_outs:  # keyed by the entry: once per sell-out, however often replayed
+                    await outbox.card_sold_out(s, sold, sell_out=eid)
             if card_updates:
                 card = await s.get(Card, card_id)
                 if card is not None:

@@ -5,7 +5,8 @@
 -- KEYS[3] requests hash     ("user:request_id" -> order id)
 -- KEYS[4] orders hash       (order id -> JSON order)
 -- KEYS[5] deadlines zset    (order id -> pay_by ms, orders awaiting payment)
--- KEYS[6] events stream     (order events for the SQL persister)
+-- KEYS[6] events stream     (order events for the SQL persister; a buy's entry carries the
+--         units left after it, so the persister sees each sell-out: left 0)
 -- KEYS[7] audience gate hash (fans: '*' -> 'followers', user -> "version:1|0" mirroring the
 --         streamer's followers; absent: anyone may buy; see live/fans/follows.py)
 -- ARGV[1] now (ms), ARGV[2] pay_by (ms), then for each tap four values:
@@ -62,7 +63,7 @@ for i = 0, n - 1 do
                             p = tonumber(pay_by), r = req, a = qty * price})
       redis.call('HSET', KEYS[4], oid, order)
       redis.call('ZADD', KEYS[5], pay_by, oid)
-      redis.call('XADD', KEYS[6], '*', 't', 'created', 'o', order)
+      redis.call('XADD', KEYS[6], '*', 't', 'created', 'o', order, 'left', left)
       if left == 0 then
         status = 'sold_out'
         redis.call('HSET', KEYS[1], 'status', status)
