@@ -5,35 +5,26 @@ running the persisters again over the same stream entries records nothing twice.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import pytest
 from sqlalchemy import func, select
 
 from live.core.models import OutboxEvent
 from live.core.streams import Entry
 from live.integrations import outbox, signing
+from tests import test_webhooks
 from tests.aftersales_support import buy, new_sale, paid_order, shipped_case
-from tests.support import Api, RunningServer, run_app
-from tests.webhook_support import FAST, Receiver, receiver
+from tests.support import Api, RunningServer
+from tests.webhook_support import Receiver, receiver
 
 ORDER_EVENTS = ["order.created", "order.paid", "order.shipped", "order.completed", "order.refunded",
                 "aftersale.updated"]
 Batches = list[tuple[str, list[Entry]]]
-
-
-@pytest.fixture
-async def fast(settings_factory) -> AsyncIterator[tuple[RunningServer, Api]]:  # type: ignore[no-untyped-def]
-    async with run_app(settings_factory(**FAST)) as srv, Api(srv.url) as api:
-        yield srv, api
-
-
-async def subscribe(api: Api, token: str, url: str, events: list[str]) -> dict[str, Any]:
-    status, hook = await api.post("/api/webhooks", json={"url": url, "events": events}, token=token)
-    assert status == 201, hook
-    return hook
+# The webhook tests' server (fast retries, loopback receiver allowed) and subscription helper.
+fast = test_webhooks.fast
+subscribe = test_webhooks.subscribe
 
 
 def of_order(rec: Receiver, order_id: str) -> list[str]:
@@ -180,3 +171,22 @@ def test_a_late_newer_version_still_reports_the_earlier_facts_first() -> None:
     refunded = {**row, "status": "refunded", "refunded_amount_cents": 60, "refunded_at": t, "version": 4}
     (ev,) = outbox.order_changes("shop", row, refunded)
     assert ev[0] == "order.refunded" and ev[2]["refund_cents"] == 60 and ev[4] == "order.refunded:o1:60"
+
+
+def test_one_signature_scheme_for_callbacks_and_webhooks() -> None:
+    """The payment callback checks with the webhooks' signing module: what one signs the other
+    accepts, and a hostile header (Unicode or huge digits) is refused, never an exception."""
+    from live.commerce.payments import sign, verify
+    from live.core.errors import Unauthorized
+
+    body = b'{"order_id":"x"}'
+    verify("k", signing.header(["k"], body), body)
+    assert signing.verify(sign("k", body), body, "k")
+    for bad in ("t=\u00b2,v1=00", "t=" + "9" * 5000 + ",v1=00", "v1=00", signing.header(["other"], body)):
+        assert signing.problem(bad, body, "k") is not None
+        try:
+            verify("k", bad, body)
+        except Unauthorized:
+            pass
+        else:
+            raise AssertionError(bad)
