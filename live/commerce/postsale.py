@@ -287,8 +287,10 @@ class PostSale:
         room_id = await self.flash.room_of(card_id) if orders else ""
         streamer = await self.streamer_of(card_id) if cases or orders else ""
         async with self.svc.db() as s, s.begin():
-            if versions:  # before the upserts: the events are the difference from what SQL held
-                await self._emit(s, card_id, room_id, streamer, versions)
+            # The events are the difference from what SQL held, so they are worked out before the
+            # upserts; they are written after them, so that every writer takes the order row's lock
+            # before the outbox's dedupe key (the order persister does too): no lock-order deadlock.
+            events = await self._events(s, card_id, room_id, streamer, versions) if versions else []
             if orders:
                 await self._upsert(s, Order, [self._order_row(card_id, room_id, o) for o in orders.values()],
                                    versioned=True)
@@ -301,9 +303,10 @@ class PostSale:
                 await self._upsert(s, AfterSaleStep, steps, versioned=False)
             if pays:
                 await self._upsert(s, Payment, list(pays.values()), versioned=False)
+            await outbox.emit_many(s, events)
 
-    async def _emit(self, s: AsyncSession, card_id: str, room_id: str, shop: str,
-                    versions: list[tuple[str, dict[str, Any]]]) -> None:
+    async def _events(self, s: AsyncSession, card_id: str, room_id: str, shop: str,
+                      versions: list[tuple[str, dict[str, Any]]]) -> list[outbox.Event]:
         """Webhook events of a batch, in the batch's transaction (they exist iff it commits).
 
         Each version is compared with the one before it — SQL's row for the first — so a batch
@@ -337,7 +340,7 @@ class PostSale:
                 first = seen_steps.get(v["id"], 0)
                 events += outbox.case_steps(shop, case, steps, first)
                 seen_steps[v["id"]] = max(first, len(steps))
-        await outbox.emit_many(s, events)
+        return events
 
     @staticmethod
     async def _upsert(s: AsyncSession, model: Any, rows: list[dict[str, Any]], *, versioned: bool) -> None:
