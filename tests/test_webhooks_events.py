@@ -16,8 +16,8 @@ from live.core.streams import Entry
 from live.integrations import outbox, signing
 from tests import test_webhooks
 from tests.aftersales_support import buy, new_sale, paid_order, shipped_case
-from tests.support import Api, RunningServer
-from tests.webhook_support import Receiver, receiver
+from tests.support import Api, RunningServer, run_app
+from tests.webhook_support import FAST, Receiver, receiver
 
 ORDER_EVENTS = ["order.created", "order.paid", "order.shipped", "order.completed", "order.refunded",
                 "aftersale.updated"]
@@ -98,6 +98,25 @@ async def test_cancel_refund_and_after_sales_approval(fast: tuple[RunningServer,
         assert [(d["case_id"], d["status"], d["step"]) for d in steps] == [
             (case["id"], "requested", 0), (case["id"], "refunded", 1)]
         assert steps[1]["by"] == sale.streamer["user"]["id"] and steps[0]["kind"] == "refund_only"
+
+
+async def test_deadlines_report_too(settings_factory) -> None:  # type: ignore[no-untyped-def]
+    """Steps the sweeper takes (auto-confirm; an unanswered case approved) are reported like
+    the ones people take."""
+    settings = settings_factory(**FAST, auto_confirm_s=0.5, after_sales_reply_s=0.5, sweeper_interval_s=0.1)
+    async with run_app(settings) as srv, Api(srv.url) as api:
+        sale = await new_sale(api)
+        async with receiver() as rec:
+            await subscribe(api, sale.token, rec.url, ORDER_EVENTS)
+            _, order = await paid_order(api, sale)
+            await api.ok("POST", f"/api/orders/{order['id']}/ship", json={"carrier": "SF", "tracking_no": "A"},
+                         token=sale.token)
+            await arrive(rec, order["id"], ["order.created", "order.paid", "order.shipped", "order.completed"])
+            _, shipped, case = await shipped_case(api, sale)  # the shop never answers: approved
+            await arrive(rec, shipped["id"], ["order.created", "order.paid", "order.shipped", "aftersale.updated",
+                                              "aftersale.updated", "order.refunded"])
+            by = [(r.body["data"]["status"], r.body["data"]["by"]) for r in rec.ok() if r.type == "aftersale.updated"]
+            assert [st for st, _ in by] == ["requested", "refunded"] and by[1][1] == "system"
 
 
 async def test_card_sold_out_once_per_sell_out(fast: tuple[RunningServer, Api]) -> None:
