@@ -83,12 +83,15 @@ class OrderService:
         updates: list[tuple[str, str, int]] = []
         card_updates: dict[str, Any] = {}
         top_seq = 0
-        for _, f in entries:
+        sell_outs: list[str] = []  # buys that took the last unit (webhook card.sold_out)
+        for eid, f in entries:
             top_seq = max(top_seq, int(f.get("seq") or 0))
             t = f.get("t")
             if t == "created":
                 o = orjson.loads(f["o"])
                 creates[o["id"]] = o
+                if f.get("left") == "0":  # named by the card's seq (never reused), else the entry
+                    sell_outs.append(f"s{f['seq']}" if f.get("seq") else eid)
             elif t == "status":
                 if f["id"] in creates and creates[f["id"]]["s"] == "pending_payment":
                     creates[f["id"]]["s"] = f["s"]
@@ -116,6 +119,9 @@ class OrderService:
                 # Status only moves forward from pending_payment: a replay changes nothing.
                 await s.execute(update(Order).where(Order.id == order_id, Order.status == "pending_payment")
                                 .values(status=status, updated_at=_dt(at)))
+            if sell_outs and (sold := await s.get(Card, card_id)) is not None:
+                for sell_out in sell_outs:  # keyed by the buy: once per sell-out, however often replayed
+                    await outbox.card_sold_out(s, sold, sell_out=sell_out)
             if card_updates:
                 # Events may arrive again or late (a claimed batch, a restored stream): the stock
                 # total only grows and "closed" is final, so a replay cannot move SQL back.

@@ -1,7 +1,8 @@
 """Payments: the provider's signed callback and the simulated ``/pay`` settle an order through
 one script (``after_pay.lua``).
 
-The callback is Stripe-style: ``X-Live-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret,
+The callback is Stripe-style, the scheme of the webhooks (one implementation,
+``live.integrations.signing``): ``X-Live-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret,
 "<t>.<raw body>")>``; a wrong signature, or one older (or newer) than ``TOLERANCE_S``, is
 refused. Settling is idempotent on the provider's ``transaction_id``; a payment for an order
 that already expired or was cancelled is refunded at once and takes no stock (the units went
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,8 +23,9 @@ from live.commerce.postsale import PostSale
 from live.core.auth import Principal
 from live.core.errors import Conflict, Invalid, NotFound, Unauthorized
 from live.core.ids import now_ms
+from live.integrations import signing
 
-TOLERANCE_S = 300
+TOLERANCE_S = signing.TOLERANCE_S
 PAY_KEYS = ["state", "bought", "orders", "deadlines", "txns", "stream"]
 
 
@@ -38,29 +39,14 @@ def payment_secret(configured: str, token_secret: str) -> str:
 
 def sign(secret: str, body: bytes, t: int | None = None) -> str:
     """The ``X-Live-Signature`` header value for ``body`` (what a provider, or a test, sends)."""
-    t = int(time.time()) if t is None else t
-    mac = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"t={t},v1={mac}"
+    return signing.header([secret], body, t)
 
 
 def verify(secret: str, header: str, body: bytes, now: float | None = None) -> None:
     """Raise ``Unauthorized`` unless ``header`` signs ``body`` with ``secret`` within the tolerance."""
-    now = time.time() if now is None else now
-    t: int | None = None
-    macs: list[str] = []
-    for part in header.split(","):
-        k, _, v = part.strip().partition("=")
-        if k == "t" and v.isdigit() and len(v) <= 12:
-            t = int(v)
-        elif k == "v1":
-            macs.append(v)
-    if t is None or not macs:
-        raise Unauthorized("missing or malformed X-Live-Signature")
-    if abs(now - t) > TOLERANCE_S:
-        raise Unauthorized("signature timestamp outside the tolerance (replay?)")
-    want = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
-    if not any(hmac.compare_digest(want, m) for m in macs):
-        raise Unauthorized("bad signature")
+    why = signing.problem(header, body, secret, TOLERANCE_S, now)
+    if why is not None:
+        raise Unauthorized(why)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ from typing import Any, cast
 
 import orjson
 from prometheus_client import Counter, Histogram
-from sqlalchemy import Table, select
+from sqlalchemy import Table, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -33,6 +33,7 @@ from live.core.ids import iso_ms, now_ms, utcnow
 from live.core.models import AfterSaleCase, AfterSaleStep, Card, Order, Payment, Room
 from live.core.scripts import source
 from live.core.streams import Entry, StreamConsumer
+from live.integrations import outbox
 
 log = logging.getLogger(__name__)
 
@@ -272,22 +273,29 @@ class PostSale:
         orders: dict[str, dict[str, Any]] = {}
         cases: dict[str, dict[str, Any]] = {}
         pays: dict[str, dict[str, Any]] = {}
+        versions: list[tuple[str, dict[str, Any]]] = []  # every version, in stream order (webhooks)
         for _, f in entries:
             t = f.get("t")
             if t == "order":
                 o = orjson.loads(f["o"])
+                versions.append(("order", o))
                 if o["id"] not in orders or orders[o["id"]]["v"] < o["v"]:
                     orders[o["id"]] = o
             elif t == "case":
                 c = orjson.loads(f["c"])
+                versions.append(("case", c))
                 if c["id"] not in cases or cases[c["id"]]["v"] < c["v"]:
                     cases[c["id"]] = c
             elif t == "pay":
                 pays[f["tx"]] = {"transaction_id": f["tx"], "order_id": f["id"], "amount_cents": int(f["a"]),
                                  "outcome": f["r"], "at": _dt(int(f["at"]))}
         room_id = await self.flash.room_of(card_id) if orders else ""
-        streamer = await self.streamer_of(card_id) if cases else ""
+        streamer = await self.streamer_of(card_id) if cases or orders else ""
         async with self.svc.db() as s, s.begin():
+            # The events are the difference from what SQL held, so they are worked out before the
+            # upserts; they are written after them, so that every writer takes the order row's lock
+            # before the outbox's dedupe key (the order persister does too): no lock-order deadlock.
+            events = await self._events(s, card_id, room_id, streamer, versions) if versions else []
             if orders:
                 await self._upsert(s, Order, [self._order_row(card_id, room_id, o) for o in orders.values()],
                                    versioned=True)
@@ -300,6 +308,44 @@ class PostSale:
                 await self._upsert(s, AfterSaleStep, steps, versioned=False)
             if pays:
                 await self._upsert(s, Payment, list(pays.values()), versioned=False)
+            await outbox.emit_many(s, events)
+
+    async def _events(self, s: AsyncSession, card_id: str, room_id: str, shop: str,
+                      versions: list[tuple[str, dict[str, Any]]]) -> list[outbox.Event]:
+        """Webhook events of a batch, in the batch's transaction (they exist iff it commits).
+
+        Each version is compared with the one before it — SQL's row for the first — so a batch
+        holding paid, shipped and completed versions reports all three, in that order; versions
+        SQL already has (a replayed entry) report nothing, and every event's dedupe key names its
+        fact, so two processes writing versions of one order at once still report each once."""
+        order_ids = sorted({v["id"] for k, v in versions if k == "order"})
+        case_ids = sorted({v["id"] for k, v in versions if k == "case"})
+        known: dict[str, dict[str, Any]] = {}
+        seen_steps: dict[str, int] = {}
+        if order_ids:
+            rows = await s.execute(select(*outbox.ORDER_FACTS).where(Order.id.in_(order_ids)))
+            known = {r.id: dict(r._mapping) for r in rows}
+        if case_ids:
+            rows2 = await s.execute(select(AfterSaleStep.case_id, func.count()).where(
+                AfterSaleStep.case_id.in_(case_ids)).group_by(AfterSaleStep.case_id))
+            seen_steps = {cid: int(n) for cid, n in rows2.all()}
+        events: list[outbox.Event] = []
+        for kind, v in versions:
+            if kind == "order":
+                row = self._order_row(card_id, room_id, v)
+                prev = known.get(v["id"])
+                if prev is not None and prev["version"] is not None and prev["version"] >= row["version"]:
+                    continue  # SQL has this version or a newer one: its facts were reported
+                events += outbox.order_changes(shop, prev, row)
+                known[v["id"]] = row
+            else:
+                case = self._case_row(card_id, shop, v)
+                steps = [{"status": h["s"], "by": h["by"], "at": _dt(int(h["at"])), "note": str(h.get("n", ""))}
+                         for h in v["h"]]
+                first = seen_steps.get(v["id"], 0)
+                events += outbox.case_steps(shop, case, steps, first)
+                seen_steps[v["id"]] = max(first, len(steps))
+        return events
 
     @staticmethod
     async def _upsert(s: AsyncSession, model: Any, rows: list[dict[str, Any]], *, versioned: bool) -> None:

@@ -2,6 +2,9 @@
 where each ``v1`` is HMAC-SHA256(secret, ``"<t>.<raw body>"``). During a secret rotation's
 grace period a delivery carries one ``v1`` per valid secret (new first); a receiver accepts
 the request when any ``v1`` matches its secret and ``t`` is within its tolerance window.
+
+One scheme, both directions: the webhook sender signs with it and the payment callback
+(``live.commerce.payments``) checks the provider's signature with it.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ import hashlib
 import hmac
 import time
 from collections.abc import Sequence
+
+TOLERANCE_S = 300
 
 
 def sign(secret: str, t: int, body: bytes) -> str:
@@ -23,21 +28,30 @@ def header(secrets: Sequence[str], body: bytes, t: int | None = None) -> str:
     return ",".join([f"t={t}", *(f"v1={sign(s, t, body)}" for s in secrets)])
 
 
-def verify(value: str, body: bytes, secret: str, tolerance_s: int = 300, now: float | None = None) -> bool:
-    """True when ``value`` (an ``X-Live-Signature``) holds a ``v1`` of ``body`` by ``secret``
-    with a timestamp no further than ``tolerance_s`` from now (replays of old requests fail)."""
+def problem(value: str, body: bytes, secret: str, tolerance_s: int = TOLERANCE_S,
+            now: float | None = None) -> str | None:
+    """Why ``value`` (an ``X-Live-Signature``) does not sign ``body`` with ``secret`` at a
+    timestamp within ``tolerance_s`` of now (replays of old requests fail), or None if it does."""
     t: int | None = None
     sigs: list[str] = []
     for part in value.split(","):
         k, _, v = part.strip().partition("=")
-        if k == "t" and v.isdigit():
+        # ASCII digits only, and few: int() of a Unicode digit or a huge number would raise.
+        if k == "t" and v.isascii() and v.isdigit() and len(v) <= 12:
             t = int(v)
         elif k == "v1":
             sigs.append(v)
     if t is None or not sigs:
-        return False
+        return "missing or malformed X-Live-Signature"
     if abs((time.time() if now is None else now) - t) > tolerance_s:
-        return False
+        return "signature timestamp outside the tolerance (replay?)"
     want = sign(secret, t, body)
     # compare_digest against every candidate: no early exit that leaks which one matched
-    return any([hmac.compare_digest(want, s) for s in sigs])
+    if not any([hmac.compare_digest(want, s) for s in sigs]):
+        return "bad signature"
+    return None
+
+
+def verify(value: str, body: bytes, secret: str, tolerance_s: int = TOLERANCE_S, now: float | None = None) -> bool:
+    """True when ``value`` signs ``body`` with ``secret`` within the tolerance (see :func:`problem`)."""
+    return problem(value, body, secret, tolerance_s, now) is None

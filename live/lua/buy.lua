@@ -6,7 +6,8 @@
 -- KEYS[3] requests hash     ("user:request_id" -> order id)
 -- KEYS[4] orders hash       (order id -> JSON order)
 -- KEYS[5] deadlines zset    (order id -> pay_by ms, orders awaiting payment)
--- KEYS[6] events stream     (order events for the SQL persister; each carries its seq)
+-- KEYS[6] events stream     (order events for the SQL persister; each carries its seq, and a
+--         buy's entry the units left after it, so the persister sees each sell-out: left 0)
 -- KEYS[7] audience gate hash (fans: '*' -> 'followers', user -> "version:1|0" mirroring the
 --         streamer's followers; absent: anyone may buy; see live/fans/follows.py)
 -- ARGV[1] now (ms), ARGV[2] pay_by (ms), ARGV[3] seq floor (the highest seq of this card the
@@ -79,7 +80,7 @@ for i = 0, n - 1 do
       redis.call('HSET', KEYS[4], oid, order)
       redis.call('ZADD', KEYS[5], pay_by, oid)
       seq = seq + 1
-      redis.call('XADD', KEYS[6], '*', 't', 'created', 'o', order, 'seq', seq)
+      redis.call('XADD', KEYS[6], '*', 't', 'created', 'o', order, 'seq', seq, 'left', left)
       if left == 0 then
         status = 'sold_out'
         redis.call('HSET', KEYS[1], 'status', status)
