@@ -33,7 +33,7 @@ from live.core.redisconn import make_redis
 from live.core.scripts import Scripts
 from live.core.settings import Settings
 from live.ops.embedded import EmbeddedRedis
-from live.transport import routes_core, sio_rooms
+from live.transport import openapi, routes_core, sio_rooms
 from live.transport.http import error_middleware
 from live.transport.sio import SioPusher, SocketApp, make_server
 
@@ -72,6 +72,7 @@ def create_app(settings: Settings) -> web.Application:
     sio_rooms.register(socket_app)
     for _, transport in DOMAINS:
         importlib.import_module(transport).setup(app, socket_app)
+    openapi.setup(app, socket_app)  # last: it describes the routes and events registered above
     pages = importlib.util.find_spec("live.transport.pages")
     if pages is not None:
         importlib.import_module("live.transport.pages").setup(app)

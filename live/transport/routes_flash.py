@@ -12,7 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from live.core.auth import Principal
 from live.core.errors import Invalid, NotFound
-from live.transport.http import body, json_response, parse, principal, read_json, services
+from live.transport.http import api, body, json_response, parse, principal, read_json, services
+from live.transport.schemas import BuyOut, CardOut, Obj, OrderOut
 from live.transport.sio import SocketApp
 
 routes = web.RouteTableDef()
@@ -144,6 +145,8 @@ async def _card_form(request: web.Request) -> tuple[CardIn, bytes | None]:
 
 
 @routes.post("/api/rooms/{room_id}/cards")
+@api(summary="List a product card (JSON, or multipart with an image)", tag="flash", request=CardIn, form=True,
+     responses={201: CardOut})
 async def create_card(request: web.Request) -> web.Response:
     who = principal(request)
     form, image = await _card_form(request)
@@ -156,21 +159,25 @@ async def create_card(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/cards/{card_id}")
+@api(summary="A card", tag="flash", auth="none", responses={200: CardOut})
 async def get_card(request: web.Request) -> web.Response:
     return json_response(await services(request).flash.card(request.match_info["card_id"]))
 
 
 @routes.post("/api/cards/{card_id}/pin")
+@api(summary="Pin a card in its room", tag="flash", responses={200: CardOut})
 async def pin(request: web.Request) -> web.Response:
     return json_response(await services(request).flash.pin(principal(request), request.match_info["card_id"]))
 
 
 @routes.post("/api/cards/{card_id}/close")
+@api(summary="Close a card's sale", tag="flash", responses={200: CardOut})
 async def close(request: web.Request) -> web.Response:
     return json_response(await services(request).flash.close(principal(request), request.match_info["card_id"]))
 
 
 @routes.post("/api/cards/{card_id}/restock")
+@api(summary="Add stock to a card", tag="flash", request=RestockIn, responses={200: Obj})
 async def restock(request: web.Request) -> web.Response:
     who = principal(request)
     p = await body(request, RestockIn)
@@ -178,6 +185,7 @@ async def restock(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/cards/{card_id}/buy")
+@api(summary="Buy (one tap); idempotent per request_id", tag="flash", request=HttpBuyIn, responses={200: BuyOut})
 async def buy(request: web.Request) -> web.Response:
     who = principal(request)
     p = await body(request, HttpBuyIn)
@@ -186,6 +194,7 @@ async def buy(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/cards/{card_id}/audit")
+@api(summary="Check order ids against a card's ledger", tag="flash", request=AuditIn, responses={200: Obj})
 async def audit(request: web.Request) -> web.Response:
     who = principal(request)
     p = await body(request, AuditIn)
@@ -193,6 +202,7 @@ async def audit(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/cards/{card_id}/reconcile")
+@api(summary="Redis and SQL numbers of a card, side by side", tag="flash", responses={200: Obj})
 async def reconcile(request: web.Request) -> web.Response:
     who = principal(request)
     svc = services(request)
@@ -203,26 +213,31 @@ async def reconcile(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/orders/{order_id}")
+@api(summary="An order (its buyer, the card's streamer or a moderator)", tag="orders", responses={200: OrderOut})
 async def get_order(request: web.Request) -> web.Response:
     return json_response(await services(request).orders.get(principal(request), request.match_info["order_id"]))
 
 
 @routes.get("/api/me/orders")
+@api(summary="The caller's orders", tag="orders", responses={200: list[OrderOut]})
 async def my_orders(request: web.Request) -> web.Response:
     return json_response(await services(request).orders.mine(principal(request)))
 
 
 @routes.post("/api/orders/{order_id}/pay")
+@api(summary="Pay an order", tag="orders", responses={200: Obj})
 async def pay(request: web.Request) -> web.Response:
     return json_response(await services(request).orders.pay(principal(request), request.match_info["order_id"]))
 
 
 @routes.post("/api/orders/{order_id}/cancel")
+@api(summary="Cancel an unpaid order (stock goes back)", tag="orders", responses={200: Obj})
 async def cancel(request: web.Request) -> web.Response:
     return json_response(await services(request).orders.cancel(principal(request), request.match_info["order_id"]))
 
 
 @routes.get("/media/{name}")
+@api(summary="A product image", tag="flash", auth="none", media="image/jpeg")
 async def media(request: web.Request) -> web.StreamResponse:
     data = await services(request).storage.get(request.match_info["name"])
     if data is None:
@@ -237,4 +252,5 @@ def setup(app: web.Application, socket_app: SocketApp) -> None:
 
     @socket_app.event("flash:buy", BuyIn)
     async def sio_buy(sid: str, who: Principal, p: BuyIn) -> dict[str, Any]:
+        """Buy (one tap); the ack carries the order and the stock left."""
         return await socket_app.svc.flash.buy(who, p.card_id, p.qty, p.request_id)
