@@ -8,6 +8,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import BadHttpMessage
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from live.core.auth import Principal
@@ -115,28 +116,38 @@ class CardIn(BaseModel):
         return v
 
 
+async def _multipart(request: web.Request, max_bytes: int) -> tuple[dict[str, Any], bytes | None]:
+    fields: dict[str, Any] = {}
+    image: bytes | None = None
+    reader = await request.multipart()
+    while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader):
+            raise Invalid("nested multipart is not supported")
+        name = part.name or ""
+        if name == "image":
+            data = bytearray()
+            while chunk := await part.read_chunk(65536):
+                data += chunk
+                if len(data) > max_bytes:
+                    raise Invalid(f"image: larger than {max_bytes // (1024 * 1024)} MiB")
+            image = bytes(data)
+        elif name:
+            text = await part.text()
+            if len(text) > 1000:
+                raise Invalid(f"{name}: too long")
+            fields[name] = text
+    return fields, image
+
+
 async def _card_form(request: web.Request) -> tuple[CardIn, bytes | None]:
     max_bytes = services(request).settings.max_upload_bytes
     if request.content_type.startswith("multipart/"):
-        fields: dict[str, Any] = {}
-        image: bytes | None = None
-        reader = await request.multipart()
-        while (part := await reader.next()) is not None:
-            if not isinstance(part, BodyPartReader):
-                raise Invalid("nested multipart is not supported")
-            name = part.name or ""
-            if name == "image":
-                data = bytearray()
-                while chunk := await part.read_chunk(65536):
-                    data += chunk
-                    if len(data) > max_bytes:
-                        raise Invalid(f"image: larger than {max_bytes // (1024 * 1024)} MiB")
-                image = bytes(data)
-            elif name:
-                text = await part.text()
-                if len(text) > 1000:
-                    raise Invalid(f"{name}: too long")
-                fields[name] = text
+        try:
+            fields, image = await _multipart(request, max_bytes)
+        except (BadHttpMessage, ValueError) as e:
+            # A part header aiohttp cannot parse (bytes outside latin-1, a bad boundary) or a
+            # text part that is not UTF-8: the client's mistake, not ours.
+            raise Invalid(f"malformed multipart body: {type(e).__name__}") from None
         return parse(CardIn, fields), image
     data = await read_json(request)
     if isinstance(data, dict) and "image" in data:
