@@ -202,14 +202,16 @@ async def test_pay_cancel_and_visibility(server: RunningServer, api: Api) -> Non
     assert status == 404
     paid = await api.ok("POST", f"/api/orders/{oa['id']}/pay", token=a["token"])
     assert paid["status"] == "paid"
-    status, body = await api.post(f"/api/orders/{oa['id']}/cancel", token=a["token"])
-    assert status == 409 and body["error"]["code"] == "CONFLICT"
     cancelled = await api.ok("POST", f"/api/orders/{ob['id']}/cancel", token=b["token"])
     assert cancelled["status"] == "cancelled"
     card_now = await api.ok("GET", f"/api/cards/{card['id']}")
     assert card_now["left"] == 1 and card_now["status"] == "on_sale"
     mine = await api.ok("GET", "/api/me/orders", token=a["token"])
     assert [(o["id"], o["status"]) for o in mine] == [(oa["id"], "paid")]
+    # v2: cancelling a paid order that has not shipped refunds it at once, units back.
+    refunded = await api.ok("POST", f"/api/orders/{oa['id']}/cancel", token=a["token"])
+    assert refunded["status"] == "refunded" and refunded["refunded_amount"] == oa["amount"]
+    assert (await api.ok("GET", f"/api/cards/{card['id']}"))["left"] == 2
     audit = await api.ok("POST", f"/api/cards/{card['id']}/audit", json={"order_ids": [oa["id"], ob["id"]]},
                          token=s["token"])
     assert audit["invariant_ok"] and audit["missing_order_ids"] == [] and audit["oversold"] == 0

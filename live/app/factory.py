@@ -52,6 +52,7 @@ DOMAINS: list[tuple[str, str]] = [
     ("live.commerce.flashbuy", "live.transport.routes_flash"),
     ("live.media.rtc", "live.transport.routes_media"),
     ("live.fans.service", "live.transport.routes_fans"),
+    ("live.commerce.aftersales", "live.transport.routes_aftersales"),
 ]
 
 

@@ -67,6 +67,14 @@ def order_view(card_id: str, o: dict[str, Any]) -> dict[str, Any]:
         "created_at": iso_ms(int(o["c"])),
         "pay_by": iso_ms(int(o["p"])),
         "request_id": o.get("r"),
+        # After payment (v2): fields the after-sales scripts add to the compact order.
+        "shipment": ({"carrier": o["sh"]["c"], "tracking_no": o["sh"]["t"], "shipped_at": iso_ms(int(o["sh"]["at"]))}
+                     if o.get("sh") else None),
+        "paid_amount": money(int(o.get("pa", 0))),
+        "refunded_amount": money(int(o.get("ra", 0))),
+        "stock_returned": bool(o.get("sr")) or o["s"] in ("cancelled", "expired"),
+        "after_sale_id": o.get("as"),
+        "completed_at": iso_ms(int(o["cp"])) if o.get("cp") else None,
     }
 
 

@@ -25,6 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from live.commerce.flashbuy import FlashService, card_of_order, money, order_view
 from live.commerce.inventory import Inventory, card_keys
+from live.commerce.postsale import compact_extra, holds_stock, holds_stock_sql
 from live.core import keys
 from live.core.auth import Principal
 from live.core.errors import Conflict, Forbidden, NotFound
@@ -33,7 +34,6 @@ from live.core.models import Card, Order, Room
 from live.core.streams import Entry, StreamConsumer
 
 log = logging.getLogger(__name__)
-ACTIVE = ("pending_payment", "paid")
 
 
 def _dt(ms: int) -> datetime:
@@ -123,7 +123,9 @@ class OrderService:
                 await self.persister.drain_once(claim=claim)
 
     async def backlog(self, card_id: str) -> int:
-        return int(await self.svc.redis.xlen(keys.card_stream(card_id)))
+        """Events of the card not yet in SQL: orders, and their after-payment versions."""
+        return (int(await self.svc.redis.xlen(keys.card_stream(card_id)))
+                + int(await self.svc.redis.xlen(keys.card_after_stream(card_id))))
 
     # --- reading -------------------------------------------------------------------------------
     async def get(self, who: Principal, order_id: str) -> dict[str, Any]:
@@ -145,7 +147,12 @@ class OrderService:
     def _row_view(row: Order) -> dict[str, Any]:
         return {"id": row.id, "card_id": row.card_id, "user_id": row.user_id, "qty": row.qty,
                 "amount": money(row.amount_cents), "status": row.status, "created_at": iso(row.created_at),
-                "pay_by": iso(row.pay_by), "request_id": row.request_id}
+                "pay_by": iso(row.pay_by), "request_id": row.request_id,
+                "shipment": ({"carrier": row.carrier, "tracking_no": row.tracking_no, "shipped_at": iso(row.shipped_at)}
+                             if row.shipped_at else None),
+                "paid_amount": money(row.paid_amount_cents), "refunded_amount": money(row.refunded_amount_cents),
+                "stock_returned": row.stock_returned or row.status in ("cancelled", "expired"),
+                "after_sale_id": row.after_sale_id, "completed_at": iso(row.completed_at)}
 
     async def _can_see_card(self, who: Principal, card_id: str) -> bool:
         if who.is_moderator:
@@ -162,11 +169,11 @@ class OrderService:
                                          .order_by(Order.created_at.desc()).limit(limit))).scalars())
         views = [self._row_view(r) for r in rows]
         # Redis is the authority for live orders: show the newest status even before SQL has it.
-        for v in views:
-            if v["status"] == "pending_payment":
-                o = await self.inventory.order(v["card_id"], v["id"])
-                if o:
-                    v["status"] = o["s"]
+        # (After payment too: shipping, refunds and cases move the order in Redis first.)
+        for i, v in enumerate(views):
+            o = await self.inventory.order(v["card_id"], v["id"])
+            if o:
+                views[i] = order_view(v["card_id"], o)
         return views
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -254,19 +261,20 @@ class OrderService:
                 raise NotFound("no such card")
             # Three columns as plain rows (not ORM objects): a big sale has 100,000s of orders.
             sql_orders = list((await s.execute(
-                select(Order.id, Order.status, Order.qty).where(Order.card_id == card_id))).all())
+                select(Order.id, Order.status, Order.qty, Order.stock_returned)
+                .where(Order.card_id == card_id))).all())
         state = await self.inventory.state(card_id)
         redis_orders = await self.inventory.orders(card_id)
         bought = {k: int(v) for k, v in (await self.svc.redis.hgetall(keys.card_bought(card_id))).items()}
         backlog = await self.backlog(card_id)
-        sql_active = sum(o.qty for o in sql_orders if o.status in ACTIVE)
+        sql_active = sum(o.qty for o in sql_orders if holds_stock(o.status, o.stock_returned))
         result: dict[str, Any] = {"card_id": card_id, "pending_persist": backlog,
                                   "sql_stock": card.stock + card.restocked, "sql_active_units": sql_active,
                                   "sql_orders": len(sql_orders)}
         if state is None:
             problems.append("redis has no state for this card")
         else:
-            redis_active = sum(int(o["q"]) for o in redis_orders.values() if o["s"] in ACTIVE)
+            redis_active = sum(int(o["q"]) for o in redis_orders.values() if holds_stock(o["s"], bool(o.get("sr"))))
             result.update(stock=state.stock, left=state.left, sold=state.sold, redis_active_units=redis_active)
             if state.left < 0:
                 problems.append(f"left is negative ({state.left})")
@@ -274,7 +282,7 @@ class OrderService:
                 problems.append(f"redis: left {state.left} + active {redis_active} != stock {state.stock}")
             per_user: dict[str, int] = defaultdict(int)
             for o in redis_orders.values():
-                if o["s"] in ACTIVE:
+                if holds_stock(o["s"], bool(o.get("sr"))):
                     per_user[o["u"]] += int(o["q"])
             if dict(per_user) != bought:
                 problems.append("redis: bought-per-user does not match the orders")
@@ -320,6 +328,8 @@ class OrderService:
         if not await self._can_see_card(who, card_id):
             raise Forbidden("not your card")
         await self.flush(claim=True)
+        if self.svc.aftersales is not None:
+            await self.svc.aftersales.post.flush(claim=True)
         rec = await self.reconcile(card_id)
         async with self.svc.db() as s:
             dups = (await s.execute(
@@ -332,10 +342,10 @@ class OrderService:
                 chunk = ids[i:i + 500]
                 known |= set((await s.execute(select(Order.id).where(Order.id.in_(chunk)))).scalars())
             sold_sql = (await s.execute(select(func.coalesce(func.sum(Order.qty), 0)).where(
-                Order.card_id == card_id, Order.status.in_(ACTIVE)))).scalar_one()
+                Order.card_id == card_id, holds_stock_sql()))).scalar_one()
             over_limit = (await s.execute(
                 select(func.count()).select_from(
-                    select(Order.user_id).where(Order.card_id == card_id, Order.status.in_(ACTIVE))
+                    select(Order.user_id).where(Order.card_id == card_id, holds_stock_sql())
                     .group_by(Order.user_id).having(func.sum(Order.qty) > func.max(Card.limit_per_user))
                     .join(Card, Card.id == Order.card_id).subquery()))).scalar_one()
         stock = rec.get("stock", rec["sql_stock"])
@@ -359,13 +369,16 @@ class OrderService:
             if await self.inventory.state(card_id) is not None:
                 return True  # somebody rebuilt it meanwhile
             await self.persister.drain(keys.card_stream(card_id))
+            after = self.svc.aftersales.post if self.svc.aftersales is not None else None
+            if after is not None:  # the orders' after-payment versions too
+                await after.persister.drain(keys.card_after_stream(card_id))
             async with self.svc.db() as s:
                 card = await s.get(Card, card_id)
                 if card is None:
                     return False
                 orders = list((await s.execute(select(Order).where(Order.card_id == card_id))).scalars())
             stock = card.stock + card.restocked
-            active = [o for o in orders if o.status in ACTIVE]
+            active = [o for o in orders if holds_stock(o.status, o.stock_returned)]
             left = stock - sum(o.qty for o in active)
             status = card.status
             if status != "closed":
@@ -383,16 +396,18 @@ class OrderService:
                 compact = {"id": o.id, "u": o.user_id, "q": o.qty, "s": o.status,
                            "c": int(o.created_at.replace(tzinfo=UTC).timestamp() * 1000),
                            "p": int(o.pay_by.replace(tzinfo=UTC).timestamp() * 1000), "r": o.request_id,
-                           "a": o.amount_cents}
+                           "a": o.amount_cents, **compact_extra(o)}
                 pipe.hset(k[3], o.id, orjson.dumps(compact))
                 pipe.hset(k[2], f"{o.user_id}:{o.request_id}", o.id)
-                if o.status in ACTIVE:
+                if holds_stock(o.status, o.stock_returned):
                     bought[o.user_id] += o.qty
                 if o.status == "pending_payment":
                     pipe.zadd(k[4], {o.id: compact["p"]})
             if bought:
                 pipe.hset(k[1], mapping=dict(bought))
             await pipe.execute()
+            if after is not None:
+                await after.restore(card_id, orders)
             await self.svc.redis.sadd(keys.ACTIVE_CARDS, card_id)
             log.warning("rebuilt redis state of card %s from SQL: stock %d, left %d, %d orders",
                         card_id, stock, left, len(orders))

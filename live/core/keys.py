@@ -150,6 +150,39 @@ def chat_message(msg: str) -> str:
     return f"{PREFIX}:chat:msg:{msg}"
 
 
+# --- after-sales (fulfilment, payments, cases) ----------------------------------------
+# On the card's hash tag, so that one script moves an order, its case, the stock and the
+# deadlines together.
+def card_cases(card: str) -> str:
+    """HASH case_id -> after-sales case JSON (status, amount, deadline, history)."""
+    return f"{PREFIX}:{{card:{card}}}:cases"
+
+
+def card_after_due(card: str) -> str:
+    """ZSET "o:<order_id>" (auto-confirm) / "c:<case_id>" (case deadline) -> due (ms)."""
+    return f"{PREFIX}:{{card:{card}}}:afterdue"
+
+
+def card_after_stream(card: str) -> str:
+    """STREAM of post-payment order and case versions for the after-sales persister."""
+    return f"{PREFIX}:{{card:{card}}}:after"
+
+
+def card_after_dead(card: str) -> str:
+    return f"{PREFIX}:{{card:{card}}}:afterdead"
+
+
+def card_txns(card: str) -> str:
+    """HASH payment transaction_id -> order id (payments are idempotent on the transaction)."""
+    return f"{PREFIX}:{{card:{card}}}:txns"
+
+
+AFTER_CARDS = f"{PREFIX}:after:cards"  # SET of card ids with after-sales deadlines (the sweeper's work)
+AFTER_NEXT = f"{PREFIX}:after:next"  # ZSET card id -> earliest after-sales due time (ms): the sweeper's index
+AFTER_DIRTY = f"{PREFIX}:after:dirty"  # SET of card ids whose after-sales stream may hold entries
+AFTER_GROUP = "aftersales"
+
+
 # --- pub/sub channels ----------------------------------------------------------------
 CH_CARD_HINTS = f"{PREFIX}:ch:card-hints"  # "card_id status" -> fast reject on every process
 CH_KICK = f"{PREFIX}:ch:kick"  # "room_id user_id" -> disconnect a banned user everywhere

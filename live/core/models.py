@@ -74,6 +74,23 @@ class Order(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     pay_by: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # --- after-sales (migration 0004): written by live.commerce.postsale ---
+    # status also: shipped | completed | refunded. Money in cents: what the buyer was charged
+    # and what went back (a shop ledger is built on these two).
+    paid_amount_cents: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    refunded_amount_cents: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # True once a refund put the units back on the card (cancelled/expired orders count as
+    # returned by their status: see live.commerce.postsale.holds_stock).
+    stock_returned: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    carrier: Mapped[str | None] = mapped_column(String(64))
+    tracking_no: Mapped[str | None] = mapped_column(String(64))
+    shipped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    paid_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    refunded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    after_sale_id: Mapped[str | None] = mapped_column(String(80))
+    # Version of the Redis order this row mirrors: a replayed or late event never goes back.
+    version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class ChatMessage(Base):
@@ -226,3 +243,48 @@ class HeldMessage(Base):
     decided_by: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+# --- after-sales (migration 0004) -----------------------------------------------------------
+class AfterSaleCase(Base):
+    """A buyer's after-sales case on one order (refund only, or return and refund)."""
+
+    __tablename__ = "after_sale_cases"
+    __table_args__ = (Index("ix_after_sale_cases_streamer_status", "streamer_id", "status"),)
+    id: Mapped[str] = mapped_column(String(80), primary_key=True)  # "<order id>-c<n>"
+    order_id: Mapped[str] = mapped_column(String(64), index=True)
+    card_id: Mapped[str] = mapped_column(String(32), index=True)
+    user_id: Mapped[str] = mapped_column(String(32), index=True)  # the buyer
+    streamer_id: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(16))  # refund_only | return_refund
+    # requested | awaiting_return | returned | rejected | escalated | refunded | closed
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    reason: Mapped[str] = mapped_column(String(500))
+    amount_cents: Mapped[int] = mapped_column(Integer)
+    deadline: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    return_carrier: Mapped[str | None] = mapped_column(String(64))
+    return_tracking_no: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    version: Mapped[int] = mapped_column(Integer)
+
+
+class AfterSaleStep(Base):
+    """One step of a case's history: who moved it to which status, when, with what note."""
+
+    __tablename__ = "after_sale_steps"
+    case_id: Mapped[str] = mapped_column(String(80), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    status: Mapped[str] = mapped_column(String(20))
+    by: Mapped[str] = mapped_column(String(32))  # a user id, or "system" for a deadline
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    note: Mapped[str] = mapped_column(String(500), default="")
+
+
+class Payment(Base):
+    """Every payment the provider reported, once per transaction, and what became of it."""
+
+    __tablename__ = "payments"
+    transaction_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    order_id: Mapped[str] = mapped_column(String(64), index=True)
+    amount_cents: Mapped[int] = mapped_column(Integer)
+    outcome: Mapped[str] = mapped_column(String(16))  # paid | refunded (late or duplicate payment)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -91,6 +91,15 @@ class Settings(BaseModel):
     lucky_max_winners: int = Field(100, ge=1)
     lucky_min_duration_s: float = Field(1.0, gt=0)
     lucky_max_duration_s: float = Field(86400.0, gt=0)
+    # --- after-sales (fulfilment, refunds, disputes) ---
+    # Deadlines in seconds (any positive number, so tests can run them in seconds).
+    auto_confirm_s: float = Field(7 * 86400, gt=0)
+    after_sales_window_s: float = Field(15 * 86400, gt=0)
+    after_sales_reply_s: float = Field(2 * 86400, gt=0)
+    return_ship_s: float = Field(7 * 86400, gt=0)
+    return_receive_s: float = Field(10 * 86400, gt=0)
+    # Key of the payment provider's callback signature; empty: derived from the token secret.
+    payment_secret: str = ""
 
     log_level: str = "INFO"
     # "uvloop" (libuv's event loop: cheaper socket I/O, tasks and timers on the buy path) or
@@ -146,7 +155,7 @@ class Settings(BaseModel):
 
     def __repr__(self) -> str:  # secrets never reach a log line
         shown = self.model_dump()
-        for k in ("secret", "admin_token"):
+        for k in ("secret", "admin_token", "payment_secret"):
             if shown.get(k):
                 shown[k] = "***"
         for k in ("redis_url", "database_url"):

@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, TypeVar
 
 import orjson
@@ -77,6 +78,22 @@ def parse(model: type[M], data: Any) -> M:
         raise Invalid(validation_message(e)) from e
 
 
+def decimal_amount(v: Any) -> Decimal:
+    """A money amount as the contract writes it (decimal string or number, > 0, at most 2
+    decimals); ``ValueError`` otherwise (for pydantic validators)."""
+    if isinstance(v, bool) or not isinstance(v, str | int | float):
+        raise ValueError("a decimal string or a number")
+    try:
+        d = Decimal(str(v).strip())
+    except InvalidOperation as e:
+        raise ValueError("not a number") from e
+    if not d.is_finite() or d <= 0:
+        raise ValueError("must be more than 0")
+    if d.as_tuple().exponent < -2:  # type: ignore[operator]
+        raise ValueError("at most 2 decimals")
+    return d
+
+
 async def body(request: web.Request, model: type[M]) -> M:
     return parse(model, await read_json(request))
 
@@ -130,7 +147,7 @@ class ApiSpec:
     summary: str
     tag: str
     auth: Auth = "bearer"
-    request: type[BaseModel] | None = None
+    request: Any = None  # a model, or a union of models when a path parameter picks the body
     form: bool = False  # the request body may also be multipart/form-data (card creation)
     query: type[BaseModel] | None = None
     responses: dict[int, Any] = field(default_factory=dict)
@@ -141,7 +158,7 @@ class ApiSpec:
 API_ATTR = "__live_api__"
 
 
-def api(summary: str, *, tag: str, auth: Auth = "bearer", request: type[BaseModel] | None = None,
+def api(summary: str, *, tag: str, auth: Auth = "bearer", request: Any = None,
         form: bool = False, query: type[BaseModel] | None = None, responses: dict[int, Any] | None = None,
         media: str | None = None, request_media: str | None = None) -> Callable[[H], H]:
     """Describe a route handler for the OpenAPI document (put it under ``@routes.get``...)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from aiohttp import BodyPartReader, web
@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from live.core.auth import Principal
 from live.core.errors import Invalid, NotFound
-from live.transport.http import api, body, json_response, parse, principal, read_json, services
+from live.transport.http import api, body, decimal_amount, json_response, parse, principal, read_json, services
 from live.transport.schemas import BuyOut, CardOut, Obj, OrderOut
 from live.transport.sio import SocketApp
 
@@ -61,17 +61,7 @@ class CardIn(BaseModel):
     @field_validator("price", mode="before")
     @classmethod
     def _price(cls, v: Any) -> Decimal:
-        if isinstance(v, bool) or not isinstance(v, str | int | float):
-            raise ValueError("a decimal string or a number")
-        try:
-            d = Decimal(str(v).strip())
-        except InvalidOperation as e:
-            raise ValueError("not a number") from e
-        if not d.is_finite() or d <= 0:
-            raise ValueError("must be more than 0")
-        if d.as_tuple().exponent < -2:  # type: ignore[operator]
-            raise ValueError("at most 2 decimals")
-        return d
+        return decimal_amount(v)
 
     @field_validator("stock", "limit_per_user", "duration_s", mode="before")
     @classmethod
@@ -238,13 +228,17 @@ async def my_orders(request: web.Request) -> web.Response:
 @routes.post("/api/orders/{order_id}/pay")
 @api(summary="Pay an order", tag="orders", responses={200: Obj})
 async def pay(request: web.Request) -> web.Response:
-    return json_response(await services(request).orders.pay(principal(request), request.match_info["order_id"]))
+    # The simulated payment settles through the provider callback's path (live.commerce.payments).
+    pay = services(request).aftersales.payments
+    return json_response(await pay.pay_simulated(principal(request), request.match_info["order_id"]))
 
 
 @routes.post("/api/orders/{order_id}/cancel")
 @api(summary="Cancel an unpaid order (stock goes back)", tag="orders", responses={200: Obj})
 async def cancel(request: web.Request) -> web.Response:
-    return json_response(await services(request).orders.cancel(principal(request), request.match_info["order_id"]))
+    # v2: a paid order not yet shipped is refunded at once (live.commerce.fulfilment).
+    fulfilment = services(request).aftersales.fulfilment
+    return json_response(await fulfilment.cancel(principal(request), request.match_info["order_id"]))
 
 
 @routes.get("/media/{name}")

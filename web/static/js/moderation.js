@@ -4,6 +4,7 @@
 
 import * as i18n from "./i18n.js";
 import { errorText, t } from "./i18n.js";
+import { mountDisputes } from "./aftersales.js";
 import { api, listOf, session } from "./net.js";
 import { $, flash, h, timeOf } from "./ui.js";
 
@@ -63,6 +64,11 @@ function enter() {
   el.signOut.hidden = false;
   el.who.textContent = state.sess.user.name;
   refresh();
+  const disputes = $("#disputes-section");
+  if (disputes && !disputes.dataset.mounted) {
+    disputes.dataset.mounted = "1";
+    mountDisputes(disputes, { token: () => state.sess?.token });
+  }
 }
 
 async function refresh() {

@@ -5,6 +5,7 @@ import * as i18n from "./i18n.js";
 import { errorText, t } from "./i18n.js";
 import { ApiError, api, call, connect, ensureGuest, listOf, serverNow, session } from "./net.js";
 import { mountRoomFans } from "./fans.js";
+import * as afterSales from "./aftersales.js";
 import { play } from "./rtc.js";
 import { $, clock, epochMs, flash, h, money, timeOf } from "./ui.js";
 
@@ -313,7 +314,7 @@ function orderLine(order) {
 }
 
 function orderActions(order) {
-  if (order.status !== "pending_payment") return [];
+  if (order.status !== "pending_payment") return afterSales.buyerActions(order);
   return [
     h("button", { class: "pay", type: "button", onclick: (ev) => pay(order.id, ev.currentTarget) }, t("order.pay")),
     h("button", { class: "ghost", type: "button", onclick: () => cancel(order.id) }, t("order.cancel")),
@@ -534,6 +535,7 @@ function wire() {
     if (d.card_id === state.pinnedId) updateCard();
   });
   socket.on("order:update", (d) => trackOrder(d?.order ?? d));
+  socket.on("aftersale:update", (c) => afterSales.onCase(c));
   socket.on("chat:message", (m) => { if (!m.room_id || m.room_id === roomId) renderMessage(m); });
   socket.on("chat:deleted", (d) => {
     const li = el.chatList.querySelector(`[data-id="${CSS.escape(String(d.id))}"]`);
@@ -561,6 +563,8 @@ async function start() {
   wire();
   mountRoomFans({ roomId, socket, session: () => state.sess }); // follow, bell, lucky bag
   loadOrders();
+  afterSales.initBuyer({ token: () => state.sess?.token, onOrder: (o) => trackOrder(o), feedback: el.buyFeedback,
+    refresh: () => { renderOrder(); renderOrders(); } });
   setInterval(() => { tickCard(); tickOrder(); }, 250);
 }
 

@@ -6,6 +6,7 @@ import * as i18n from "./i18n.js";
 import { errorText, t } from "./i18n.js";
 import { ApiError, api, call, connect, request, serverNow, session } from "./net.js";
 import { mountStudioFans } from "./fans.js";
+import { mountStudio } from "./aftersales.js";
 import { publish } from "./rtc.js";
 import { $, flash, h, money } from "./ui.js";
 
@@ -114,6 +115,11 @@ async function enter() {
   state.fans ??= mountStudioFans({ room: () => state.room, token }); // lucky bags, shop stats
   el.who.textContent = t("studio.signedInAs", { name: state.sess.user.name });
   if (!el.roomTitle.value) el.roomTitle.value = t("studio.roomTitleDefault");
+  const afterSalesRoot = $("#after-sales");
+  if (afterSalesRoot && !afterSalesRoot.dataset.mounted) {
+    afterSalesRoot.dataset.mounted = "1";
+    mountStudio(afterSalesRoot, { token, roomId: () => state.room?.id ?? localStorage.getItem(ROOM_KEY) });
+  }
   const saved = localStorage.getItem(ROOM_KEY);
   if (saved) {
     try {
