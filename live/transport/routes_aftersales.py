@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from live.core.errors import Invalid, NotFound
 from live.transport.http import api, body, decimal_amount, json_response, parse, principal, query, read_json, services
-from live.transport.schemas import Obj
+from live.transport.schemas import Obj, OrderOut
 from live.transport.sio import SocketApp
 
 routes = web.RouteTableDef()
@@ -99,7 +99,8 @@ class ShipAllIn(Strict):
 
 
 @routes.get("/api/cards/{card_id}/orders")
-@api(summary="A card's orders (its streamer)", tag="after-sales", query=CardOrdersQuery, responses={200: Obj})
+@api(summary="A card's orders (its streamer)", tag="after-sales", query=CardOrdersQuery,
+     responses={200: list[OrderOut]})
 async def card_orders(request: web.Request) -> web.Response:
     who = principal(request)
     status = query(request, CardOrdersQuery).status
