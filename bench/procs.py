@@ -142,7 +142,9 @@ class Stack:
         data = self.dir / f"data-{port}"
         full = {k: v for k, v in os.environ.items() if not k.startswith("LIVE_")}
         full.update({"LIVE_REDIS_URL": redis_url, "LIVE_DATA_DIR": str(data), "LIVE_LOG_LEVEL": "WARNING",
-                     "LIVE_SOCKETIO_REDIS_MANAGER": self.manager, **env})
+                     "LIVE_SOCKETIO_REDIS_MANAGER": self.manager,
+                     # One load-test address mints every viewer: the per-address guest limit is off.
+                     "LIVE_GUEST_RATE_PER_S": "1000000", "LIVE_GUEST_RATE_BURST": "1000000", **env})
         log = self.dir / f"project-{port}.log"
         p = subprocess.Popen([sys.executable, str(ROOT / "run_server.py"), "--port", str(port)], env=full,
                              cwd=str(ROOT), stdout=log.open("wb"), stderr=subprocess.STDOUT)

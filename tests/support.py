@@ -124,6 +124,11 @@ class TestDatabase:
 
 def test_settings(redis_url: str, database_url: str, data_dir: Path, **overrides: Any) -> Settings:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIVE_")}
+    # Tests mint many guests and sign in often from one address: per-address limits stay out
+    # of their way unless a test sets them (tests/test_bounds.py).
+    for name, value in (("guest_rate_per_s", 1000.0), ("guest_rate_burst", 100000),
+                        ("login_rate_per_s", 1000.0), ("login_rate_burst", 100000)):
+        overrides.setdefault(name, value)
     return load_settings(env=env, redis_url=redis_url, database_url=database_url, data_dir=str(data_dir),
                          secret="test-secret-" + "x" * 20, admin_token="test-admin-token", port=0,
                          log_level="WARNING", **overrides)
@@ -287,6 +292,10 @@ def spawn_server(port: int, env: dict[str, str], *extra: str) -> subprocess.Pope
     full = {k: v for k, v in os.environ.items() if not k.startswith("LIVE_")}
     full.update(env)
     full.setdefault("LIVE_LOG_LEVEL", "WARNING")
+    for name in ("LIVE_GUEST_RATE_PER_S", "LIVE_LOGIN_RATE_PER_S"):  # see test_settings
+        full.setdefault(name, "1000")
+    for name in ("LIVE_GUEST_RATE_BURST", "LIVE_LOGIN_RATE_BURST"):
+        full.setdefault(name, "100000")
     return subprocess.Popen([sys.executable, str(ROOT / "run_server.py"), "--port", str(port), *extra],
                             env=full, cwd=str(ROOT))
 

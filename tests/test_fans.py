@@ -182,7 +182,14 @@ async def test_shop_stats_repeat_buyers_per_show(api: Api, server: RunningServer
         await api.ok("POST", f"/api/cards/{card['id']}/buy", json={"qty": 1, "request_id": "unpaid"},
                      token=b["token"])  # unpaid: not a sale
         shows.append(room)
-    st = await api.ok("GET", "/api/shop/stats", token=s["token"])
+    # Stats are read from SQL, which the order persister brings up to date a moment after each
+    # acknowledged payment (Redis first): wait, bounded, for the three payments to land.
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:
+        st = await api.ok("GET", "/api/shop/stats", token=s["token"])
+        if st["orders"] >= 3 or asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.1)
     assert {k: st[k] for k in ("followers", "buyers", "repeat_buyers", "repeat_rate", "orders", "gmv")} == {
         "followers": 1, "buyers": 2, "repeat_buyers": 1, "repeat_rate": 0.5, "orders": 3, "gmv": "31.50"}
     per = {x["room_id"]: x for x in st["shows"]}

@@ -24,7 +24,9 @@ from tests.support import (
 
 
 async def test_healthz_and_metrics(api: Api) -> None:
-    assert await api.ok("GET", "/healthz") == {"status": "ok", "event_loop": "asyncio"}  # pytest's loop
+    health = await api.ok("GET", "/healthz")
+    assert health["status"] == "ok" and health["event_loop"] == "asyncio"  # pytest's loop
+    assert all(health["fast_path"].values())  # tests/test_socket_path.py checks each part
     status, body = await api.get("/metrics")
     assert status == 200 and b"live_socket_connections" in body
 

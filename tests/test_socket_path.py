@@ -1,10 +1,12 @@
 """The short path for Socket.IO events (live/transport/fanout.py) answers exactly like
 python-socketio's own: on websocket, on long-polling, after an upgrade, pipelined, and for frames
-it must leave to python-socketio (no ack id, bad JSON, unknown events)."""
+it must leave to python-socketio (no ack id); malformed frames with an ack id get INVALID.
+And the fast path is on, not silently off: every part is enabled and each one actually ran."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -102,24 +104,34 @@ async def test_pipelined_taps_are_each_answered_once_and_in_order(api: Api, serv
 
 
 async def test_frames_the_short_path_does_not_take_still_work_and_bad_ones_change_nothing(
-        api: Api, server: RunningServer) -> None:
+        api: Api, server: RunningServer, caplog: pytest.LogCaptureFixture) -> None:
     s, room, card = await setup_sale(api, stock=5)
     viewer = await api.guest()
     async with aiohttp.ClientSession() as session:
         sock = await RawSocket.open(session, server.url, viewer["token"])
         try:
-            await sock.send('421["flash:buy",{"card_id":')            # not JSON: python-socketio's path
-            await sock.send('422["no:such:event",{}]')                 # unknown: no handler, no ack
+            await sock.send('421["flash:buy",{"card_id":')            # not JSON: INVALID
+            await sock.send('422["no:such:event",{}]')                 # unknown event: INVALID
             await sock.send('423["flash:buy","not an object"]')        # short path: INVALID
             await sock.send('424["flash:buy"]')                        # no payload: INVALID
             await sock.send('425["flash:buy",{"card_id":"x"},{"y":1}]')  # two payloads: INVALID
             await sock.send('42["room:join",{"room_id":"' + room["id"] + '"}]')  # no ack id: still served
             await sock.send(buy_frame(6, card["id"]))
-            acks = await sock.wait_acks(4)
+            await sock.send('4[]')                                     # not an event at all: ignored
+            await sock.send('42["flash:buy",{"card_id":')              # bad JSON, no ack id: ignored
+            acks = await sock.wait_acks(6)
             await asyncio.sleep(0.2)
-            assert [i for i, _ in sock.acks] == [3, 4, 5, 6]
-            assert [a[0]["error"]["code"] for _, a in acks[:3]] == ["INVALID"] * 3
-            assert acks[3][1][0]["ok"] is True
+            assert [i for i, _ in sock.acks] == [1, 2, 3, 4, 5, 6]
+            assert [a[0]["error"]["code"] for _, a in acks[:5]] == ["INVALID"] * 5
+            assert "unknown event" in acks[1][1][0]["error"]["message"]
+            assert acks[5][1][0]["ok"] is True
+            assert not sock.ws.closed  # refused frames never end the connection
+            # One short line per refused frame (the two malformed ones with an ack id, and the two
+            # python-socketio's decoder refused), and no traceback.
+            refused = [r for r in caplog.records if "frame refused" in r.getMessage()]
+            assert len(refused) == 4, [r.getMessage() for r in refused]
+            assert not [r for r in caplog.records if r.exc_info and r.levelno >= logging.WARNING]
+            assert all(len(r.getMessage()) < 300 for r in refused)
             # The join without an ack id took effect: the room counts this viewer.
             assert (await api.ok("GET", f"/api/rooms/{room['id']}"))["viewers"] == 1
         finally:
@@ -212,3 +224,116 @@ async def test_send_queue_keeps_engineio_queue_semantics() -> None:
     await asyncio.sleep(0)
     assert SendQueue.taking_over(waited) is waited
     getter.cancel()
+
+
+async def test_the_fast_path_is_on_and_actually_runs(api: Api, server: RunningServer) -> None:
+    """Fails when a new aiohttp / python-engineio / python-socketio makes the fast path fall back
+    silently: every part must be on (start-up probe), and frames must have gone the fast way."""
+    health = await api.ok("GET", "/healthz")
+    assert health["fast_path"] == {"session": True, "direct_write": True, "short_path": True,
+                                   "encode_once": True, "handshake_guard": True}, health
+    sio = server.services.pusher.sio
+    assert not sio.fast.missing
+    before = (sio.stats.direct_frames, sio.stats.short_path_events)
+    s, room, card = await setup_sale(api, stock=5)
+    viewer = await api.guest()
+    async with aiohttp.ClientSession() as session:
+        sock = await RawSocket.open(session, server.url, viewer["token"])
+        try:
+            await sock.send(f'421["room:join",{{"room_id":"{room["id"]}"}}]')
+            await sock.send(buy_frame(2, card["id"]))
+            acks = await sock.wait_acks(2)
+            assert acks[1][1][0]["ok"] is True
+            # The card's stock push is a broadcast: encoded once, written straight to the socket.
+            await api.ok("POST", f"/api/cards/{card['id']}/close", token=s["token"])
+            for _ in range(200):
+                if any(name == "flash:status" for name, _ in sock.events):
+                    break
+                await asyncio.sleep(0.05)
+            assert any(name == "flash:status" for name, _ in sock.events)
+        finally:
+            await sock.close()
+    assert sio.stats.short_path_events >= before[1] + 2  # both events took the short path
+    assert sio.stats.direct_frames >= before[0] + 3  # their acks and the push went straight out
+    async with aiohttp.ClientSession() as session, session.get(server.url + "/metrics") as r:
+        text = await r.text()
+    for part in ("session", "direct_write", "short_path", "encode_once", "handshake_guard"):
+        assert f'live_fastpath_enabled{{part="{part}"}} 1.0' in text
+
+
+async def test_get_environ_is_kept_for_websocket_clients(api: Api, server: RunningServer) -> None:
+    viewer = await api.guest()
+    c = SioClient()
+    await c.connect(server.url, viewer["token"])
+    try:
+        sio = server.services.pusher.sio
+        environ = sio.get_environ(c.sio.get_sid())
+        assert environ and environ.get("PATH_INFO") == "/socket.io/" and "HTTP_USER_AGENT" in environ
+    finally:
+        await c.close()
+
+
+async def test_cancelling_one_waiter_of_the_send_queue_leaves_the_other_waiting() -> None:
+    from live.transport.fanout import SendQueue
+
+    q = SendQueue()
+    a = asyncio.create_task(q.get())
+    b = asyncio.create_task(q.get())
+    await asyncio.sleep(0)
+    a.cancel()
+    await asyncio.gather(a, return_exceptions=True)
+    q.put_nowait("x")
+    assert await asyncio.wait_for(b, 1) == "x"
+    # join: cancelling one joiner leaves the other waiting for task_done.
+    q.put_nowait("y")
+    j1 = asyncio.create_task(q.join())
+    j2 = asyncio.create_task(q.join())
+    await asyncio.sleep(0)
+    j1.cancel()
+    await asyncio.gather(j1, return_exceptions=True)
+    q.get_nowait()
+    q.task_done()
+    q.task_done()
+    await asyncio.wait_for(j2, 1)
+
+
+def test_the_probe_turns_off_exactly_the_parts_whose_internals_are_missing() -> None:
+    from live.transport.fanout import LiveSocketServer, probe
+
+    sio = LiveSocketServer(async_mode="aiohttp")
+    assert all(sio.fast.parts().values()) and not sio.fast.missing
+    del sio._binary_packet  # python-socketio renamed a field the short path reads
+    fast = probe(sio)
+    assert not fast.short_path and fast.session and fast.encode_once
+    assert any("_binary_packet" in m for m in fast.missing)
+    sio.eio._async = {k: v for k, v in sio.eio._async.items() if k != "websocket"}
+    fast = probe(sio)
+    assert not fast.session and not fast.direct_write and not fast.encode_once
+    # With the short path off, frames go to python-socketio's own decoder.
+    sio.fast = fast
+    sio.direct_events["flash:buy"] = lambda *a: None  # type: ignore[assignment,return-value]
+    assert sio.direct_call("x", '21["flash:buy",{}]') is None
+
+
+async def test_long_polling_frames_refused_in_one_line_each(
+        api: Api, server: RunningServer, caplog: pytest.LogCaptureFixture) -> None:
+    """Malformed frames over long-polling: INVALID acks where there is an ack id, and whatever
+    Engine.IO itself refuses is one warning line, not a traceback."""
+    guest = await api.guest()
+    async with aiohttp.ClientSession() as http:
+        async with http.get(server.url + "/socket.io/?EIO=4&transport=polling") as r:
+            sid = orjson.loads((await r.text())[1:])["sid"]
+        url = server.url + f"/socket.io/?EIO=4&transport=polling&sid={sid}"
+        async with http.post(url, data="40" + orjson.dumps({"token": guest["token"]}).decode()) as r:
+            assert r.status == 200
+        caplog.clear()
+        for body in ('421["flash:buy",{', "4{bad", "9zzz", "\x1e\x1e", '422["no:event"]'):
+            async with http.post(url, data=body) as r:
+                assert r.status in (200, 400)
+        async with http.get(url) as r:
+            polled = await r.text()
+    assert '431[{"ok":false,"error":{"code":"INVALID"' in polled
+    assert '432[{"ok":false,"error":{"code":"INVALID"' in polled
+    records = [r for r in caplog.records if r.name != "aiohttp.access"]
+    assert records and not [r for r in records if r.exc_info and r.levelno >= logging.WARNING]
+    assert all(len(r.getMessage()) < 300 for r in records)

@@ -34,7 +34,7 @@ from live.core.scripts import Scripts
 from live.core.settings import Settings
 from live.ops.embedded import EmbeddedRedis
 from live.transport import openapi, routes_core, sio_rooms
-from live.transport.http import error_middleware
+from live.transport.http import MIDDLEWARES
 from live.transport.sio import SioPusher, SocketApp, make_server
 
 log = logging.getLogger(__name__)
@@ -53,12 +53,13 @@ DOMAINS: list[tuple[str, str]] = [
     ("live.media.rtc", "live.transport.routes_media"),
     ("live.fans.service", "live.transport.routes_fans"),
     ("live.commerce.aftersales", "live.transport.routes_aftersales"),
+    ("live.integrations.webhooks", "live.transport.routes_webhooks"),
 ]
 
 
 def create_app(settings: Settings) -> web.Application:
     """An application for ``settings``; nothing is opened until it starts."""
-    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_upload_bytes + 65536)
+    app = web.Application(middlewares=MIDDLEWARES, client_max_size=settings.max_upload_bytes + 65536)
     app[SETTINGS] = settings
     ref = ServicesRef()
     app[SERVICES] = ref
@@ -107,7 +108,9 @@ async def _lifecycle(settings: Settings, ref: ServicesRef, embedded: EmbeddedRed
         pusher = SioPusher(sio)
         sessionmaker = dbmod.make_sessionmaker(engine)
         auth = AuthService(sessionmaker, load_or_create_secret(settings.secret, settings.data_dir),
-                           settings.token_ttl_s, settings.admin_token)
+                           settings.token_ttl_s, settings.admin_token, redis=redis,
+                           role_cache_s=settings.role_cache_s, hash_workers=settings.password_hash_workers,
+                           hash_queue=settings.password_hash_queue)
 
         async def push_viewers(room_id: str, n: int) -> None:
             await pusher.to_room(room_id, "room:viewers", {"room_id": room_id, "viewers": n})

@@ -53,6 +53,7 @@ class Services:
     media: Any = None
     fans: Any = None  # live.fans.service.FansService
     aftersales: Any = None
+    webhooks: Any = None  # live.integrations.webhooks.WebhookService
     # Background loops to run while the app serves: (name, loop(stop_event)).
     loops: list[tuple[str, Loop]] = field(default_factory=list)
     # Called, newest first, when the app stops (after loops are stopped).

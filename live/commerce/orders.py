@@ -32,6 +32,7 @@ from live.core.errors import Conflict, Forbidden, NotFound
 from live.core.ids import iso, now_ms, utcnow
 from live.core.models import Card, Order, Room
 from live.core.streams import Entry, StreamConsumer
+from live.integrations import outbox
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,7 @@ class OrderService:
                 table = cast(Table, Order.__table__)
                 ins = (postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table))
                 await s.execute(ins.on_conflict_do_nothing(index_elements=["id"]), rows)
+                await outbox.orders_created(s, card_id, rows)  # webhooks: iff these rows commit
             for order_id, status, at in updates:
                 # Status only moves forward from pending_payment: a replay changes nothing.
                 await s.execute(update(Order).where(Order.id == order_id, Order.status == "pending_payment")
@@ -112,6 +114,8 @@ class OrderService:
                     if "stock_total" in card_updates:
                         card.restocked = card_updates["stock_total"] - card.stock
                     if "status" in card_updates:
+                        if card_updates["status"] == "sold_out" != card.status:
+                            await outbox.card_sold_out(s, card)
                         card.status = card_updates["status"]
         self.svc.metrics.orders_persisted.inc(len(entries))
 

@@ -31,6 +31,7 @@ from live.core.errors import Conflict, Forbidden, NotFound
 from live.core.ids import iso, new_id, now_ms, utcnow
 from live.core.models import Room, User
 from live.core.push import Pusher
+from live.integrations import outbox
 
 if TYPE_CHECKING:
     from live.app.services import Services
@@ -125,6 +126,7 @@ class RoomService:
                                       .values(status=status, **stamp))
                 if getattr(res, "rowcount", 0) != 1:
                     raise Conflict("the room's status changed meanwhile")
+                await outbox.room_status(s, room, status, next(iter(stamp.values())))  # webhooks: iff it commits
         if status == "ended":
             await self._redis.delete(keys.room_hosts(room_id))
         await self.touch(room_id)
@@ -143,9 +145,13 @@ class RoomService:
     async def _finish(self, room_id: str) -> bool:
         """End a live room nobody hosts: True for the one caller whose update changed the row."""
         async with self._db() as s, s.begin():
+            now = utcnow()
             res = await s.execute(update(Room).where(Room.id == room_id, Room.status == "live")
-                                  .values(status="ended", ended_at=utcnow()))
-        if getattr(res, "rowcount", 0) != 1:
+                                  .values(status="ended", ended_at=now))
+            room = await s.get(Room, room_id) if getattr(res, "rowcount", 0) == 1 else None
+            if room is not None:
+                await outbox.room_status(s, room, "ended", now)  # webhooks: iff it commits
+        if room is None:
             return False
         log.info("room %s ended by itself: no publisher or streamer for %.0f s", room_id, self.idle_end_s)
         await self.touch(room_id)

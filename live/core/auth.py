@@ -1,18 +1,31 @@
 """Identity: guests, registered users, roles, signed expiring tokens, password hashing.
 
-Passwords are hashed with Argon2id (argon2-cffi) off the event loop. Tokens are HS256 JWTs
-carrying the user's id, name and role; a moderator's rights are re-checked in the database
-because a promotion happens after a token was issued.
+Passwords are hashed with Argon2id (argon2-cffi) in a pool of their own (:class:`HashPool`):
+a few threads and a bounded queue, so a login storm is refused (``UNAVAILABLE``) instead of
+starving the shared thread pool that image and file work runs on.
+
+Tokens are HS256 JWTs carrying the user's id, name and role, but a token's role is never
+trusted alone: :meth:`AuthService.current` gives the user's *current* role (Redis holds it,
+each process caches it for ``role_cache_s`` and drops its copy on a ``CH_ROLE`` notice), so a
+demotion or a deletion takes effect on every process within seconds, whatever the token says.
+
+Names: usernames are unique after NFKC + casefold (``Alice`` and ``alice`` collide); names
+carrying control, format (bidi overrides, zero-width) or unassigned characters, and reserved
+names (admin, moderator, system, ...), are refused, guests' display names included.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 import os
 import re
 import secrets
 import time
+import unicodedata
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,13 +37,71 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from live.core.errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
+from live.core import keys
+from live.core.errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized, Unavailable
 from live.core.ids import new_id, utcnow
 from live.core.models import User
+
+log = logging.getLogger(__name__)
 
 ROLES = ("viewer", "streamer", "moderator")
 ADMIN_ID = "admin"
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{3,32}$")
+# Names nobody may take (compared after canonicalisation, ignoring separators): they would
+# pass for the platform or its staff in chat.
+RESERVED_NAMES = frozenset({
+    "admin", "administrator", "moderator", "system", "root", "staff", "support", "official",
+    "security", "server", "null", "undefined", "管理员", "系统", "官方", "客服", "主播助理",
+})
+# Unicode categories refused in names: controls, format characters (bidi overrides and
+# isolates, zero-width space/joiners, BOM), surrogates, private use, unassigned.
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn"})
+ROLE_CACHE_MAX = 100_000  # users whose role a process remembers; past it the cache starts over
+# How long Redis's copy of a role lives before it is read from SQL again: bounds how long a Redis
+# restored from an older snapshot can bring back a role that was since changed.
+ROLE_REDIS_TTL_S = 60
+
+
+def canonical_name(name: str) -> str:
+    """The form two names are compared in: NFKC, casefolded, NFKC again (Unicode's
+    NFKC_Casefold, near enough): ``Alice``, ``alice`` and ``ａｌｉｃｅ`` are one name."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
+
+
+def check_name(name: str, what: str = "name") -> None:
+    """Refuse a display name or username that is unprintable, deceptive or reserved."""
+    for ch in name:
+        if unicodedata.category(ch) in _REFUSED_CATEGORIES:
+            raise Invalid(f"{what}: contains an invisible or control character (U+{ord(ch):04X})")
+    if canonical_name(name).strip(" _.-") in RESERVED_NAMES:
+        raise Invalid(f"{what}: this name is reserved")
+
+
+class HashPool:
+    """Argon2 off the event loop on its own few threads, with a bounded queue.
+
+    At most ``workers`` hashes run and ``queue`` more wait; past that a request is refused at
+    once (``UNAVAILABLE``), so a storm of logins costs bounded CPU and never delays the shared
+    executor (``asyncio.to_thread``) that image and file work uses."""
+
+    def __init__(self, workers: int, queue: int) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="argon2")
+        self._slots = workers + queue
+        self.busy = 0      # hashes running or waiting (a gauge)
+        self.refused = 0   # hashes refused because the pool was full (a counter)
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self.busy >= self._slots:
+            self.refused += 1
+            raise Unavailable("too many sign-ins at once; retry in a moment", limit="password_hash_pool")
+        self.busy += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        finally:
+            self.busy -= 1
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,12 +146,18 @@ class AuthService:
     """Users and tokens. ``name_guard`` (the trust & safety guard) vets display names."""
 
     def __init__(self, db: async_sessionmaker[AsyncSession], secret: str, token_ttl_s: int,
-                 admin_token: str = "") -> None:
+                 admin_token: str = "", *, redis: Any = None, role_cache_s: float = 2.0,
+                 hash_workers: int = 2, hash_queue: int = 16) -> None:
         self._db = db
         self._secret = secret
         self._ttl = token_ttl_s
         self._admin_token = admin_token
         self._hasher = PasswordHasher()
+        self.hash_pool = HashPool(hash_workers, hash_queue)
+        self._redis = redis
+        self._role_cache_s = role_cache_s
+        self._roles: dict[str, tuple[float, str]] = {}  # user id -> (valid until, role or "" if gone)
+        self.on_role_change: Callable[[str], Any] | None = None  # publishes CH_ROLE; set by the app
         self.name_guard: Any = None  # callable(text) -> None or raise Blocked; set by the app
 
     # --- tokens ---------------------------------------------------------------------
@@ -106,6 +183,48 @@ class AuthService:
             raise Unauthorized("invalid token")
         return Principal(str(claims["sub"]), str(claims.get("name", "")), role)
 
+    # --- the current role -----------------------------------------------------------------
+    async def current(self, who: Principal) -> Principal:
+        """``who`` with the user's current role, or ``Unauthorized`` if the user is gone."""
+        if who.id == ADMIN_ID and who.role == "moderator":
+            return who
+        now = time.monotonic()
+        hit = self._roles.get(who.id)
+        if hit is None or hit[0] < now:
+            role = await self._load_role(who.id)
+            if len(self._roles) >= ROLE_CACHE_MAX:
+                self._roles.clear()
+            hit = self._roles[who.id] = (now + self._role_cache_s, role)
+        role = hit[1]
+        if not role:
+            raise Unauthorized("this account no longer exists")
+        return who if role == who.role else Principal(who.id, who.name, role)
+
+    def forget_role(self, user_id: str) -> None:
+        """Drop this process's cached role of ``user_id`` (a ``CH_ROLE`` notice)."""
+        self._roles.pop(user_id, None)
+
+    async def _load_role(self, user_id: str) -> str:
+        if self._redis is not None:
+            cached = await self._redis.get(keys.user_role(user_id))
+            if cached is not None:
+                return cached.decode() if isinstance(cached, bytes) else str(cached)
+        async with self._db() as s:
+            role = (await s.execute(select(User.role).where(User.id == user_id))).scalar_one_or_none()
+        role = role or ""
+        if self._redis is not None:
+            # NX: a role change that committed meanwhile has SET the newer value; never overwrite it.
+            await self._redis.set(keys.user_role(user_id), role, nx=True, ex=ROLE_REDIS_TTL_S)
+        return role
+
+    async def _publish_role(self, user_id: str, role: str) -> None:
+        """After a role change committed: the new role for every process, now."""
+        self._roles.pop(user_id, None)
+        if self._redis is not None:
+            await self._redis.set(keys.user_role(user_id), role, ex=ROLE_REDIS_TTL_S)
+        if self.on_role_change is not None:
+            await self.on_role_change(user_id)
+
     def _result(self, user: User) -> dict[str, Any]:
         p = Principal(user.id, user.name, user.role)
         return {"token": self.issue(p), "user": p.public()}
@@ -116,6 +235,7 @@ class AuthService:
 
     # --- accounts -----------------------------------------------------------------------
     async def guest(self, name: str) -> dict[str, Any]:
+        check_name(name)
         self._vet_name(name)
         user = User(id=new_id(), username=None, name=name, role="viewer", password_hash=None, created_at=utcnow())
         async with self._db() as s, s.begin():
@@ -129,10 +249,16 @@ class AuthService:
             raise Invalid("username: 3-32 letters, digits, '_', '.', '-'")
         if not 8 <= len(password) <= 256:
             raise Invalid("password: 8 to 256 characters")
+        check_name(username, "username")
         self._vet_name(username)
-        hashed = await asyncio.to_thread(self._hasher.hash, password)
-        user = User(id=new_id(), username=username, name=username, role=role, password_hash=hashed,
-                    created_at=utcnow())
+        canonical = canonical_name(username)
+        async with self._db() as s:
+            taken = (await s.execute(select(User.id).where(User.username_canonical == canonical))).first()
+        if taken is not None:
+            raise Conflict("username taken")
+        hashed = await self.hash_pool.run(self._hasher.hash, password)
+        user = User(id=new_id(), username=username, username_canonical=canonical, name=username, role=role,
+                    password_hash=hashed, created_at=utcnow())
         try:
             async with self._db() as s, s.begin():
                 s.add(user)
@@ -142,13 +268,18 @@ class AuthService:
 
     async def login(self, username: str, password: str) -> dict[str, Any]:
         async with self._db() as s:
+            # The exact name first (accounts of older databases that collide after
+            # canonicalisation keep signing in with their own spelling), then the canonical one.
             user = (await s.execute(select(User).where(User.username == username))).scalar_one_or_none()
+            if user is None:
+                user = (await s.execute(select(User).where(
+                    User.username_canonical == canonical_name(username)))).scalar_one_or_none()
         if user is None or user.password_hash is None:
             # Hash anyway so that timing does not tell which usernames exist.
-            await asyncio.to_thread(self._hasher.hash, password)
+            await self.hash_pool.run(self._hasher.hash, password)
             raise Unauthorized("wrong username or password")
         try:
-            await asyncio.to_thread(self._hasher.verify, user.password_hash, password)
+            await self.hash_pool.run(self._hasher.verify, user.password_hash, password)
         except (VerifyMismatchError, InvalidHashError) as e:
             raise Unauthorized("wrong username or password") from e
         return self._result(user)
@@ -158,11 +289,12 @@ class AuthService:
             return await s.get(User, user_id)
 
     async def require_moderator(self, who: Principal) -> None:
-        """Moderator rights, checked against the database (promotions post-date tokens)."""
-        if who.id == ADMIN_ID and who.role == "moderator":
-            return
-        user = await self.get_user(who.id)
-        if user is None or user.role != "moderator":
+        """Moderator rights by the user's current role (promotions and demotions post-date tokens)."""
+        try:
+            current = await self.current(who)
+        except Unauthorized:
+            raise Forbidden("moderators only") from None
+        if current.role != "moderator":
             raise Forbidden("moderators only")
 
     async def is_moderator(self, who: Principal) -> bool:
@@ -182,6 +314,7 @@ class AuthService:
             if user is None:
                 raise NotFound("no such user")
             user.role = role
+        await self._publish_role(user.id, role)
         return {"id": user.id, "name": user.name, "role": user.role}
 
     async def refresh(self, who: Principal) -> dict[str, Any]:

@@ -8,6 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
 
 class LiveError(Exception):
     """Base of every error a client may see."""
@@ -90,3 +95,20 @@ BY_CODE: dict[str, type[LiveError]] = {
     for cls in (Invalid, Unauthorized, Forbidden, NotFound, Conflict, RateLimited, SoldOut,
                 LimitExceeded, NotOnSale, Muted, Unavailable, NotEligible)
 }
+
+
+# --- "a backend is unavailable": one definition for HTTP and Socket.IO alike ---------------
+BACKEND_ERRORS: tuple[type[BaseException], ...] = (
+    RedisConnectionError, RedisTimeoutError, OperationalError, InterfaceError, DisconnectionError,
+    PoolTimeoutError, TimeoutError, ConnectionError)
+
+
+def backend_unavailable(exc: BaseException) -> bool:
+    """True when ``exc`` means Redis or the database did not answer (down, restarting, too slow,
+    pool exhausted): the caller answers ``UNAVAILABLE`` (retry), never ``INTERNAL``."""
+    if isinstance(exc, BACKEND_ERRORS):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+UNAVAILABLE_MESSAGE = "a backend is unavailable; retry"

@@ -225,3 +225,11 @@ def room_open_bags(room: str) -> str:
 
 
 CH_FANS_LIVE = f"{PREFIX}:ch:fans-live"  # go-live event JSON -> every process notifies its own followers
+# --- identity: the current role of a user -------------------------------------------------
+def user_role(user: str) -> str:
+    """STRING the user's current role ("" once the user is gone): what every process checks a
+    token's role against (set after each role change; loaded from SQL with SET NX when missing)."""
+    return f"{PREFIX}:{{user:{user}}}:role"
+
+
+CH_ROLE = f"{PREFIX}:ch:role"  # "user_id" -> drop the cached role on every process

@@ -37,6 +37,10 @@ class Metrics:
         # media
         self.publishers = Gauge("live_media_publishers", "WHIP publishers on this process", registry=r)
         self.whep_viewers = Gauge("live_media_whep_viewers", "WHEP viewers on this process", registry=r)
+        # --- bounds and edge limits ---
+        self.limited = Counter("live_limits_refused_total", "Requests and connections refused by a resource "
+                               "limit (rate, pool, cap, timeout)", ["limit"], registry=r)
+        self.password_hash_busy = Gauge("live_password_hash_busy", "Argon2 hashes running or queued", registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -19,6 +19,10 @@ class User(Base):
     __tablename__ = "users"
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     username: Mapped[str | None] = mapped_column(String(64), unique=True)
+    # NFKC + casefold of username (live.core.auth.canonical_name): what makes "Alice" and "alice"
+    # one name. NULL for guests, and for the later of two accounts that already collided before
+    # migration 0003 (those sign in by their exact username).
+    username_canonical: Mapped[str | None] = mapped_column(String(64), unique=True)
     name: Mapped[str] = mapped_column(String(64))
     role: Mapped[str] = mapped_column(String(16))  # viewer | streamer | moderator
     password_hash: Mapped[str | None] = mapped_column(String(255))
@@ -288,3 +292,79 @@ class Payment(Base):
     amount_cents: Mapped[int] = mapped_column(Integer)
     outcome: Mapped[str] = mapped_column(String(16))  # paid | refunded (late or duplicate payment)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+# --- integrations: webhooks (live.integrations) ----------------------------------------------------
+class OutboxEvent(Base):
+    """An event written in the same transaction as the change it reports (so it exists iff the
+    change committed), later fanned out to the matching webhooks as deliveries."""
+
+    __tablename__ = "outbox"
+    # Never reuse a seq on SQLite, even after old events are pruned.
+    __table_args__ = ({"sqlite_autoincrement": True},)
+    # An integer sequence: events of one ordering key are delivered in this order.
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(32), unique=True)  # the event id receivers dedupe on
+    type: Mapped[str] = mapped_column(String(32))
+    shop_id: Mapped[str | None] = mapped_column(String(32))  # None: no shop (platform only)
+    ordering_key: Mapped[str] = mapped_column(String(64))
+    # Set by a caller that may emit the same fact twice (a replayed stream entry): one event.
+    dedupe_key: Mapped[str | None] = mapped_column(String(128), unique=True)
+    data: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    fanned_out: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+
+
+class Webhook(Base):
+    """A subscription: a shop's (``shop_id`` = the streamer) or platform-wide (``shop_id`` None)."""
+
+    __tablename__ = "webhooks"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner_id: Mapped[str] = mapped_column(String(32), index=True)
+    shop_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    events: Mapped[list] = mapped_column(JSON)
+    secret: Mapped[str] = mapped_column(String(128))
+    # After a rotation the old secret still signs (as a second v1) until ``prev_until``.
+    prev_secret: Mapped[str | None] = mapped_column(String(128))
+    prev_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class WebhookDelivery(Base):
+    """One event to one webhook; retried until delivered or given up (``failed``)."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        Index("ix_webhook_deliveries_due", "status", "next_at"),
+        Index("ix_webhook_deliveries_key", "webhook_id", "ordering_key", "status", "seq"),
+    )
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # X-Live-Delivery
+    webhook_id: Mapped[str] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"))
+    event_id: Mapped[str] = mapped_column(String(32), index=True)
+    event_type: Mapped[str] = mapped_column(String(32))
+    ordering_key: Mapped[str] = mapped_column(String(64))
+    seq: Mapped[int] = mapped_column(Integer)  # the event's outbox seq
+    status: Mapped[str] = mapped_column(String(16))  # pending | delivered | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    claimed_by: Mapped[str | None] = mapped_column(String(96))
+    claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(String(300))
+    replay_of: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class WebhookAttempt(Base):
+    """The delivery log: one row per POST, with the response code or the error."""
+
+    __tablename__ = "webhook_attempts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[str] = mapped_column(ForeignKey("webhook_deliveries.id", ondelete="CASCADE"),
+                                             index=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(String(300))
+    ms: Mapped[int] = mapped_column(Integer)

@@ -101,10 +101,38 @@ class Settings(BaseModel):
     # Key of the payment provider's callback signature; empty: derived from the token secret.
     payment_secret: str = ""
 
+    # --- integrations: webhooks (live.integrations) ---
+    webhook_allow_private: bool = False
+    webhook_retry_s: float = Field(5.0, gt=0)
+    webhook_retry_max_s: float = Field(3600.0, gt=0)
+    webhook_max_attempts: int = Field(12, ge=1)
+    webhook_max_age_s: float = Field(3 * 86400.0, gt=0)
+    webhook_retention_s: float = Field(30 * 86400.0, gt=0)
+    webhook_timeout_s: float = Field(10.0, gt=0)
+    webhook_concurrency: int = Field(4, ge=1, le=64)
+    webhook_max_inflight: int = Field(256, ge=1)
+    webhook_poll_s: float = Field(0.5, gt=0)
+    webhook_rotation_grace_s: float = Field(86400.0, ge=0)
+
     log_level: str = "INFO"
     # "uvloop" (libuv's event loop: cheaper socket I/O, tasks and timers on the buy path) or
     # "asyncio" (the standard library's).
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
+
+    # --- bounds and edge limits (docs in config/default.toml) ---
+    socket_send_budget_bytes: int = Field(1024 * 1024, ge=4096)
+    socket_send_budget_messages: int = Field(2000, ge=10)
+    socket_max_per_user: int = Field(16, ge=1)
+    socket_max_unauthenticated: int = Field(2000, ge=1)
+    socket_handshake_timeout_s: float = Field(10.0, gt=0)
+    http_body_timeout_s: float = Field(30.0, gt=0)
+    guest_rate_per_s: float = Field(0.5, gt=0)
+    guest_rate_burst: int = Field(20, ge=1)
+    login_rate_per_s: float = Field(0.5, gt=0)
+    login_rate_burst: int = Field(10, ge=1)
+    password_hash_workers: int = Field(2, ge=1)
+    password_hash_queue: int = Field(16, ge=0)
+    role_cache_s: float = Field(2.0, ge=0)
 
     # Set by run_server.py, not by files: how many worker processes share this port.
     workers: int = Field(1, ge=1)

@@ -9,6 +9,7 @@ audit endpoint. :class:`Backend` notices the peer when ``/api/auth/register`` is
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import string
 import struct
@@ -22,6 +23,9 @@ import aiohttp
 import orjson
 
 HTTP_TIMEOUT = aiohttp.ClientTimeout(total=30)
+# Answers that mean "not now" (a server restarting its Redis, a proxy without a backend): the
+# audit after a fault waits these out, within its timeout, instead of aborting the report.
+RETRYABLE_STATUS = (502, 503, 504)
 
 
 class HttpError(Exception):
@@ -64,6 +68,8 @@ class Backend:
         self.kind = "project"  # or "reference" (the Node.js peer)
         self.streamer_token = ""
         self.room_id = ""
+        # Why the server's verdict could not be had (it never answered in time), for the report.
+        self.audit_problem = ""
 
     async def request(self, method: str, path: str, *, token: str | None = None, json: Any = None,
                       data: Any = None, ok: tuple[int, ...] = (200, 201)) -> Any:
@@ -85,8 +91,12 @@ class Backend:
             return parsed
 
     async def guest(self, name: str) -> str:
-        """A guest viewer's token."""
-        return str((await self.request("POST", "/api/auth/guest", json={"name": name}))["token"])
+        """A guest viewer's token. With ``LIVE_ADMIN_TOKEN`` set (the operator's moderator
+        credential) guests are minted with it, which exempts a load test from the server's
+        per-address guest limit; without it, a default server lets one address mint a few."""
+        admin = os.environ.get("LIVE_ADMIN_TOKEN", "") if self.kind == "project" else ""
+        return str((await self.request("POST", "/api/auth/guest", json={"name": name},
+                                       token=admin or None))["token"])
 
     async def setup_room(self, title: str = "Double-11 rehearsal") -> str:
         """Register a streamer, create a room and take it live; returns the room id."""
@@ -130,32 +140,65 @@ class Backend:
             card = await self.request("POST", path, token=self.streamer_token, data=form)
         return CardCreated(card, t_sent, time.monotonic())
 
-    async def get_card(self, card_id: str) -> dict[str, Any] | None:
-        """``GET /api/cards/{id}`` or ``None`` when the server has no such route (the peer)."""
+    async def _answered(self, call: Any, deadline: float) -> Any:
+        """``await call()``, retried every 0.5 s while the server is unreachable or answers
+        502/503/504, until ``deadline``; then :class:`ServerUnavailable`."""
+        while True:
+            try:
+                return await call()
+            except HttpError as e:
+                if e.status not in RETRYABLE_STATUS:
+                    raise
+                last = f"{e.status} {e.code}"
+            except (aiohttp.ClientError, TimeoutError, OSError) as e:
+                last = f"{type(e).__name__}: {e}"
+            if time.monotonic() >= deadline:
+                raise ServerUnavailable(last)
+            await asyncio.sleep(0.5)
+
+    async def get_card(self, card_id: str, timeout: float = 30.0) -> dict[str, Any] | None:
+        """``GET /api/cards/{id}`` or ``None`` when the server has no such route (the peer) or
+        did not answer within ``timeout`` (one try once the audit has already waited in vain)."""
+        if self.audit_problem:
+            timeout = 0
         try:
-            return dict(await self.request("GET", f"/api/cards/{card_id}", token=self.streamer_token))
+            return dict(await self._answered(
+                lambda: self.request("GET", f"/api/cards/{card_id}", token=self.streamer_token),
+                time.monotonic() + timeout))
         except HttpError as e:
             if e.status in (404, 405):
                 return None
             raise
+        except ServerUnavailable:
+            return None
 
     async def audit(self, card_id: str, order_ids: list[str], timeout: float = 60.0) -> dict[str, Any] | None:
         """The server's reconciliation of ``order_ids`` against its records.
 
         Polls until ``pending_persist == 0`` (accepted orders still on their way from Redis to
-        SQL) or ``timeout``; ``None`` when the server has no audit endpoint.
+        SQL) or ``timeout``; ``None`` when the server has no audit endpoint, or did not answer
+        within ``timeout`` (after a fault: its Redis restarting, say) — then ``audit_problem``
+        says so and the report is written all the same.
         """
         deadline = time.monotonic() + timeout
         while True:
             try:
-                res = await self.request("POST", f"/api/cards/{card_id}/audit", token=self.streamer_token,
-                                         json={"order_ids": order_ids})
+                res = await self._answered(
+                    lambda: self.request("POST", f"/api/cards/{card_id}/audit", token=self.streamer_token,
+                                         json={"order_ids": order_ids}), deadline)
             except HttpError as e:
                 # We created this card a moment ago, so 404/405 here means the server has no
                 # audit route (the Node peer, or a build without it): the verdict is unknown.
                 if e.status in (404, 405):
                     return None
                 raise
+            except ServerUnavailable as e:
+                self.audit_problem = f"none: the server did not answer its audit within {timeout:.0f} s ({e})"
+                return None
             if not res.get("pending_persist") or time.monotonic() >= deadline:
                 return dict(res)
             await asyncio.sleep(0.25)
+
+
+class ServerUnavailable(Exception):
+    """The server did not answer (or answered 502/503/504) until the deadline."""

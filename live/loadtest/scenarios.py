@@ -447,8 +447,9 @@ async def server_verdict(backend: Backend, card_id: str, stock: int, s: Samples,
     if audit is None:
         # No audit endpoint (the Node peer): we will not pass the clients' belief off as a verdict.
         out.update({"sold": s.sold_acked, "oversold": None, "lost_orders": None, "duplicate_orders": None,
-                    "verdict": "unknown", "verdict_source": "none: the server has no audit endpoint; "
-                                                            "sold is what clients saw acknowledged"})
+                    "verdict": "unknown",
+                    "verdict_source": (backend.audit_problem or "none: the server has no audit endpoint")
+                    + "; sold is what clients saw acknowledged"})
         return out
     sold = int(audit.get("sold", 0))
     oversold_raw = audit.get("oversold", 0)

@@ -1,34 +1,196 @@
-"""Socket.IO fan-out: encode a broadcast once, and write frames straight to idle websockets.
+"""Socket.IO fan-out fast path: the one module that uses python-engineio's and python-socketio's
+internals (nothing else in ``live`` touches a private attribute of either, nor of aiohttp).
 
 python-socketio's manager creates one task per recipient for every emit, and Engine.IO then
 encodes the packet again in each client's writer. For a card popping up on 5,000 screens that
-is 5,000 tasks and 5,000 encodings. These managers encode the frame once and put the same
-pre-encoded packet straight on each recipient's send queue (the queue each connection's
-writer drains), in one loop without awaiting.
+is 5,000 tasks and 5,000 encodings. Here a broadcast is encoded once and the same frame goes
+straight onto each idle websocket (or onto its send queue), in one loop without awaiting; the
+events that carry a storm are parsed and acked without python-socketio's generic decoder.
 
-They subclass python-socketio's managers (its documented extension point) and fall back to the
-stock behaviour for acks (callbacks), binary payloads, or if a future Engine.IO changes the
-internals used here.
+**One checked boundary.** :func:`probe` checks, when the server is built, every internal the
+fast path relies on and turns on only the parts whose internals are all present
+(:class:`FastPath`); a part that is off falls back to python-socketio's public behaviour. The
+result is logged once, exported as the ``live_fastpath_enabled{part}`` metric and shown by
+``/healthz``; :class:`FastPathStats` counts how often each part actually ran, so a test (and an
+operator) can tell a fast path that is silently off. The versions of aiohttp, python-engineio
+and python-socketio it was tested with are pinned in ``pyproject.toml``.
+
+The public hooks come first: the manager is python-socketio's ``client_manager=`` extension
+point and JSON goes through its ``json=`` hook; the internals are used only where no hook exists
+(the websocket session, the send queue, the raw message handler).
+
+**Send budget.** Every frame for a client passes :meth:`LiveSocketServer.deliver`, which
+counts what is waiting for that client (its socket's userspace write buffer plus its send
+queue, in bytes and messages). A client over its budget — one that stopped reading — is
+disconnected at once and what was waiting for it is freed, instead of the server buffering a
+busy room's traffic for it without end.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
+import struct
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 import socketio
-from aiohttp import WSMsgType, web
+from aiohttp import web
 from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
 from engineio.async_drivers.aiohttp import WebSocket as EngineIOWebSocket
 from engineio.async_socket import AsyncSocket
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 from socketio import packet as sio_packet
 
 log = logging.getLogger(__name__)
+
+PARTS = ("session", "direct_write", "short_path", "encode_once", "handshake_guard")
+
+
+@dataclass
+class FastPath:
+    """Which parts of the fast path run (each needs all of its internals present).
+
+    * ``session``: :class:`DirectWebSocket` runs Engine.IO's websocket session itself.
+    * ``direct_write``: a frame is written straight to an idle websocket (needs ``session``).
+    * ``short_path``: storm events are parsed and acked without python-socketio's decoder.
+    * ``encode_once``: a broadcast is encoded once and queued for each recipient.
+    * ``handshake_guard``: Engine.IO sessions not signed in to Socket.IO are capped and timed out.
+    """
+
+    session: bool = False
+    direct_write: bool = False
+    short_path: bool = False
+    encode_once: bool = False
+    handshake_guard: bool = False
+    missing: list[str] = field(default_factory=list)
+
+    def parts(self) -> dict[str, bool]:
+        return {p: bool(getattr(self, p)) for p in PARTS}
+
+
+@dataclass
+class FastPathStats:
+    """How often each part ran, and what the send budget did (plain ints: no per-frame label
+    lookups on the hot path; exported by :class:`FastPathCollector`)."""
+
+    direct_frames: int = 0      # written straight to a websocket
+    queued_frames: int = 0      # put on a send queue
+    short_path_events: int = 0  # served without python-socketio's decoder
+    refused_frames: int = 0     # malformed or unknown, answered INVALID
+    slow_consumers_dropped: int = 0
+    unauthenticated_refused: int = 0  # Engine.IO sessions refused: too many not signed in
+    handshakes_timed_out: int = 0     # Engine.IO sessions closed: never signed in to Socket.IO
+
+
+def _has(obj: object, *names: str) -> list[str]:
+    return [f"{type(obj).__name__ if not isinstance(obj, type) else obj.__name__}.{n}"
+            for n in names if not hasattr(obj, n)]
+
+
+def _params(fn: Any, *names: str) -> list[str]:
+    try:
+        have = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return [f"{getattr(fn, '__qualname__', fn)}()"]
+    return [f"{fn.__qualname__}({n}=)" for n in names if n not in have]
+
+
+def probe(server: socketio.AsyncServer) -> FastPath:
+    """Check every internal the fast path uses, on this server's Engine.IO and python-socketio."""
+    eio = server.eio
+    session_missing: list[str] = []
+    async_table = getattr(eio, "_async", None)
+    if not isinstance(async_table, dict) or "websocket" not in async_table:
+        session_missing.append("engineio.AsyncServer._async['websocket']")
+    session_missing += _params(EngineIOWebSocket.__init__, "handler", "server")
+    session_missing += _has(eio, "sockets", "ping_interval", "ping_timeout", "max_http_buffer_size", "reason")
+    session_missing += _has(getattr(eio, "reason", object), "TRANSPORT_CLOSE")
+    session_missing += _has(AsyncSocket, "receive", "close")
+    session_missing += _params(AsyncSocket.close, "wait", "abort", "reason")
+    try:  # instance fields are set in __init__: look at a real (unregistered) socket
+        sample = AsyncSocket(eio, "fast-path-probe")
+        session_missing += _has(sample, "queue", "connected", "upgraded", "upgrading", "closed", "sid", "server")
+        session_missing += _has(sample.queue, "put_nowait", "get_nowait", "qsize", "empty", "task_done", "join")
+    except Exception as e:
+        session_missing.append(f"AsyncSocket(server, sid): {e}")
+    session_missing += _has(eio_packet, "PING", "PONG", "NOOP", "UPGRADE", "MESSAGE", "CLOSE")
+
+    short_missing = _has(socketio.AsyncServer, "_handle_eio_message", "_send_packet")
+    short_missing += _has(server, "_binary_packet", "packet_class")
+    short_missing += _has(server.manager, "sid_from_eio_sid")
+    handler = getattr(eio, "handlers", {}).get("message")
+    if getattr(handler, "__func__", None) is not type(server)._handle_eio_message:
+        short_missing.append("engineio 'message' handler is not the server's _handle_eio_message")
+
+    emit_missing = _has(server.manager, "rooms", "get_participants", "server")
+    emit_missing += _has(eio, "sockets")
+
+    guard_missing = _has(socketio.AsyncServer, "_handle_eio_connect", "_handle_connect", "_handle_eio_disconnect")
+    guard_missing += _has(getattr(eio, "reason", object), "SERVER_DISCONNECT")
+    if getattr(getattr(eio, "handlers", {}).get("connect"), "__func__", None) is not \
+            type(server)._handle_eio_connect:
+        guard_missing.append("engineio 'connect' handler is not the server's _handle_eio_connect")
+
+    fast = FastPath(
+        session=not session_missing,
+        direct_write=not session_missing,  # only sockets whose session we run are written to
+        short_path=not short_missing,
+        encode_once=not emit_missing and not session_missing,
+        handshake_guard=not guard_missing,
+        missing=session_missing + short_missing + emit_missing + guard_missing,
+    )
+    return fast
+
+
+class FastPathCollector(Collector):
+    """Exports a server's :class:`FastPath` and :class:`FastPathStats` to Prometheus."""
+
+    def __init__(self, server: LiveSocketServer) -> None:
+        self._server = server
+
+    def collect(self) -> Iterable[Any]:
+        on = GaugeMetricFamily("live_fastpath_enabled", "Parts of the Socket.IO fast path that are on (1) "
+                               "or fell back to python-socketio's own path (0)", labels=["part"])
+        for part, value in self._server.fast.parts().items():
+            on.add_metric([part], 1.0 if value else 0.0)
+        yield on
+        s = self._server.stats
+        frames = CounterMetricFamily("live_fastpath_frames", "Frames sent by the fast path", labels=["how"])
+        frames.add_metric(["direct"], s.direct_frames)
+        frames.add_metric(["queued"], s.queued_frames)
+        yield frames
+        yield CounterMetricFamily("live_fastpath_short_path_events", "Socket.IO events served on the short path",
+                                  value=s.short_path_events)
+        yield CounterMetricFamily("live_socket_refused_frames", "Malformed or unknown Socket.IO frames refused",
+                                  value=s.refused_frames)
+        yield CounterMetricFamily("live_socket_slow_consumers_dropped",
+                                  "Connections dropped for exceeding their send budget",
+                                  value=s.slow_consumers_dropped)
+        yield CounterMetricFamily("live_socket_unauthenticated_refused",
+                                  "Engine.IO sessions refused: too many not signed in to Socket.IO",
+                                  value=s.unauthenticated_refused)
+        yield CounterMetricFamily("live_socket_handshakes_timed_out",
+                                  "Engine.IO sessions closed for not signing in to Socket.IO in time",
+                                  value=s.handshakes_timed_out)
+        yield GaugeMetricFamily("live_socket_unauthenticated", "Engine.IO sessions not (yet) signed in",
+                                value=len(self._server.pending))
+
+
+def ws_frame(payload: bytes) -> bytes:
+    """An unmasked, uncompressed websocket text frame (RFC 6455 §5.2) carrying ``payload``."""
+    n = len(payload)
+    if n < 126:
+        return bytes((0x81, n)) + payload
+    if n < 65536:
+        return struct.pack("!BBH", 0x81, 126, n) + payload
+    return struct.pack("!BBQ", 0x81, 127, n) + payload
 
 
 class DirectWebSocket(EngineIOWebSocket):
@@ -37,7 +199,9 @@ class DirectWebSocket(EngineIOWebSocket):
     (see :class:`LiveSocketServer`) as they are read, and running the session with fewer tasks.
 
     Deflate is off (as in the Node.js Socket.IO server's default): our messages are small JSON,
-    and an uncompressed frame is the same bytes for every recipient.
+    and an uncompressed frame is the same bytes for every recipient. Frames are written to the
+    request's transport (aiohttp's public ``BaseRequest.transport``) in one ``write`` each, so
+    they never interleave with aiohttp's own frames.
 
     python-engineio (4.x, ``AsyncSocket._websocket_handler``) reads a websocket with a new task
     and a timer per message and drains the send queue through ``wait_for`` (another task per
@@ -51,28 +215,49 @@ class DirectWebSocket(EngineIOWebSocket):
     gets its acks in order). Other frames go to Engine.IO's ``receive`` unchanged.
     """
 
+    transport: asyncio.Transport | None = None
+
     async def __call__(self, environ: dict[str, Any]) -> web.WebSocketResponse:
-        request = environ["aiohttp.request"]
+        request: web.Request = environ["aiohttp.request"]
+        sio: LiveSocketServer = self.server.live_sio
         self._sock = web.WebSocketResponse(max_msg_size=self.server.max_http_buffer_size, compress=False)
         await self._sock.prepare(request)
-        registry: dict[str, web.WebSocketResponse] = self.server.live_direct_ws
+        # The environ stays as it is: python-socketio hands the very same dict to get_environ().
+        self.environ = environ
+        self.transport = request.transport
         self._eio_socket = getattr(self.handler, "__self__", None)
         sid = getattr(self._eio_socket, "sid", None)
         if sid is not None:
-            registry[sid] = self._sock
+            sio.live_direct_ws[sid] = self
         try:
             if isinstance(self._eio_socket, AsyncSocket):
-                # The headers were read (Engine.IO's handshake checks, CORS); nothing reads this
-                # request's environ again, and it would otherwise live as long as the connection.
-                environ.clear()
                 await self._session(self._eio_socket)
             else:  # not the Engine.IO we know: its own loop
-                self.environ = environ
                 await self.handler(self)
         finally:
-            if sid is not None:
-                registry.pop(sid, None)
+            if sid is not None and sio.live_direct_ws.get(sid) is self:
+                del sio.live_direct_ws[sid]
         return self._sock
+
+    @property
+    def closed(self) -> bool:
+        t = self.transport
+        return self._sock is None or self._sock.closed or t is None or t.is_closing()
+
+    def write(self, frame: bytes) -> None:
+        """Write one pre-built frame (see :func:`ws_frame`)."""
+        assert self.transport is not None
+        self.transport.write(frame)
+
+    def buffered(self) -> int:
+        """Bytes written to this socket that the kernel has not taken yet."""
+        t = self.transport
+        return 0 if t is None else t.get_write_buffer_size()
+
+    def abort(self) -> None:
+        """Drop the connection now, discarding whatever is buffered for it."""
+        if self.transport is not None:
+            self.transport.abort()
 
     async def wait(self) -> str | bytes:
         """The next frame that is not a short-path event (those are served here)."""
@@ -82,6 +267,7 @@ class DirectWebSocket(EngineIOWebSocket):
         sio: LiveSocketServer = self.server.live_sio
         eio_socket = self._eio_socket
         while True:
+            assert self._sock is not None
             msg = await self._sock.receive(timeout)
             data = msg.data
             if not isinstance(data, str | bytes):
@@ -92,25 +278,22 @@ class DirectWebSocket(EngineIOWebSocket):
             call = sio.direct_call(eio_socket.sid, data[1:])
             if call is None:
                 return data
-            try:
-                await sio.run_direct(eio_socket.sid, call)
-            except Exception:  # never let one event's failure end the connection
-                log.exception("short-path event failed")
+            await sio.run_direct(eio_socket.sid, call)
 
     async def _upgrade(self, s: AsyncSocket) -> bool:
         """Engine.IO's upgrade of a long-polling socket: PING "probe" → PONG "probe", then UPGRADE.
         Packet sends are held meanwhile; False if the client did not follow through."""
         s.upgrading = True
         try:
-            probe = eio_packet.Packet(encoded_packet=await self.wait())
-            if probe.packet_type != eio_packet.PING or probe.data != "probe":
+            probe_pkt = eio_packet.Packet(encoded_packet=await self.wait())
+            if probe_pkt.packet_type != eio_packet.PING or probe_pkt.data != "probe":
                 return False
             await self.send(eio_packet.Packet(eio_packet.PONG, data="probe").encode())
             await s.queue.put(eio_packet.Packet(eio_packet.NOOP))  # end the pending poll
             upgrade = eio_packet.Packet(encoded_packet=await self.wait())
             s.upgraded = upgrade.packet_type == eio_packet.UPGRADE
-            return s.upgraded
-        except OSError:
+            return bool(s.upgraded)
+        except (OSError, ValueError):
             return False
         finally:
             s.upgrading = False
@@ -147,29 +330,64 @@ class DirectWebSocket(EngineIOWebSocket):
                 break  # closed, broken, or nothing heard (not even a pong) for ping_interval + ping_timeout
             try:
                 await s.receive(eio_packet.Packet(encoded_packet=data))
-            except eio_exceptions.UnknownPacketError:
-                pass
             except eio_exceptions.SocketIsClosedError:
                 break
-            except Exception:
-                log.exception("engine.io receive error")
+            except Exception as e:  # a malformed frame: one line, the connection goes on
+                log.warning("engine.io frame refused (%s): %s", s.sid, _short(e))
         await s.queue.put(None)  # let the writer finish
         await writer_task
         await s.close(wait=False, abort=True, reason=s.server.reason.TRANSPORT_CLOSE)
 
 
+class OneLine(logging.Filter):
+    """Turns python-engineio's and python-socketio's tracebacks (a malformed long-polling body
+    logs one per request, 2.4 KB each) into one warning line; the traceback stays at DEBUG on
+    this module's logger."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None:
+            log.debug("%s", record.getMessage(), exc_info=record.exc_info)
+            record.msg, record.args = f"{record.getMessage()}: {_short(exc)}", ()
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+for _name in ("engineio.server", "socketio.server"):
+    logging.getLogger(_name).addFilter(OneLine())
+
+
+def _short(e: BaseException) -> str:
+    text = f"{type(e).__name__}: {e}"
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def _size(item: Any) -> int:
+    wire = getattr(item, "wire", None)
+    if isinstance(wire, str):
+        return len(wire)
+    data = getattr(item, "data", None)
+    return len(data) if isinstance(data, str | bytes) else 64
+
+
 class SendQueue:
     """What Engine.IO uses of ``asyncio.Queue`` for a websocket's outgoing packets (put, get,
     task_done, join, empty), on one deque: ``asyncio.Queue`` carries four (its items, getters,
-    putters, and its ``join`` event's waiters) — about 2 KB per idle connection."""
+    putters, and its ``join`` event's waiters) — about 2 KB per idle connection. It also keeps
+    the size of what it holds (``nbytes``) for the send budget.
 
-    __slots__ = ("_done", "_items", "_ready", "_unfinished")
+    Waiters share one future; each awaits it through ``asyncio.shield`` so that cancelling one
+    waiter (a ``wait_for`` timing out) never cancels the others."""
+
+    __slots__ = ("_done", "_items", "_ready", "_unfinished", "nbytes")
 
     def __init__(self) -> None:
         self._items: deque[Any] = deque()
         self._ready: asyncio.Future[None] | None = None  # set when an item arrives
         self._unfinished = 0
         self._done: asyncio.Future[None] | None = None  # set when every item was task_done()
+        self.nbytes = 0
 
     @classmethod
     def taking_over(cls, old: Any) -> Any:
@@ -191,6 +409,7 @@ class SendQueue:
 
     def put_nowait(self, item: Any) -> None:
         self._items.append(item)
+        self.nbytes += _size(item)
         self._unfinished += 1
         ready = self._ready
         if ready is not None and not ready.done():
@@ -202,14 +421,24 @@ class SendQueue:
     def get_nowait(self) -> Any:
         if not self._items:
             raise asyncio.QueueEmpty
-        return self._items.popleft()
+        item = self._items.popleft()
+        self.nbytes = max(0, self.nbytes - _size(item))
+        return item
 
     async def get(self) -> Any:
         while not self._items:
             if self._ready is None or self._ready.done():
                 self._ready = asyncio.get_running_loop().create_future()
-            await self._ready  # every waiting getter shares it, then re-checks
-        return self._items.popleft()
+            await asyncio.shield(self._ready)  # every waiting getter shares it, then re-checks
+        return self.get_nowait()
+
+    def clear(self) -> None:
+        """Forget every queued item (the connection is being dropped)."""
+        n = len(self._items)
+        self._items.clear()
+        self.nbytes = 0
+        for _ in range(n):
+            self.task_done()
 
     def task_done(self) -> None:
         self._unfinished = max(0, self._unfinished - 1)
@@ -220,28 +449,31 @@ class SendQueue:
         if self._unfinished:
             if self._done is None or self._done.done():
                 self._done = asyncio.get_running_loop().create_future()
-            await self._done
-
-
-def write_direct(eio: Any, eio_sid: str, frame: bytes) -> bool:
-    """Write one uncompressed text frame straight to a client's websocket, if that is safe now:
-    a plain established websocket (not mid-upgrade, no deflate) with nothing queued in Engine.IO
-    for it (so nothing is overtaken). Returns False when the caller must queue instead."""
-    sock = eio.sockets.get(eio_sid)
-    ws = eio.live_direct_ws.get(eio_sid)
-    writer = getattr(ws, "_writer", None)
-    if (sock is None or ws is None or writer is None or writer.compress or ws.closed or sock.closed
-            or not sock.upgraded or sock.upgrading or not sock.queue.empty()):
-        return False
-    try:
-        writer._write_websocket_frame(frame, WSMsgType.TEXT, 0)
-    except Exception:  # a closing transport: let Engine.IO deal with it
-        return False
-    return True
+            await asyncio.shield(self._done)
 
 
 DirectHandler = Callable[..., Awaitable[Any]]
 DirectCall = tuple[DirectHandler, str, str, list[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A frame with an ack id that cannot be served: answered ``INVALID`` on its ack."""
+
+    sid: str
+    ack_id: str
+    message: str
+
+
+class _Encoded(eio_packet.Packet):
+    """An Engine.IO MESSAGE packet whose wire form is computed once and shared."""
+
+    def __init__(self, wire: str) -> None:
+        super().__init__(eio_packet.MESSAGE, wire[1:])
+        self.wire = wire
+
+    def encode(self, b64: bool = False) -> str:
+        return self.wire
 
 
 class LiveSocketServer(socketio.AsyncServer):
@@ -251,21 +483,97 @@ class LiveSocketServer(socketio.AsyncServer):
       ack) are parsed straight from the Engine.IO message — ``2<ack id>["name", payload]`` on the
       default namespace — and their ack is written as one pre-built frame. python-socketio's
       generic packet decoder (a character-by-character parse plus a scan of the payload for
-      binary parts), its dispatch layers and its ack packet are skipped; anything else (another
-      namespace, binary attachments, no ack id, an unknown event, a client not connected to
-      ``/``) takes python-socketio's own path, unchanged.
-    * Single-recipient packets (acks above all: one per tap) skip Engine.IO's per-connection
-      writer task when the connection is idle.
+      binary parts), its dispatch layers and its ack packet are skipped. A frame with an ack id
+      that is not JSON, or names an unknown event, gets an ``INVALID`` ack; anything else
+      (another namespace, binary attachments, no ack id, a client not connected to ``/``) takes
+      python-socketio's own path, unchanged.
+    * Every outgoing text packet goes through :meth:`deliver`: straight onto the client's
+      websocket when it is idle, else onto its send queue, within the client's send budget.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, send_budget_bytes: int = 1 << 20, send_budget_messages: int = 1000,
+                 max_unauthenticated: int = 2000, handshake_timeout_s: float = 10.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.max_unauthenticated = max_unauthenticated
+        self.handshake_timeout_s = handshake_timeout_s
+        # Engine.IO sessions not yet connected to Socket.IO's "/" -> the timer that closes them.
+        self.pending: dict[str, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Future[Any]] = set()
         self.direct_events: dict[str, DirectHandler] = {}
-        # This server's Engine.IO uses DirectWebSocket (no global patching) and knows us.
+        self.live_direct_ws: dict[str, DirectWebSocket] = {}
+        self.send_budget_bytes = send_budget_bytes
+        self.send_budget_messages = send_budget_messages
+        self.stats = FastPathStats()
+        self.fast = probe(self)
         eio = self.eio
-        eio.live_direct_ws = {}
-        eio.live_sio = self
-        eio._async = {**eio._async, "websocket": DirectWebSocket}
+        if self.fast.session:
+            # This server's Engine.IO uses DirectWebSocket (no global patching) and knows us.
+            eio.live_sio = self
+            eio._async = {**eio._async, "websocket": DirectWebSocket}
+
+    def log_fast_path(self) -> None:
+        """One line at start-up saying which parts of the fast path are on, and why not."""
+        parts = ", ".join(f"{p} {'on' if v else 'OFF'}" for p, v in self.fast.parts().items())
+        if self.fast.missing:
+            log.warning("socket fast path: %s (missing internals: %s) — re-test this version of "
+                        "python-engineio/python-socketio", parts, "; ".join(self.fast.missing))
+        else:
+            log.info("socket fast path: %s", parts)
+
+    # --- sessions that have not signed in ----------------------------------------------------
+    async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> Any:
+        """An Engine.IO session opens: refused when too many are waiting to sign in, else timed."""
+        if self.fast.handshake_guard:
+            if len(self.pending) >= self.max_unauthenticated:
+                self.stats.unauthenticated_refused += 1
+                log.warning("refusing an Engine.IO session: %d not signed in (limit %d)",
+                            len(self.pending), self.max_unauthenticated)
+                return False
+            self.pending[eio_sid] = asyncio.get_running_loop().call_later(
+                self.handshake_timeout_s, self._handshake_expired, eio_sid)
+        return await super()._handle_eio_connect(eio_sid, environ)
+
+    async def _handle_connect(self, eio_sid: str, namespace: str | None, data: Any) -> None:
+        await super()._handle_connect(eio_sid, namespace, data)
+        if self.manager.sid_from_eio_sid(eio_sid, "/") is not None:
+            timer = self.pending.pop(eio_sid, None)
+            if timer is not None:
+                timer.cancel()
+
+    async def _handle_eio_disconnect(self, eio_sid: str, reason: Any = None) -> None:
+        timer = self.pending.pop(eio_sid, None)
+        if timer is not None:
+            timer.cancel()
+        await super()._handle_eio_disconnect(eio_sid, reason)
+
+    def _handshake_expired(self, eio_sid: str) -> None:
+        if self.pending.pop(eio_sid, None) is None:
+            return
+        self.stats.handshakes_timed_out += 1
+        log.info("closing Engine.IO session %s: not signed in within %.0f s", eio_sid, self.handshake_timeout_s)
+        self.in_background(self.close_session(eio_sid))
+
+    async def close_session(self, eio_sid: str) -> None:
+        """End an Engine.IO session now. (``eio.disconnect`` waits until the client has taken its
+        CLOSE packet: never, from a client that does not poll or read.)"""
+        sock = self.eio.sockets.get(eio_sid)
+        if sock is None:
+            return
+        sock.queue.put_nowait(eio_packet.Packet(eio_packet.CLOSE))  # wakes a pending long-poll
+        await sock.close(wait=False, abort=True, reason=self.eio.reason.SERVER_DISCONNECT)
+        self.eio.sockets.pop(eio_sid, None)
+
+    def in_background(self, coro: Awaitable[Any]) -> None:
+        """Run a short task (closing a session) holding a reference to it; the app's shutdown
+        cancels what is left (:meth:`cancel_background`)."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def cancel_background(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def on_direct(self, event: str, handler: DirectHandler) -> None:
         """Serve ``event`` on the short path (and on the stock one, for frames it does not take)."""
@@ -274,27 +582,46 @@ class LiveSocketServer(socketio.AsyncServer):
 
     async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
         call = self.direct_call(eio_sid, data)
-        if call is None:
-            await super()._handle_eio_message(eio_sid, data)
-        else:
+        if call is not None:
             await self.run_direct(eio_sid, call)
+            return
+        try:
+            await super()._handle_eio_message(eio_sid, data)
+        except Exception as e:
+            # python-socketio's decoder refused the packet (ValueError, or a KeyError/TypeError on
+            # some shapes): one line per frame, never a traceback per malformed frame.
+            self.stats.refused_frames += 1
+            log.warning("socket.io frame refused (%s): %s", eio_sid, _short(e))
+            log.debug("refused frame", exc_info=True)
 
-    async def run_direct(self, eio_sid: str, call: DirectCall) -> None:
-        """Run a short-path event's handler and send its ack."""
+    async def run_direct(self, eio_sid: str, call: DirectCall | Refusal) -> None:
+        """Run a short-path event's handler and send its ack (or refuse the frame)."""
+        if isinstance(call, Refusal):
+            self.stats.refused_frames += 1
+            log.warning("socket.io frame refused (%s): %s", call.sid, call.message)
+            self.deliver_text(eio_sid, f"3{call.ack_id}" + orjson.dumps(
+                [{"ok": False, "error": {"code": "INVALID", "message": call.message}}]).decode())
+            return
+        self.stats.short_path_events += 1
         handler, sid, ack_id, args = call
-        result = await handler(sid, *args)
+        try:
+            result = await handler(sid, *args)
+        except Exception:  # never let one event's failure end the connection
+            log.exception("short-path event failed")
+            result = {"ok": False, "error": {"code": "INTERNAL", "message": "internal error"}}
         try:
             ack = f"3{ack_id}" + orjson.dumps([] if result is None else [result]).decode()
         except TypeError:  # not plain JSON: let python-socketio encode it
             await super()._send_packet(eio_sid, self.packet_class(
                 sio_packet.ACK, namespace="/", id=int(ack_id), data=[result]))
             return
-        await self._send_text(eio_sid, ack)
+        self.deliver_text(eio_sid, ack)
 
-    def direct_call(self, eio_sid: str, data: Any) -> DirectCall | None:
-        """``(handler, sid, ack id, args)`` when this Socket.IO packet can take the short path."""
-        if (not self.direct_events or not isinstance(data, str) or data[:1] != "2"
-                or eio_sid in self._binary_packet):
+    def direct_call(self, eio_sid: str, data: Any) -> DirectCall | Refusal | None:
+        """``(handler, sid, ack id, args)`` when this Socket.IO packet can take the short path,
+        a :class:`Refusal` when it carries an ack id but cannot be served, else None."""
+        if (not self.fast.short_path or not self.direct_events or not isinstance(data, str)
+                or data[:1] != "2" or eio_sid in self._binary_packet):
             return None
         i = 1
         n = len(data)
@@ -302,41 +629,78 @@ class LiveSocketServer(socketio.AsyncServer):
             i += 1
         if i == 1 or i > 20 or i == n or data[i] != "[":
             return None  # no ack id, a namespace, or not an event array
+        sid = self.manager.sid_from_eio_sid(eio_sid, "/")
+        if sid is None:
+            return None  # not connected to "/": python-socketio's path says so
+        ack_id = data[1:i]
         try:
             parts = orjson.loads(data[i:])
         except orjson.JSONDecodeError:
-            return None
+            return Refusal(sid, ack_id, "malformed frame: not JSON")
         if not isinstance(parts, list) or not parts or not isinstance(parts[0], str):
-            return None
+            return Refusal(sid, ack_id, "malformed frame: expected [\"event\", payload]")
         handler = self.direct_events.get(parts[0])
-        sid = self.manager.sid_from_eio_sid(eio_sid, "/") if handler is not None else None
-        if handler is None or sid is None:
-            return None
-        return handler, sid, data[1:i], parts[1:]
+        if handler is None:
+            if parts[0] in self.handlers.get("/", {}):
+                return None  # a handler registered with the stock on()
+            return Refusal(sid, ack_id, f"unknown event {parts[0][:64]!r}")
+        return handler, sid, ack_id, parts[1:]
 
     async def _send_packet(self, eio_sid: str, pkt: Any) -> None:
         encoded = pkt.encode()
         if isinstance(encoded, str):
-            await self._send_text(eio_sid, encoded)
+            self.deliver_text(eio_sid, encoded)
         else:  # binary attachments
             await super()._send_packet(eio_sid, pkt)
 
-    async def _send_text(self, eio_sid: str, packet: str) -> None:
-        """One encoded Socket.IO packet: straight onto the client's websocket when it is idle,
-        else through Engine.IO's queue."""
-        if not write_direct(self.eio, eio_sid, ("4" + packet).encode()):
-            await self.eio.send(eio_sid, packet)
+    def deliver_text(self, eio_sid: str, packet: str) -> None:
+        """One encoded Socket.IO packet for one client."""
+        text = "4" + packet
+        self.deliver(eio_sid, text, ws_frame(text.encode()))
 
+    def deliver(self, eio_sid: str, wire: _Encoded | str, frame: bytes) -> bool:
+        """Send one Engine.IO message to a client within its send budget: straight onto its
+        websocket when that is idle (nothing queued, so nothing is overtaken; not mid-upgrade),
+        else onto its send queue. A client over budget is dropped. False if not delivered."""
+        sock = self.eio.sockets.get(eio_sid)
+        if sock is None or sock.closed:
+            return False
+        queue = sock.queue
+        ws = self.live_direct_ws.get(eio_sid) if self.fast.direct_write else None
+        if ws is not None and ws.closed:
+            return False
+        waiting = (ws.buffered() if ws is not None else 0) + getattr(queue, "nbytes", 0)
+        if waiting + len(frame) > self.send_budget_bytes or queue.qsize() >= self.send_budget_messages:
+            self.drop_slow_consumer(eio_sid, sock, ws, waiting, queue.qsize())
+            return False
+        if ws is not None and sock.upgraded and not sock.upgrading and queue.empty():
+            try:
+                ws.write(frame)
+            except Exception:  # a closing transport: Engine.IO's session ends it
+                return False
+            self.stats.direct_frames += 1
+            return True
+        queue.put_nowait(_Encoded(wire) if isinstance(wire, str) else wire)  # an ack is queued rarely
+        self.stats.queued_frames += 1
+        return True
 
-class _Encoded(eio_packet.Packet):
-    """An Engine.IO MESSAGE packet whose wire form is computed once and shared."""
-
-    def __init__(self, wire: str) -> None:
-        super().__init__(eio_packet.MESSAGE, wire[1:])
-        self._wire = wire
-
-    def encode(self, b64: bool = False) -> str:
-        return self._wire
+    def drop_slow_consumer(self, eio_sid: str, sock: Any, ws: DirectWebSocket | None, waiting: int,
+                           queued: int) -> None:
+        """Disconnect a client that does not read what it is sent, and free what waits for it."""
+        self.stats.slow_consumers_dropped += 1
+        log.warning("dropping slow consumer %s: %d bytes / %d messages waiting (budget %d bytes / %d messages)",
+                    eio_sid, waiting, queued, self.send_budget_bytes, self.send_budget_messages)
+        queue = sock.queue
+        if isinstance(queue, SendQueue):
+            queue.clear()
+        else:
+            while not queue.empty():
+                queue.get_nowait()
+                queue.task_done()
+        if ws is not None:
+            ws.abort()  # the session's reader sees the close and runs Engine.IO's disconnect
+        else:
+            self.in_background(self.close_session(eio_sid))
 
 
 class EncodeOnceEmit(socketio.AsyncManager):
@@ -345,31 +709,24 @@ class EncodeOnceEmit(socketio.AsyncManager):
     async def emit(self, event: str, data: Any, namespace: str, room: Any = None, skip_sid: Any = None,
                    callback: Any = None, to: Any = None, **kwargs: Any) -> None:
         room = to or room
-        sockets = getattr(getattr(self.server, "eio", None), "sockets", None)
-        if callback is not None or sockets is None or namespace not in self.rooms:
+        server = self.server
+        if (callback is not None or not isinstance(server, LiveSocketServer) or not server.fast.encode_once
+                or namespace not in self.rooms):
             return await super().emit(event, data, namespace, room=room, skip_sid=skip_sid,
                                       callback=callback, **kwargs)
         args = list(data) if isinstance(data, tuple) else ([] if data is None else [data])
-        pkt = self.server.packet_class(sio_packet.EVENT, namespace=namespace, data=[event, *args])
+        pkt = server.packet_class(sio_packet.EVENT, namespace=namespace, data=[event, *args])
         encoded = pkt.encode()
         if isinstance(encoded, list):  # binary attachments: the stock path knows how
             return await super().emit(event, data, namespace, room=room, skip_sid=skip_sid,
                                       **kwargs)
         text = eio_packet.Packet(eio_packet.MESSAGE, encoded).encode()
         wire = _Encoded(text)
-        frame = text.encode()
-        eio = self.server.eio
-        direct = hasattr(eio, "live_direct_ws")
+        frame = ws_frame(text.encode())
         skip = skip_sid if isinstance(skip_sid, list) else [skip_sid]
-        for sid, eio_sid in self.get_participants(namespace, room):
-            if sid in skip:
-                continue
-            sock = sockets.get(eio_sid)
-            if sock is None or sock.closed:
-                continue
-            # Straight onto the wire when safe, else through Engine.IO's queue like any packet.
-            if not (direct and write_direct(eio, eio_sid, frame)):
-                sock.queue.put_nowait(wire)
+        for sid, eio_sid in list(self.get_participants(namespace, room)):
+            if sid not in skip:
+                server.deliver(eio_sid, wire, frame)
         return None
 
 

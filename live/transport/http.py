@@ -1,10 +1,18 @@
-"""HTTP plumbing shared by the route modules: errors, JSON bodies, the caller's identity."""
+"""HTTP plumbing shared by the route modules: errors, JSON bodies, the caller's identity,
+and the edge checks every request passes (text SQL can store, body deadlines, security headers).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import contextlib
+import functools
+import hashlib
 import logging
+import re
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, TypeVar
@@ -12,14 +20,11 @@ from typing import Any, Literal, TypeVar
 import orjson
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-from sqlalchemy.exc import OperationalError
 
 from live.app.appkeys import SERVICES
 from live.app.services import Services
 from live.core.auth import Principal
-from live.core.errors import Invalid, LiveError, Unauthorized
+from live.core.errors import UNAVAILABLE_MESSAGE, Invalid, LiveError, Unauthorized, backend_unavailable
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
@@ -53,13 +58,58 @@ def bearer(request: web.Request) -> str | None:
     return None
 
 
+# The caller with the current role (see auth_middleware), or the Unauthorized to raise.
+PRINCIPAL: web.RequestKey[Principal | LiveError] = web.RequestKey("principal")
+
+
 def principal(request: web.Request) -> Principal:
-    """The authenticated caller, or ``Unauthorized``."""
+    """The authenticated caller with the user's *current* role (not the token's), or
+    ``Unauthorized`` (no token, a bad one, or a user that no longer exists)."""
+    found = request.get(PRINCIPAL)
+    if isinstance(found, Principal):
+        return found
+    if isinstance(found, LiveError):
+        raise found
     return services(request).auth.verify(bearer(request))
 
 
+# Characters no column can store: NUL (PostgreSQL's text refuses it) and lone surrogates
+# (not encodable as UTF-8). Refused at the edge, so a request never gets as far as SQL with them.
+UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
+
+
+def check_storable(value: Any, where: str = "body") -> None:
+    """``Invalid`` if any string in ``value`` (nested lists and objects, keys too) is unstorable."""
+    stack: list[tuple[str, Any]] = [(where, value)]
+    while stack:
+        path, v = stack.pop()
+        if isinstance(v, str):
+            if UNSTORABLE.search(v):
+                raise Invalid(f"{path}: contains a NUL or an unpaired surrogate character")
+        elif isinstance(v, dict):
+            for k, item in v.items():
+                stack.append((path, k))
+                stack.append((f"{path}.{k}" if isinstance(k, str) and len(k) < 40 else path, item))
+        elif isinstance(v, list | tuple):
+            stack.extend((path, item) for item in v)
+
+
+@contextlib.asynccontextmanager
+async def body_deadline(request: web.Request) -> AsyncIterator[None]:
+    """Reading a request body must finish within ``http_body_timeout_s`` (a client trickling its
+    body holds a connection and a buffer): past it, ``Invalid``."""
+    svc = services(request)
+    try:
+        async with asyncio.timeout(svc.settings.http_body_timeout_s):
+            yield
+    except TimeoutError:
+        svc.metrics.limited.labels("http_body_timeout").inc()
+        raise Invalid("the request body did not arrive in time", limit="http_body_timeout") from None
+
+
 async def read_json(request: web.Request) -> Any:
-    raw = await request.read()
+    async with body_deadline(request):
+        raw = await request.read()
     if not raw:
         return {}
     try:
@@ -72,10 +122,14 @@ def parse(model: type[M], data: Any) -> M:
     """Validate a payload against a model, or raise ``Invalid`` naming what is wrong."""
     if not isinstance(data, dict):
         raise Invalid("expected a JSON object")
+    check_storable(data)
     try:
         return model.model_validate(data)
     except ValidationError as e:
         raise Invalid(validation_message(e)) from e
+
+
+MONEY_RE = re.compile(r"[0-9]{1,12}(\.[0-9]{1,2})?")
 
 
 def decimal_amount(v: Any) -> Decimal:
@@ -83,8 +137,12 @@ def decimal_amount(v: Any) -> Decimal:
     decimals); ``ValueError`` otherwise (for pydantic validators)."""
     if isinstance(v, bool) or not isinstance(v, str | int | float):
         raise ValueError("a decimal string or a number")
+    text = str(v).strip()
+    # ASCII digits only: Decimal() also takes "١٢" (Arabic-Indic digits), "1_000" and "1e3".
+    if not MONEY_RE.fullmatch(text):
+        raise ValueError("digits 0-9 with at most 2 decimals, e.g. 19.90")
     try:
-        d = Decimal(str(v).strip())
+        d = Decimal(text)
     except InvalidOperation as e:
         raise ValueError("not a number") from e
     if not d.is_finite() or d <= 0:
@@ -98,16 +156,30 @@ async def body(request: web.Request, model: type[M]) -> M:
     return parse(model, await read_json(request))
 
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def client_gone(request: web.Request) -> bool:
+    """The client hung up (its connection is closing): nothing to answer, and not our error."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
 @web.middleware
-async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every error leaves as the contract's JSON error; nothing else escapes."""
     svc = request.app[SERVICES].get()
     route = request.match_info.route.resource.canonical if request.match_info.route.resource else "?"
     t0 = time.perf_counter()
     try:
+        check_storable(dict(request.match_info), "path")
+        check_storable(list(request.query.items()), "query")
         resp = await handler(request)
     except LiveError as e:
         svc.metrics.errors.labels("http", e.code).inc()
+        limit = e.extra.get("limit")
+        if isinstance(limit, str) and limit != "http_body_timeout":  # that one counts itself
+            svc.metrics.limited.labels(limit).inc()
         resp = error_response(e)
     except web.HTTPException as e:
         if e.status < 400:
@@ -116,18 +188,84 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
                 413: "INVALID", 429: "RATE_LIMITED", 503: "UNAVAILABLE"}.get(e.status, "INVALID")
         svc.metrics.errors.labels("http", code).inc()
         resp = json_response({"error": {"code": code, "message": e.reason}}, status=e.status)
-    except (RedisConnectionError, RedisTimeoutError, OperationalError, TimeoutError) as e:
-        log.warning("%s %s: backend unavailable: %s", request.method, request.path, e)
-        svc.metrics.errors.labels("http", "UNAVAILABLE").inc()
-        resp = json_response({"error": {"code": "UNAVAILABLE", "message": "a backend is unavailable; retry"}},
-                             status=503)
-    except Exception:
-        log.exception("%s %s failed", request.method, request.path)
-        svc.metrics.errors.labels("http", "INTERNAL").inc()
-        resp = json_response({"error": {"code": "INTERNAL", "message": "internal error"}}, status=500)
+    except Exception as e:
+        if client_gone(request):  # a disconnect, not a server error: one debug line, no count
+            log.debug("%s %s: client went away (%s)", request.method, request.path, type(e).__name__)
+            raise
+        if backend_unavailable(e):
+            log.warning("%s %s: backend unavailable: %s", request.method, request.path, e)
+            svc.metrics.errors.labels("http", "UNAVAILABLE").inc()
+            resp = json_response({"error": {"code": "UNAVAILABLE", "message": UNAVAILABLE_MESSAGE}}, status=503)
+        else:
+            log.exception("%s %s failed", request.method, request.path)
+            svc.metrics.errors.labels("http", "INTERNAL").inc()
+            resp = json_response({"error": {"code": "INTERNAL", "message": "internal error"}}, status=500)
     svc.metrics.latency.labels(f"http {route}").observe(time.perf_counter() - t0)
     svc.metrics.http_requests.labels(route, str(resp.status)).inc()
     return resp
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Resolve a Bearer token once per request to the caller with the user's current role, so
+    every route's ``principal(request)`` sees a demotion or a deletion within seconds, whatever
+    the token says (``live.core.auth.AuthService.current``)."""
+    token = bearer(request)
+    if token:
+        auth = services(request).auth
+        try:
+            request[PRINCIPAL] = await auth.current(auth.verify(token))
+        except Unauthorized as e:
+            request[PRINCIPAL] = e  # raised by principal() if the route wants a caller
+    return await handler(request)
+
+
+# --- security headers ----------------------------------------------------------------------
+_IMPORTMAP = re.compile(rb'<script type="importmap">(.*?)</script>', re.S)
+API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+# Pages: their own scripts, styles and images; live video from blob: (MediaSource, hls.js);
+# images from blob:/data: (photo previews); Socket.IO and fetch to this origin only. The one
+# inline script, the import map, is allowed by its hash.
+PAGE_CSP = ("default-src 'self'; script-src 'self' {hashes}; style-src 'self'; img-src 'self' blob: data:; "
+            "media-src 'self' blob:; connect-src 'self'; worker-src 'self' blob:; font-src 'self'; "
+            "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+@functools.lru_cache(maxsize=64)
+def page_csp(body: bytes) -> str:
+    """The CSP of one HTML page: its inline import map allowed by hash (pages are built once at
+    start-up, so this runs once per page)."""
+    hashes = " ".join(
+        "'sha256-" + base64.b64encode(hashlib.sha256(m.group(1)).digest()).decode() + "'"
+        for m in _IMPORTMAP.finditer(body))
+    return PAGE_CSP.format(hashes=hashes)
+
+
+@web.middleware
+async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """CSP (with frame-ancestors), nosniff, referrer and permissions policy on every page and
+    API answer. Pages are the routes named ``page:*`` (live.transport.pages); a page's 304
+    carries no CSP, so the browser keeps the one its cached 200 had (RFC 9111 §4.3.4)."""
+    resp = await handler(request)
+    if resp.prepared:  # a websocket or a stream: its headers are already sent
+        return resp
+    headers = resp.headers
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("Referrer-Policy", "same-origin")
+    headers.setdefault("X-Frame-Options", "DENY")
+    # The camera and microphone are for the studio only; nothing else is asked for.
+    headers.setdefault("Permissions-Policy", "camera=(self), microphone=(self), geolocation=()")
+    if "Content-Security-Policy" in headers:
+        return resp
+    route = request.match_info.route.name or ""
+    if route.startswith("page:"):
+        body = getattr(resp, "body", None)
+        if isinstance(body, bytes) and body:
+            headers["Content-Security-Policy"] = page_csp(body)
+    else:
+        headers["Content-Security-Policy"] = API_CSP
+    return resp
+
+
+MIDDLEWARES = [security_headers, error_middleware, auth_middleware]
 
 
 # --- the declarative layer the OpenAPI document is generated from (live.transport.openapi) ---

@@ -226,6 +226,10 @@ DOCS_HTML = """<!doctype html>
 """
 
 
+DOCS_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; base-uri 'none'; "
+            "form-action 'none'; frame-ancestors 'none'")
+
+
 def setup(app: web.Application, socket_app: SocketApp) -> None:
     """Serve the documents; they are built once, on start-up, when every route is registered."""
     from live.transport.pages import WEB_DIR
@@ -234,7 +238,8 @@ def setup(app: web.Application, socket_app: SocketApp) -> None:
     app.router.add_get("/api/asyncapi.json", asyncapi_json)
 
     async def docs(request: web.Request) -> web.Response:
-        return web.Response(text=DOCS_HTML, content_type="text/html")
+        # Its own script and style, and fetches of the two documents; nothing else.
+        return web.Response(text=DOCS_HTML, content_type="text/html", headers={"Content-Security-Policy": DOCS_CSP})
 
     app.router.add_get("/api/docs", docs)
     for name, ctype in (("docs.js", "text/javascript"), ("docs.css", "text/css")):

@@ -43,13 +43,6 @@ PAGES: dict[str, str] = {
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 REVALIDATE = "no-cache"
-SECURITY_HEADERS = {
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-    # The camera and microphone are for the studio only; nothing else is asked for.
-    "Permissions-Policy": "camera=(self), microphone=(self), geolocation=()",
-}
-
 
 @dataclass
 class Site:
@@ -105,7 +98,7 @@ def _inside(base: Path, rel: str) -> Path:
 
 def _file(path: Path, cache: str) -> web.FileResponse:
     # FileResponse adds ETag / Last-Modified and answers conditional requests with 304.
-    resp = web.FileResponse(path, headers={"Cache-Control": cache, **SECURITY_HEADERS})
+    resp = web.FileResponse(path, headers={"Cache-Control": cache})
     if path.suffix in (".js", ".mjs"):
         resp.content_type = "text/javascript"
         resp.charset = "utf-8"
@@ -120,7 +113,7 @@ def setup(app: web.Application, root: Path = WEB_DIR) -> None:
     def page(name: str) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handler(request: web.Request) -> web.Response:
             body, etag = site.html[name]
-            headers = {"Cache-Control": REVALIDATE, "ETag": etag, **SECURITY_HEADERS}
+            headers = {"Cache-Control": REVALIDATE, "ETag": etag}
             if request.headers.get("If-None-Match") == etag:
                 return web.Response(status=304, headers=headers)
             return web.Response(body=body, content_type="text/html", charset="utf-8", headers=headers)

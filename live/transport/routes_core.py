@@ -9,10 +9,12 @@ from datetime import datetime
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
+from live.core.auth import canonical_name
 from live.core.db import ping
-from live.core.errors import Forbidden
+from live.core.errors import Forbidden, RateLimited, Unauthorized
 from live.core.metrics import CONTENT_TYPE_LATEST
-from live.transport.http import api, body, json_response, principal, services
+from live.transport.fanout import LiveSocketServer
+from live.transport.http import api, bearer, body, json_response, principal, services
 from live.transport.schemas import Health, MeOut, Obj, RoomOut, SessionOut, UserOut
 
 routes = web.RouteTableDef()
@@ -65,7 +67,10 @@ async def healthz(request: web.Request) -> web.Response:
     ok = all(results.values())
     if ok:
         loop = "uvloop" if type(asyncio.get_running_loop()).__module__.startswith("uvloop") else "asyncio"
-        return json_response({"status": "ok", "event_loop": loop})
+        # Which parts of the Socket.IO fast path run (live/transport/fanout.py).
+        sio = getattr(svc.pusher, "sio", None)
+        fast = sio.fast.parts() if isinstance(sio, LiveSocketServer) else {}
+        return json_response({"status": "ok", "event_loop": loop, "fast_path": fast})
     return json_response({"status": "unavailable", "checks": results,
                           "error": {"code": "UNAVAILABLE", "message": "a backend does not answer"}}, status=503)
 
@@ -79,25 +84,58 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 # --- identity ---------------------------------------------------------------------------
+def client_address(request: web.Request) -> str:
+    """The peer's address (per-address limits). Behind a reverse proxy every request comes from
+    the proxy: limit there too (README, "Limits")."""
+    return request.remote or "unknown"
+
+
+async def throttle(request: web.Request, what: str, rate: float, burst: int, *subjects: str) -> None:
+    """A token from each subject's ``what`` bucket (shared by every process), or RATE_LIMITED."""
+    svc = services(request)
+    for subject in subjects:
+        try:
+            await svc.ratelimit.take(subject, what, rate, burst)
+        except RateLimited as e:
+            kind = subject.split(":", 1)[0]
+            raise RateLimited(e.message, limit=f"{what}_per_{kind}") from None
+
+
 @routes.post("/api/auth/guest")
 @api(summary="Sign in as a guest", tag="identity", auth="none", request=GuestIn, responses={200: SessionOut})
 async def guest(request: web.Request) -> web.Response:
+    svc = services(request)
     p = await body(request, GuestIn)
-    return json_response(await services(request).auth.guest(p.name.strip() or "guest"))
+    try:
+        caller = principal(request) if bearer(request) else None
+    except Unauthorized:
+        caller = None  # a guest needs no token; a bad one is ignored here as before
+    if caller is None or not caller.is_moderator:  # an operator's load test mints with its token
+        s = svc.settings
+        await throttle(request, "guest", s.guest_rate_per_s, s.guest_rate_burst, f"addr:{client_address(request)}")
+    return json_response(await svc.auth.guest(p.name.strip() or "guest"))
 
 
 @routes.post("/api/auth/register")
 @api(summary="Register an account", tag="identity", auth="none", request=RegisterIn, responses={201: SessionOut})
 async def register(request: web.Request) -> web.Response:
+    svc = services(request)
     p = await body(request, RegisterIn)
-    return json_response(await services(request).auth.register(p.username, p.password, p.role), status=201)
+    s = svc.settings
+    await throttle(request, "login", s.login_rate_per_s, s.login_rate_burst, f"addr:{client_address(request)}")
+    return json_response(await svc.auth.register(p.username, p.password, p.role), status=201)
 
 
 @routes.post("/api/auth/login")
 @api(summary="Sign in with a password", tag="identity", auth="none", request=LoginIn, responses={200: SessionOut})
 async def login(request: web.Request) -> web.Response:
+    svc = services(request)
     p = await body(request, LoginIn)
-    return json_response(await services(request).auth.login(p.username, p.password))
+    s = svc.settings
+    # Per address (one client trying many accounts) and per account (many clients trying one).
+    await throttle(request, "login", s.login_rate_per_s, s.login_rate_burst, f"addr:{client_address(request)}",
+                   f"account:{canonical_name(p.username)}")
+    return json_response(await svc.auth.login(p.username, p.password))
 
 
 @routes.get("/api/me")

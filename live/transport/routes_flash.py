@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -13,12 +13,24 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from live.core.auth import Principal
 from live.core.errors import Invalid, NotFound
-from live.transport.http import api, body, decimal_amount, json_response, parse, principal, read_json, services
+from live.transport.http import (
+    api,
+    body,
+    body_deadline,
+    decimal_amount,
+    json_response,
+    parse,
+    principal,
+    read_json,
+    services,
+)
 from live.transport.schemas import BuyOut, CardOut, Obj, OrderOut
 from live.transport.sio import SocketApp
 
 routes = web.RouteTableDef()
 REQUEST_ID = r"^[A-Za-z0-9_\-:.]{1,64}$"
+EPOCH_LIMIT_S = 1e11  # about year 5138: any epoch-seconds value past this is not a date
+MAX_SCHEDULE = timedelta(days=366)
 
 
 class BuyIn(BaseModel):
@@ -71,7 +83,7 @@ class CardIn(BaseModel):
         if isinstance(v, bool | float):
             raise ValueError("an integer")
         if isinstance(v, str):
-            if not re.fullmatch(r"\s*\d{1,9}\s*", v):
+            if not re.fullmatch(r"\s*[0-9]{1,9}\s*", v):  # ASCII digits: \d takes "١٢" too
                 raise ValueError("an integer")
             return int(v)
         return v
@@ -102,11 +114,47 @@ class CardIn(BaseModel):
         if v in (None, ""):
             return None
         if isinstance(v, int | float) and not isinstance(v, bool):
-            return datetime.fromtimestamp(v, UTC)  # epoch seconds
+            if not -EPOCH_LIMIT_S < v < EPOCH_LIMIT_S:  # 1e20, 2**63, inf: not a time
+                raise ValueError("out of range")
+            try:
+                return datetime.fromtimestamp(v, UTC)  # epoch seconds
+            except (OverflowError, OSError, ValueError) as e:
+                raise ValueError("out of range") from e
+        return v
+
+    @field_validator("starts_at")
+    @classmethod
+    def _when_range(cls, v: datetime | None) -> datetime | None:
+        if v is None:
+            return v
+        if v.tzinfo is None:
+            v = v.replace(tzinfo=UTC)
+        # A sale starts within a year of now: 9999-12-31 (or year 1) would overflow the arithmetic
+        # on it later (ends_at, timers) and is never meant.
+        now = datetime.now(UTC)
+        if not now - MAX_SCHEDULE <= v <= now + MAX_SCHEDULE:
+            raise ValueError("must be within a year of now")
         return v
 
 
-async def _multipart(request: web.Request, max_bytes: int) -> tuple[dict[str, Any], bytes | None]:
+async def _card_form(request: web.Request) -> tuple[CardIn, bytes | None]:
+    if request.content_type.startswith("multipart/"):
+        try:
+            async with body_deadline(request):
+                fields, image = await _multipart(request)
+        except (ValueError, AssertionError, LookupError, RuntimeError, BadHttpMessage) as e:
+            # aiohttp's reader on a body without a (closing) boundary, cut short, or not UTF-8
+            # (UnicodeDecodeError is a ValueError; LookupError: an unknown charset).
+            raise Invalid(f"malformed multipart body: {type(e).__name__}") from None
+        return parse(CardIn, fields), image
+    data = await read_json(request)
+    if isinstance(data, dict) and "image" in data:
+        raise Invalid("image: send the photo as a multipart upload (field 'image'), or use \"snapshot\": true")
+    return parse(CardIn, data), None
+
+
+async def _multipart(request: web.Request) -> tuple[dict[str, Any], bytes | None]:
+    max_bytes = services(request).settings.max_upload_bytes
     fields: dict[str, Any] = {}
     image: bytes | None = None
     reader = await request.multipart()
@@ -127,22 +175,6 @@ async def _multipart(request: web.Request, max_bytes: int) -> tuple[dict[str, An
                 raise Invalid(f"{name}: too long")
             fields[name] = text
     return fields, image
-
-
-async def _card_form(request: web.Request) -> tuple[CardIn, bytes | None]:
-    max_bytes = services(request).settings.max_upload_bytes
-    if request.content_type.startswith("multipart/"):
-        try:
-            fields, image = await _multipart(request, max_bytes)
-        except (BadHttpMessage, ValueError) as e:
-            # A part header aiohttp cannot parse (bytes outside latin-1, a bad boundary) or a
-            # text part that is not UTF-8: the client's mistake, not ours.
-            raise Invalid(f"malformed multipart body: {type(e).__name__}") from None
-        return parse(CardIn, fields), image
-    data = await read_json(request)
-    if isinstance(data, dict) and "image" in data:
-        raise Invalid("image: send the photo as a multipart upload (field 'image'), or use \"snapshot\": true")
-    return parse(CardIn, data), None
 
 
 @routes.post("/api/rooms/{room_id}/cards")

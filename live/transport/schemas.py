@@ -96,6 +96,15 @@ class BuyOut(_Out):
     left: int
 
 
+class WebhookOut(_Out):
+    id: str
+    url: str
+    events: list[str]
+    shop_id: str | None
+    created_at: str | None
+    previous_secret_valid_until: str | None
+
+
 class Health(_Out):
     status: str
 

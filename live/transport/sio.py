@@ -9,22 +9,29 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import orjson
 import socketio
 from pydantic import BaseModel, ValidationError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from live.core import keys
 from live.core.auth import Principal
-from live.core.errors import Invalid, LiveError, Unauthorized
+from live.core.errors import (
+    UNAVAILABLE_MESSAGE,
+    Invalid,
+    LiveError,
+    RateLimited,
+    Unauthorized,
+    Unavailable,
+    backend_unavailable,
+)
 from live.core.push import room_channel, user_channel
 from live.core.settings import Settings
-from live.transport.fanout import FanoutManager, FanoutRedisManager, LiveSocketServer
-from live.transport.http import validation_message
+from live.transport.fanout import FanoutManager, FanoutRedisManager, FastPathCollector, LiveSocketServer
+from live.transport.http import check_storable, validation_message
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
@@ -61,6 +68,10 @@ def make_server(settings: Settings, redis_url: str | None) -> LiveSocketServer:
         max_http_buffer_size=64 * 1024,
         logger=False,
         engineio_logger=False,
+        send_budget_bytes=settings.socket_send_budget_bytes,
+        send_budget_messages=settings.socket_send_budget_messages,
+        max_unauthenticated=settings.socket_max_unauthenticated,
+        handshake_timeout_s=settings.socket_handshake_timeout_s,
     )
     return server
 
@@ -75,13 +86,39 @@ class SocketApp:
         self.sio = sio
         self._ref = ref
         self.users: dict[str, Principal] = {}
+        self.per_user: Counter[str] = Counter()  # user id -> sockets on this process
         self.on_disconnect: list[Callable[[str, Principal], Awaitable[None]]] = []
         # Registered events: name → (payload model, summary), for the AsyncAPI document.
         self.events: dict[str, tuple[type[BaseModel] | None, str]] = {}
         sio.on("connect", self._connect)
         sio.on("disconnect", self._disconnect)
         # Hooks run once the services exist (bus subscriptions and the like).
-        self.on_start: list[Callable[[Any], Awaitable[None] | None]] = []
+        self.on_start: list[Callable[[Any], Awaitable[None] | None]] = [self._start]
+
+    def _start(self, svc: Any) -> None:
+        """Once per running app: metrics of the fast path and the limits, role-change notices."""
+        self.sio.log_fast_path()
+        svc.metrics.registry.register(FastPathCollector(self.sio))
+        auth = svc.auth
+        svc.metrics.password_hash_busy.set_function(lambda: auth.hash_pool.busy)
+
+        async def publish_role(user_id: str) -> None:
+            await svc.bus.publish(keys.CH_ROLE, user_id)
+
+        async def on_role(user_id: str) -> None:
+            auth.forget_role(user_id if isinstance(user_id, str) else user_id.decode())
+
+        auth.on_role_change = publish_role
+        svc.bus.subscribe(keys.CH_ROLE, on_role)
+
+        async def close() -> None:
+            auth.hash_pool.close()
+            await self.sio.cancel_background()
+            for timer in self.sio.pending.values():
+                timer.cancel()
+            self.sio.pending.clear()
+
+        svc.closers.append(close)
 
     @property
     def svc(self) -> Any:
@@ -90,17 +127,32 @@ class SocketApp:
 
     async def _connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         token = auth.get("token") if isinstance(auth, dict) else None
+        svc = self.svc
         try:
-            who = self.svc.auth.verify(token)
-        except Unauthorized as e:
+            try:
+                who = await svc.auth.current(svc.auth.verify(token))
+            except Exception as e:
+                if backend_unavailable(e):
+                    raise Unavailable(UNAVAILABLE_MESSAGE) from e
+                raise
+            cap = svc.settings.socket_max_per_user
+            if self.per_user[who.id] >= cap:
+                svc.metrics.limited.labels("sockets_per_user").inc()
+                raise RateLimited(f"at most {cap} connections per user", limit="sockets_per_user")
+        except LiveError as e:
             # The client sees {"message": ..., "data": {"code": "UNAUTHORIZED", "message": ...}}.
             raise socketio.exceptions.ConnectionRefusedError(e.message, e.to_dict()) from None
         self.users[sid] = who
+        self.per_user[who.id] += 1
         await self.sio.enter_room(sid, user_channel(who.id))
-        self.svc.metrics.connections.inc()
+        svc.metrics.connections.inc()
 
     async def _disconnect(self, sid: str, *args: Any) -> None:
         who = self.users.pop(sid, None)
+        if who is not None:
+            self.per_user[who.id] -= 1
+            if self.per_user[who.id] <= 0:
+                del self.per_user[who.id]
         if who is None or not self._ref.running:
             return  # unknown, or the app is shutting down (its services are already closed)
         self.svc.metrics.connections.dec()
@@ -131,12 +183,15 @@ class SocketApp:
                                                     metrics.latency.labels(f"sio {name}"))
                 mine[0].inc()
                 try:
-                    who = self.users.get(sid)
-                    if who is None:
+                    token_who = self.users.get(sid)
+                    if token_who is None:
                         raise Unauthorized("not connected")
+                    # The current role, not the one the token was signed with.
+                    who = await self.svc.auth.current(token_who)
                     if len(args) > 1:
                         raise Invalid("expected one payload object")
                     data = args[0] if args else None
+                    check_storable(data, "payload")
                     payload: Any = data
                     if model is not None:
                         if not isinstance(data, dict):
@@ -149,12 +204,15 @@ class SocketApp:
                     return {"ok": True, **(result or {})}
                 except LiveError as e:
                     metrics.errors.labels("socket", e.code).inc()
+                    limit = e.extra.get("limit")
+                    if isinstance(limit, str):
+                        metrics.limited.labels(limit).inc()
                     return {"ok": False, "error": e.to_dict()}
-                except (RedisConnectionError, RedisTimeoutError, TimeoutError) as e:
-                    log.warning("%s: backend unavailable: %s", name, e)
-                    metrics.errors.labels("socket", "UNAVAILABLE").inc()
-                    return {"ok": False, "error": {"code": "UNAVAILABLE", "message": "backend unavailable; retry"}}
-                except Exception:
+                except Exception as e:
+                    if backend_unavailable(e):
+                        log.warning("%s: backend unavailable: %s", name, e)
+                        metrics.errors.labels("socket", "UNAVAILABLE").inc()
+                        return {"ok": False, "error": {"code": "UNAVAILABLE", "message": UNAVAILABLE_MESSAGE}}
                     log.exception("%s failed", name)
                     metrics.errors.labels("socket", "INTERNAL").inc()
                     return {"ok": False, "error": {"code": "INTERNAL", "message": "internal error"}}
