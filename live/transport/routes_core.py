@@ -9,7 +9,7 @@ from datetime import datetime
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from live.core.auth import canonical_name
+from live.core.auth import USERNAME_RE, canonical_name
 from live.core.db import ping
 from live.core.errors import Forbidden, RateLimited, Unauthorized
 from live.core.metrics import CONTENT_TYPE_LATEST
@@ -27,7 +27,7 @@ class GuestIn(BaseModel):
 
 class RegisterIn(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
-    username: str = Field(min_length=3, max_length=32)
+    username: str = Field(min_length=3, max_length=32, pattern=USERNAME_RE.pattern)
     password: str = Field(min_length=8, max_length=256)
     role: str = Field("viewer", pattern="^(viewer|streamer)$")
 
