@@ -48,7 +48,7 @@ class HttpBuyIn(BaseModel):
 
 class RestockIn(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
-    add: int
+    add: int = Field(ge=1)  # the upper bound is the max_stock setting, checked by the service
 
 
 class AuditIn(BaseModel):
