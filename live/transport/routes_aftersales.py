@@ -8,7 +8,7 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from live.core.errors import Invalid, NotFound
+from live.core.errors import NotFound
 from live.transport.http import api, body, decimal_amount, json_response, parse, principal, query, read_json, services
 from live.transport.schemas import Obj, OrderOut
 from live.transport.sio import SocketApp
@@ -33,7 +33,8 @@ class ShipIn(Strict):
 class OpenIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
     kind: Literal["refund_only", "return_refund"]
-    reason: str = Field(min_length=1, max_length=500)
+    # Not blank: at least one non-space character (JSON Schema patterns search, not match).
+    reason: str = Field(min_length=1, max_length=500, pattern=r"\S")
     amount: int | None = None
 
     @field_validator("amount", mode="before")
@@ -137,10 +138,8 @@ async def confirm(request: web.Request) -> web.Response:
 async def open_case(request: web.Request) -> web.Response:
     who = principal(request)
     p = await body(request, OpenIn)
-    reason = p.reason.strip()
-    if not reason:
-        raise Invalid("reason: must not be blank")
-    case = await services(request).aftersales.open(who, request.match_info["order_id"], p.kind, reason, p.amount)
+    case = await services(request).aftersales.open(who, request.match_info["order_id"], p.kind, p.reason.strip(),
+                                                   p.amount)
     return json_response(case, status=201)
 
 

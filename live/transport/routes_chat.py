@@ -47,7 +47,8 @@ class SlowModeIn(_In):
 class ReportIn(_In):
     target: Literal["message", "room", "card", "user"]
     target_id: str = ID
-    reason: str = Field(min_length=1, max_length=500)
+    # Not blank: at least one non-space character (JSON Schema patterns search, not match).
+    reason: str = Field(min_length=1, max_length=500, pattern=r"\S")
 
 
 class ResolveIn(_In):
@@ -130,10 +131,8 @@ async def delete_message(request: web.Request) -> web.Response:
 async def create_report(request: web.Request) -> web.Response:
     who = principal(request)
     p = await body(request, ReportIn)
-    reason = p.reason.strip()
-    if not reason:
-        raise Invalid("reason is empty")
-    return json_response(await services(request).moderation.report(who, p.target, p.target_id, reason), status=201)
+    return json_response(await services(request).moderation.report(who, p.target, p.target_id, p.reason.strip()),
+                         status=201)
 
 
 @routes.get("/api/reports")
