@@ -23,7 +23,9 @@ class _In(BaseModel):
 class WebhookIn(_In):
     url: str = Field(min_length=1, max_length=2048)
     # Names are checked against the known events by the service (INVALID names them).
-    events: list[str] = Field(min_length=1, max_length=len(EVENTS))
+    # The document lists them (the same EVENTS tuple the service checks against).
+    events: list[str] = Field(min_length=1, max_length=len(EVENTS),
+                              json_schema_extra={"items": {"type": "string", "enum": list(EVENTS)}})
 
 
 class RotateIn(_In):
