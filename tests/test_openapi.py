@@ -10,6 +10,7 @@ from typing import Any
 import jsonschema_rs
 
 from live.transport.openapi import PUSHES
+from tests.flash_support import list_card
 from tests.support import Api, RunningServer
 
 # Routes not in the OpenAPI document, on purpose: HTML pages and their assets, Socket.IO's
@@ -103,6 +104,23 @@ async def test_real_responses_match_the_published_schemas(api: Api, server: Runn
     check("/api/rooms", "get", 200, await api.ok("GET", "/api/rooms"))
     check("/api/me/rooms", "get", 200, await api.ok("GET", "/api/me/rooms?status=live", token=s["token"]))
     check("/healthz", "get", 200, await api.ok("GET", "/healthz"))
+    # A sale, a payment, an after-sales case: orders and cases as published.
+    card = await list_card(api, s["token"], room["id"])
+    check("/api/cards/{card_id}", "get", 200, await api.ok("GET", f"/api/cards/{card['id']}"))
+    bought = await api.ok("POST", f"/api/cards/{card['id']}/buy", json={"request_id": "r1"}, token=guest["token"])
+    check("/api/cards/{card_id}/buy", "post", 200, bought)
+    oid = bought["order"]["id"]
+    check("/api/orders/{order_id}/pay", "post", 200,
+          await api.ok("POST", f"/api/orders/{oid}/pay", token=guest["token"]))
+    check("/api/me/orders", "get", 200, await api.ok("GET", "/api/me/orders", token=guest["token"]))
+    case = await api.ok("POST", f"/api/orders/{oid}/after-sales", json={"kind": "refund_only", "reason": "broken"},
+                        token=guest["token"])
+    check("/api/orders/{order_id}/after-sales", "post", 201, case)
+    check("/api/after-sales/{case_id}", "get", 200,
+          await api.ok("GET", f"/api/after-sales/{case['id']}", token=guest["token"]))
+    check("/api/shop/after-sales", "get", 200, await api.ok("GET", "/api/shop/after-sales", token=s["token"]))
+    step = await api.ok("POST", f"/api/after-sales/{case['id']}/approve", json={}, token=s["token"])
+    check("/api/after-sales/{case_id}/{step}", "post", 200, step)
     mod = server.settings.admin_token
     check("/api/moderation/held", "get", 200, await api.ok("GET", "/api/moderation/held", token=mod))
     # Errors: the one Error schema, with a contract code.

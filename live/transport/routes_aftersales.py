@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from live.core.errors import NotFound
 from live.transport.http import api, body, decimal_amount, json_response, parse, principal, query, read_json, services
-from live.transport.schemas import Obj, OrderOut
+from live.transport.schemas import CaseOut, Obj, OrderOut
 from live.transport.sio import SocketApp
 
 routes = web.RouteTableDef()
@@ -85,7 +85,7 @@ def _clean(s: str) -> str:
 
 
 @routes.post("/api/orders/{order_id}/ship")
-@api(summary="Ship a paid order (the card's streamer)", tag="after-sales", request=ShipIn, responses={200: Obj})
+@api(summary="Ship a paid order (the card's streamer)", tag="after-sales", request=ShipIn, responses={200: OrderOut})
 async def ship(request: web.Request) -> web.Response:
     who = principal(request)
     p = await body(request, ShipIn)
@@ -127,14 +127,14 @@ async def card_stats(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/orders/{order_id}/confirm")
-@api(summary="Confirm receipt of an order (its buyer)", tag="after-sales", responses={200: Obj})
+@api(summary="Confirm receipt of an order (its buyer)", tag="after-sales", responses={200: OrderOut})
 async def confirm(request: web.Request) -> web.Response:
     who = principal(request)
     return json_response(await services(request).aftersales.fulfilment.confirm(who, request.match_info["order_id"]))
 
 
 @routes.post("/api/orders/{order_id}/after-sales")
-@api(summary="Open an after-sales case on an order", tag="after-sales", request=OpenIn, responses={201: Obj})
+@api(summary="Open an after-sales case on an order", tag="after-sales", request=OpenIn, responses={201: CaseOut})
 async def open_case(request: web.Request) -> web.Response:
     who = principal(request)
     p = await body(request, OpenIn)
@@ -150,7 +150,7 @@ NOTE_STEPS = ("approve", "reject", "receive", "escalate", "withdraw")
 
 @routes.post("/api/after-sales/{case_id}/{step}")
 @api(summary="A step of a case: approve, reject, receive, escalate, withdraw (a note), return (a shipment), "
-             "rule (a ruling)", tag="after-sales", request=NoteIn | ShipIn | RuleIn, responses={200: Obj})
+             "rule (a ruling)", tag="after-sales", request=NoteIn | ShipIn | RuleIn, responses={200: CaseOut})
 async def case_step(request: web.Request) -> web.Response:
     who = principal(request)
     step = request.match_info["step"]
@@ -171,20 +171,21 @@ async def case_step(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/after-sales/{case_id}")
-@api(summary="An after-sales case", tag="after-sales", responses={200: Obj})
+@api(summary="An after-sales case", tag="after-sales", responses={200: CaseOut})
 async def get_case(request: web.Request) -> web.Response:
     who = principal(request)
     return json_response(await services(request).aftersales.get(who, request.match_info["case_id"]))
 
 
 @routes.get("/api/me/after-sales")
-@api(summary="The caller's cases", tag="after-sales", responses={200: list[Obj]})
+@api(summary="The caller's cases", tag="after-sales", responses={200: list[CaseOut]})
 async def my_cases(request: web.Request) -> web.Response:
     return json_response(await services(request).aftersales.mine(principal(request)))
 
 
 @routes.get("/api/shop/after-sales")
-@api(summary="The shop's case queue (streamers)", tag="after-sales", query=ShopCasesQuery, responses={200: list[Obj]})
+@api(summary="The shop's case queue (streamers)", tag="after-sales", query=ShopCasesQuery,
+     responses={200: list[CaseOut]})
 async def shop_cases(request: web.Request) -> web.Response:
     who = principal(request)
     status = query(request, ShopCasesQuery).status
@@ -192,7 +193,7 @@ async def shop_cases(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/moderation/disputes")
-@api(summary="Escalated cases (moderators)", tag="moderation", responses={200: list[Obj]})
+@api(summary="Escalated cases (moderators)", tag="moderation", responses={200: list[CaseOut]})
 async def disputes(request: web.Request) -> web.Response:
     return json_response(await services(request).aftersales.disputes(principal(request)))
 

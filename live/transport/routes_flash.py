@@ -258,7 +258,7 @@ async def my_orders(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/orders/{order_id}/pay")
-@api(summary="Pay an order", tag="orders", responses={200: Obj})
+@api(summary="Pay an order", tag="orders", responses={200: OrderOut})
 async def pay(request: web.Request) -> web.Response:
     # The simulated payment settles through the provider callback's path (live.commerce.payments).
     pay = services(request).aftersales.payments
@@ -266,7 +266,7 @@ async def pay(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/orders/{order_id}/cancel")
-@api(summary="Cancel an unpaid order (stock goes back)", tag="orders", responses={200: Obj})
+@api(summary="Cancel an unpaid order (stock goes back)", tag="orders", responses={200: OrderOut})
 async def cancel(request: web.Request) -> web.Response:
     # v2: a paid order not yet shipped is refunded at once (live.commerce.fulfilment).
     fulfilment = services(request).aftersales.fulfilment

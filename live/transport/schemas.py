@@ -90,6 +90,31 @@ class OrderOut(_Out):
     request_id: str | None
 
 
+class CaseEntry(_Out):
+    status: str
+    by: str
+    at: str
+    note: str
+
+
+class CaseOut(_Out):
+    """An after-sales case (``live.commerce.postsale.case_view``)."""
+
+    id: str
+    order_id: str
+    user_id: str
+    streamer_id: str
+    kind: str
+    status: str
+    reason: str
+    amount: str
+    deadline: str | None
+    created_at: str
+    resolved_at: str | None
+    return_shipment: dict[str, str] | None
+    history: list[CaseEntry]
+
+
 class BuyOut(_Out):
     ok: bool
     order: OrderOut
