@@ -51,14 +51,14 @@ function schemaTable(name, s) {
 function operation(path, method, op) {
   const box = el("details", { class: "op", id: op.operationId });
   box.append(el("summary", {}, el("span", { class: `m ${method}` }, method.toUpperCase()), " ",
-    el("code", {}, path), " — ", op.summary || "", op.security ? el("span", { class: "auth" }, " 🔒") : ""));
+    el("code", {}, path), " — ", op.summary || "", op.security ? el("span", { class: "auth" }, op.security.length > 1 ? " [token optional]" : " [token]") : ""));
   for (const p of op.parameters || []) {
     box.append(el("p", {}, `${p.in} `, el("code", {}, p.name), `: `, schemaLink(p.schema), p.required ? " (required)" : ""));
   }
   for (const [ctype, c] of Object.entries(op.requestBody?.content || {})) {
     box.append(el("p", {}, `body (${ctype}): `, schemaLink(c.schema)));
   }
-  for (const [status, r] of Object.entries(op.responses || {})) {
+  for (const [status, r] of Object.entries(op.responses || {}).sort()) {
     const c = r.content ? Object.entries(r.content)[0] : null;
     box.append(el("p", {}, el("b", {}, status), " ", c ? schemaLink(c[1].schema) : r.description));
   }
