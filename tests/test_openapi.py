@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema_rs
+import pytest
 
 from live.transport.openapi import PUSHES
+from tests.browser_support import DESKTOP, chromium, screenshot
 from tests.flash_support import list_card
 from tests.support import Api, RunningServer
 
@@ -133,3 +135,17 @@ async def test_real_responses_match_the_published_schemas(api: Api, server: Runn
         err = doc["paths"][path.split("?")[0] if "nope" not in path else "/api/rooms/{room_id}"][method.lower()]
         jsonschema_rs.Draft202012Validator({**err["responses"]["4XX"]["content"]["application/json"]["schema"],
                                             "components": doc["components"]}).validate(body)
+
+
+@pytest.mark.browser
+async def test_reference_page_renders_every_operation(api: Api, server: RunningServer) -> None:
+    doc = await api.ok("GET", "/api/openapi.json")
+    n_ops = sum(len(ops) for ops in doc["paths"].values())
+    async with chromium(server.url) as pages:
+        page = await pages.open("/api/docs", DESKTOP)
+        await page.wait_for_selector("details.op", timeout=15_000)
+        assert await page.locator("details.op").count() == n_ops
+        await page.locator("details.op").first.click()
+        assert await page.locator("#schema-Error").count() == 1
+        await screenshot(page, "api-docs")
+    assert not pages.errors, pages.errors  # the page's CSP lets its own script and the fetches through
