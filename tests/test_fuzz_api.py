@@ -50,7 +50,8 @@ async def _schemathesis(server: RunningServer, token: str, tmp: Path, config: Pa
         "--max-examples", EXAMPLES, "--seed", "1616", "--workers", "1", "--request-timeout", "20",
         "--suppress-health-check", "all", "--no-shrink", "--header", f"Authorization: Bearer {token}",
         "--report", "junit", "--report-dir", str(tmp), *extra,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env={**os.environ, "NO_COLOR": "1"})
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env={**os.environ, "NO_COLOR": "1"},
+        cwd=str(tmp.parent))  # its .schemathesis cache goes to the test's temp dir, not the checkout
     out, _ = await asyncio.wait_for(proc.communicate(), 240)
     text = out.decode(errors="replace")
     (tmp.parent / f"{tmp.name}.log").write_text(text)
