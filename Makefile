@@ -5,7 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: run test install install-dev system-deps test-system-deps web-deps lint typecheck pytest-sqlite pytest-pg migrate clean bench
+.PHONY: run test install install-dev system-deps test-system-deps web-deps lint typecheck pytest-sqlite pytest-pg \
+	migrate reconcile rebuild admin-token defaults wheel clean bench
 
 # System packages (Debian/Ubuntu names), installed only when missing: "command-or-file:package".
 # `make run` needs redis-server and npm; `make test` also needs Chromium and CJK fonts (the
@@ -50,13 +51,31 @@ web-deps:
 	fi
 
 run: install
-	$(BIN)/python run_server.py
+	$(BIN)/live-server
 
+# Operations commands on the same settings and data dir as `make run` (docs: README, "Operations").
 migrate: install
 	$(BIN)/live migrate
 
+reconcile: install
+	$(BIN)/live reconcile
+
+rebuild: install
+	@[ -n "$(CARD)" ] || { echo "usage: make rebuild CARD=<card id>"; exit 2; }
+	$(BIN)/live rebuild $(CARD)
+
+admin-token: install
+	@$(BIN)/live admin-token
+
+defaults: install
+	@$(BIN)/live defaults
+
+# The wheel (pages, their npm modules, Lua, documented defaults) into dist/; needs npm.
+wheel: $(BIN)/python
+	$(BIN)/pip wheel --no-deps -q -w dist .
+
 lint:
-	$(BIN)/ruff check live tests bench run_server.py
+	$(BIN)/ruff check live tests bench run_server.py setup.py
 
 typecheck:
 	$(BIN)/mypy
@@ -70,7 +89,7 @@ pytest-sqlite:
 
 pytest-pg:
 	@echo "== the suite again on PostgreSQL =="
-	$(BIN)/python -m pytest -m "not browser" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not browser and not wheel" $(PYTEST_ARGS)
 
 bench: install-dev
 	$(BIN)/python -m bench

@@ -12,40 +12,26 @@ import asyncio
 import importlib
 import inspect
 import logging
-import os
-import socket
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 from aiohttp import web
 
 from live.app.appkeys import SERVICES, SETTINGS, ServicesRef
-from live.app.services import Services
-from live.community.presence import Presence
-from live.community.rooms import RoomService
-from live.core import db as dbmod
-from live.core.auth import AuthService, load_or_create_secret
-from live.core.bus import Bus
-from live.core.ids import new_id
-from live.core.metrics import Metrics
-from live.core.ratelimit import RateLimiter
-from live.core.redisconn import make_redis
-from live.core.scripts import Scripts
+from live.app.services import open_services
 from live.core.settings import Settings
 from live.ops.embedded import EmbeddedRedis
-from live.transport import openapi, routes_core, sio_rooms
+from live.transport import openapi, pages, routes_core, sio_rooms
 from live.transport.http import MIDDLEWARES
 from live.transport.sio import SioPusher, SocketApp, make_server
 
 log = logging.getLogger(__name__)
 
-# Lua scripts of the foundation (one file each under live/lua/); domains add their own
-# through a module-level ``SCRIPTS`` list.
-SCRIPTS = ["bucket", "presence_join", "presence_leave", "presence_reap", "coalesce"]
-
 # Domains after the foundation: (domain module, transport module). The domain module has
-# ``install(services)`` (builds its service, adds loops/closers); the transport module has
-# ``setup(app, socket_app)`` (routes and Socket.IO events, at creation time).
+# ``install(services)`` (builds its service, adds loops/closers) and may name its Lua files in a
+# module-level ``SCRIPTS``; the transport module has ``setup(app, socket_app)`` (routes and
+# Socket.IO events, at creation time). ``live.app.services.open_services`` installs the domains
+# for the server and for the ``live`` commands alike.
 DOMAINS: list[tuple[str, str]] = [
     ("live.community.rooms", "live.transport.routes_rooms"),
     ("live.community.chat", "live.transport.routes_chat"),
@@ -75,9 +61,7 @@ def create_app(settings: Settings) -> web.Application:
     for _, transport in DOMAINS:
         importlib.import_module(transport).setup(app, socket_app)
     openapi.setup(app, socket_app)  # last: it describes the routes and events registered above
-    pages = importlib.util.find_spec("live.transport.pages")
-    if pages is not None:
-        importlib.import_module("live.transport.pages").setup(app)
+    pages.setup(app)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         async for _ in _lifecycle(settings, ref, embedded, redis_url, socket_app):
@@ -90,74 +74,42 @@ def create_app(settings: Settings) -> web.Application:
 async def _lifecycle(settings: Settings, ref: ServicesRef, embedded: EmbeddedRedis | None, redis_url: str,
                      socket_app: SocketApp) -> AsyncIterator[None]:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    proc_id = f"{socket.gethostname()}-{os.getpid()}-{new_id()[-6:]}"
     sio = socket_app.sio
     tasks: list[asyncio.Task[None]] = []
     stop = asyncio.Event()
-    svc: Services | None = None
-    redis = None
-    engine = None
     try:
         if embedded is not None:
             await embedded.start()
-        redis = make_redis(redis_url, settings, cluster=settings.redis_cluster)
-        engine = dbmod.make_engine(settings.resolved_database_url)
-        await dbmod.migrate(engine)
-        scripts = Scripts(redis, SCRIPTS + [s for d, _ in DOMAINS
-                                            for s in getattr(importlib.import_module(d), "SCRIPTS", [])])
-        pusher = SioPusher(sio)
-        sessionmaker = dbmod.make_sessionmaker(engine)
-        auth = AuthService(sessionmaker, load_or_create_secret(settings.secret, settings.data_dir),
-                           settings.token_ttl_s, settings.admin_token, redis=redis,
-                           role_cache_s=settings.role_cache_s, hash_workers=settings.password_hash_workers,
-                           hash_queue=settings.password_hash_queue)
-
-        async def push_viewers(room_id: str, n: int) -> None:
-            await pusher.to_room(room_id, "room:viewers", {"room_id": room_id, "viewers": n})
-
-        metrics = Metrics()
-        presence = Presence(redis, scripts, proc_id, heartbeat_s=settings.heartbeat_interval_s,
-                            dead_after_s=settings.heartbeat_dead_after_s,
-                            push_interval_s=settings.viewers_push_interval_s, on_count=push_viewers,
-                            rooms_gauge=metrics.rooms)
-        svc = Services(
-            settings=settings, proc_id=proc_id, redis=redis, engine=engine, db=sessionmaker, scripts=scripts,
-            metrics=metrics, bus=Bus(redis), pusher=pusher, ratelimit=RateLimiter(scripts), auth=auth,
-            presence=presence, rooms=RoomService(sessionmaker, pusher, presence, redis),
-        )
-        for domain, _ in DOMAINS:
-            importlib.import_module(domain).install(svc)
-        ref.set(svc)
-        for hook in socket_app.on_start:
-            res = hook(svc)
-            if inspect.isawaitable(res):
-                await res
-        loops = [("bus", svc.bus.run), ("presence", presence.run), *svc.loops]
-        tasks = [asyncio.create_task(loop(stop), name=name) for name, loop in loops]
-        if embedded is not None:
-            tasks.append(asyncio.create_task(_until(stop, embedded.supervise()), name="embedded-redis"))
-        if settings.use_redis_manager:
-            # Start the manager's listener now, so that its task is ours to stop at exit.
-            sio.manager_initialized = True
-            sio.manager.initialize()
-        await asyncio.wait_for(svc.bus.ready.wait(), 10)
-        await presence.heartbeat()
-        log.info("serving as %s (redis %s)", proc_id, "embedded" if embedded else "external")
-        yield
+        async with open_services(settings, DOMAINS, redis_url=redis_url, role="server", pusher=SioPusher(sio)) as svc:
+            # Runs last of the closers (they run newest first): leave presence once all else is shut.
+            svc.closers.insert(0, svc.presence.shutdown)
+            try:
+                ref.set(svc)
+                for hook in socket_app.on_start:
+                    res = hook(svc)
+                    if inspect.isawaitable(res):
+                        await res
+                loops = [("bus", svc.bus.run), ("presence", svc.presence.run), *svc.loops]
+                tasks = [asyncio.create_task(loop(stop), name=name) for name, loop in loops]
+                if embedded is not None:
+                    tasks.append(asyncio.create_task(_until(stop, embedded.supervise()), name="embedded-redis"))
+                if settings.use_redis_manager:
+                    # Start the manager's listener now, so that its task is ours to stop at exit.
+                    sio.manager_initialized = True
+                    sio.manager.initialize()
+                await asyncio.wait_for(svc.bus.ready.wait(), 10)
+                await svc.presence.heartbeat()
+                log.info("serving as %s (redis %s)", svc.proc_id, "embedded" if embedded else "external")
+                yield
+            finally:
+                stop.set()
+                if tasks:
+                    _, pending = await asyncio.wait(tasks, timeout=10)
+                    for t in pending:
+                        t.cancel()
+                    await asyncio.gather(*tasks, return_exceptions=True)
+            # Leaving the block runs the closers (domains may still push), then closes Redis and SQL.
     finally:
-        stop.set()
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=10)
-            for t in pending:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        if svc is not None:
-            for close in reversed(svc.closers):
-                try:
-                    await close()
-                except Exception:
-                    log.exception("closing failed")
-            await svc.presence.shutdown()
         ref.set(None)
         thread = getattr(sio.manager, "thread", None)
         if thread is not None:
@@ -166,10 +118,6 @@ async def _lifecycle(settings: Settings, ref: ServicesRef, embedded: EmbeddedRed
         mgr_redis = getattr(sio.manager, "redis", None)
         if mgr_redis is not None:
             await mgr_redis.aclose()
-        if redis is not None:
-            await redis.aclose()
-        if engine is not None:
-            await engine.dispose()
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)
 

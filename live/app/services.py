@@ -1,40 +1,91 @@
-"""The services of one server process, built and torn down by ``live.app.factory``.
+"""The services of one process, and the one place that builds them: ``open_services``.
 
-Domain services live here side by side; transport handlers reach them through
-``request.app[SERVICES]`` (HTTP) or the Socket.IO layer, never through globals.
+The web app (``live.app.factory``) and the operations commands (``live.ops.cli``) both open
+their Redis, database, Lua scripts and every domain of ``live.app.factory.DOMAINS`` here, so a
+command sees the same services, settings and scripts as the server it works beside.
+
+Transport handlers reach the services through ``request.app[SERVICES]`` (HTTP) or the Socket.IO
+layer, never through globals.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import importlib
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+import os
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
+import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from live.community.presence import Presence
 from live.community.rooms import RoomService
-from live.core.auth import AuthService
+from live.core import db as dbmod
+from live.core.auth import AuthService, load_or_create_secret
 from live.core.bus import Bus
+from live.core.ids import new_id
 from live.core.metrics import Metrics
 from live.core.push import Pusher
 from live.core.ratelimit import RateLimiter
+from live.core.redisconn import make_redis
+from live.core.scripts import Scripts
 from live.core.settings import Settings
+
+if TYPE_CHECKING:
+    from live.commerce.aftersales import AfterSales
+    from live.commerce.flashbuy import FlashService
+    from live.commerce.orders import OrderService
+    from live.community.chat import ChatService
+    from live.community.guard import Guard
+    from live.community.moderation import ModerationService
+    from live.fans.service import FansService
+    from live.integrations.webhooks import WebhookService
+    from live.media.images import ImagePipeline
+    from live.media.rtc import MediaService
+    from live.media.storage import LocalStorage
 
 log = logging.getLogger(__name__)
 Loop = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+
+# Lua scripts of the foundation (presence, rate limits, push coalescing); domains add theirs.
+FOUNDATION_SCRIPTS = ["bucket", "presence_join", "presence_leave", "presence_reap", "coalesce"]
+
+ADMIN_TOKEN_FILE = "admin.token"
+
+
+Domains = list[tuple[str, str]]
+
+
+def script_names(domains: Domains) -> list[str]:
+    """Every Lua script the process registers: the foundation's, then each domain's ``SCRIPTS``."""
+    names = list(FOUNDATION_SCRIPTS)
+    for domain, _ in domains:
+        for name in getattr(importlib.import_module(domain), "SCRIPTS", []):
+            if name not in names:
+                names.append(name)
+    return names
+
+
+def admin_token(settings: Settings) -> str:
+    """The moderator bootstrap token: ``LIVE_ADMIN_TOKEN``, else one generated once and kept in
+    the data dir (as Jupyter keeps its token), so a fresh install has a way in."""
+    return load_or_create_secret(settings.admin_token, settings.data_dir, ADMIN_TOKEN_FILE, nbytes=18)
 
 
 @dataclass
 class Services:
     settings: Settings
     proc_id: str
-    redis: Any
+    # redis.asyncio.Redis, or RedisCluster with the same command methods (redis_cluster = true).
+    redis: aioredis.Redis
     engine: AsyncEngine
     db: async_sessionmaker[AsyncSession]
-    scripts: Any
+    scripts: Scripts
     metrics: Metrics
     bus: Bus
     pusher: Pusher
@@ -42,21 +93,97 @@ class Services:
     auth: AuthService
     presence: Presence
     rooms: RoomService
-    # Domains installed after the foundation (each module's ``install(services)`` sets its own).
-    flash: Any = None
-    orders: Any = None
-    storage: Any = None
-    images: Any = None
-    chat: Any = None
-    guard: Any = None
-    moderation: Any = None
-    media: Any = None
-    fans: Any = None  # live.fans.service.FansService
-    aftersales: Any = None
-    webhooks: Any = None  # live.integrations.webhooks.WebhookService
+    # Set by the domains' ``install(services)``; reading one whose domain is not installed is an
+    # AttributeError, not a None that fails later.
+    flash: FlashService = field(init=False)
+    orders: OrderService = field(init=False)
+    storage: LocalStorage = field(init=False)
+    images: ImagePipeline = field(init=False)
+    chat: ChatService = field(init=False)
+    guard: Guard = field(init=False)
+    moderation: ModerationService = field(init=False)
+    media: MediaService = field(init=False)
+    fans: FansService = field(init=False)
+    aftersales: AfterSales = field(init=False)
+    webhooks: WebhookService = field(init=False)
     # Background loops to run while the app serves: (name, loop(stop_event)).
     loops: list[tuple[str, Loop]] = field(default_factory=list)
-    # Called, newest first, when the app stops (after loops are stopped).
+    # Called, newest first, when the services close (after loops are stopped).
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     # Extra readiness checks for /healthz: name -> coroutine returning True when healthy.
     health: dict[str, Callable[[], Awaitable[bool]]] = field(default_factory=dict)
+
+
+class NullPusher:
+    """For commands: there are no clients to push to."""
+
+    async def to_room(self, room_id: str, event: str, data: Any) -> None:
+        return None
+
+    async def to_user(self, user_id: str, event: str, data: Any) -> None:
+        return None
+
+    async def kick(self, room_id: str, user_id: str) -> None:
+        return None
+
+
+Role = Literal["server", "cli"]
+
+
+@contextlib.asynccontextmanager
+async def open_services(settings: Settings, domains: Domains, *, redis_url: str, role: Role = "server",
+                        pusher: Pusher | None = None) -> AsyncIterator[Services]:
+    """Open Redis, the database (migrated when ``role`` is ``"server"``), the scripts and every
+    domain of ``domains`` (``live.app.factory.DOMAINS``: (domain module, transport module) pairs,
+    of which only the domain modules are imported here); close them, newest first, on exit.
+    Background loops are listed in ``svc.loops`` but not started: the server runs them, a command
+    does not.
+
+    A command (``role="cli"``) gets a ``NullPusher`` and a process id of its own; it never joins
+    presence (no heartbeat), so it is invisible to the servers beside it.
+    """
+    proc_id = (f"{socket.gethostname()}-{os.getpid()}-{new_id()[-6:]}" if role == "server"
+               else f"cli-{os.getpid()}")
+    redis = make_redis(redis_url, settings, cluster=settings.redis_cluster)
+    engine = dbmod.make_engine(settings.resolved_database_url)
+    svc: Services | None = None
+    try:
+        if role == "server":
+            await dbmod.migrate(engine)
+        scripts = Scripts(redis, script_names(domains))
+        db = dbmod.make_sessionmaker(engine)
+        push = pusher or NullPusher()
+        secret = load_or_create_secret(settings.secret, settings.data_dir)
+        auth = AuthService(db, secret, settings.token_ttl_s, admin_token(settings), redis=redis,
+                           role_cache_s=settings.role_cache_s, hash_workers=settings.password_hash_workers,
+                           hash_queue=settings.password_hash_queue)
+        metrics = Metrics()
+
+        async def push_viewers(room_id: str, n: int) -> None:
+            await push.to_room(room_id, "room:viewers", {"room_id": room_id, "viewers": n})
+
+        presence = Presence(redis, scripts, proc_id, heartbeat_s=settings.heartbeat_interval_s,
+                            dead_after_s=settings.heartbeat_dead_after_s,
+                            push_interval_s=settings.viewers_push_interval_s, on_count=push_viewers,
+                            rooms_gauge=metrics.rooms)
+        svc = Services(settings=settings, proc_id=proc_id, redis=redis, engine=engine, db=db, scripts=scripts,
+                       metrics=metrics, bus=Bus(redis), pusher=push, ratelimit=RateLimiter(scripts), auth=auth,
+                       presence=presence, rooms=RoomService(db, push, presence, redis))
+
+        async def close_hash_pool() -> None:  # the Argon2 threads of this process
+            auth.hash_pool.close()
+
+        svc.closers.append(close_hash_pool)
+        for domain, _ in domains:
+            importlib.import_module(domain).install(svc)
+        yield svc
+    finally:
+        if svc is not None:
+            for close in reversed(svc.closers):
+                try:
+                    await close()
+                except Exception:
+                    log.exception("closing failed")
+        await redis.aclose()
+        await engine.dispose()
+

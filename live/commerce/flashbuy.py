@@ -17,10 +17,11 @@ import time
 from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
+from live.commerce.inventory import SCRIPTS as SCRIPTS  # the domain's Lua: its Redis side's, listed there
 from live.commerce.inventory import BuyBatcher, CardState, Inventory
 from live.core import keys
 from live.core.auth import Principal
@@ -43,6 +44,10 @@ from live.media.images import ImagePipeline
 from live.media.ocr import FrameSampler, TextReader
 from live.media.qr import find_qr_codes
 from live.media.storage import LocalStorage
+
+if TYPE_CHECKING:
+    from live.app.services import Services
+    from live.commerce.orders import OrderService
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +113,7 @@ class LocalBuckets:
 
 
 class FlashService:
-    def __init__(self, svc: Any) -> None:
+    def __init__(self, svc: Services) -> None:
         self.svc = svc
         self.settings = svc.settings
         self.inventory = Inventory(svc.redis, svc.scripts)
@@ -132,7 +137,7 @@ class FlashService:
         self._outcomes: dict[str, Any] = {}  # buy outcome -> metric child  # room -> (version, card rows)
         # Recently accepted taps on this process: (card, user, request) → ack, bounded.
         self._accepted: OrderedDict[tuple[str, str, str], dict[str, Any]] = OrderedDict()
-        self.orders: Any = None  # live.commerce.orders.OrderService, set by install()
+        self.orders: OrderService  # set by install()
 
     # --- listing --------------------------------------------------------------------------
     async def create_card(self, who: Principal, room_id: str, *, price: Decimal, stock: int,
@@ -151,7 +156,8 @@ class FlashService:
         if not 1 <= stock <= self.settings.max_stock:
             raise Invalid(f"stock: an integer from 1 to {self.settings.max_stock}")
         limit = limit_per_user or self.settings.default_limit_per_user
-        if audience not in ("all", "followers") or (audience == "followers" and self.svc.fans is None):
+        fans = getattr(self.svc, "fans", None)  # None when the fans domain is not installed
+        if audience not in ("all", "followers") or (audience == "followers" and fans is None):
             raise Invalid("audience: all or followers")
         chat = self.svc.chat
         for text in (title, code):
@@ -206,9 +212,10 @@ class FlashService:
         found = await asyncio.to_thread(find_qr_codes, image)
         if found:
             self.svc.metrics.blocked.labels("image", "private_trading").inc()
-            if self.svc.moderation is not None:
-                await self.svc.moderation.violation(who.id, kind="image", reason="private_trading", detector="qr",
-                                                    text=found[0][:200], room_id=room_id)
+            moderation = getattr(self.svc, "moderation", None)  # set only when the chat domain is installed
+            if moderation is not None:
+                await moderation.violation(who.id, kind="image", reason="private_trading", detector="qr",
+                                           text=found[0][:200], room_id=room_id)
             raise Blocked("product photos must not carry QR codes", reason="private_trading",
                           detail="qr_code")
 
@@ -483,7 +490,7 @@ class FlashService:
                 await asyncio.wait_for(stop.wait(), 0.25)
 
 
-def install(svc: Any) -> None:
+def install(svc: Services) -> None:
     """Build the flash-buy and order services and their loops."""
     from live.commerce.orders import OrderService
 
@@ -512,9 +519,6 @@ def install(svc: Any) -> None:
     svc.health["order_persister"] = persister_ok
 
 
-SCRIPTS = ["buy", "release", "pay", "restock", "card_status"]
-
-
 def _frame_sampler(svc: Any, reader: TextReader) -> FrameSampler:
     """Read text in live video: a contact shown on screen counts against the streamer."""
 
@@ -523,7 +527,8 @@ def _frame_sampler(svc: Any, reader: TextReader) -> FrameSampler:
 
     def latest_frame(room_id: str) -> bytes | None:
         # svc.media is installed after this domain: look it up when sampling, not now.
-        return svc.media.latest_jpeg(room_id) if svc.media is not None else None
+        media = getattr(svc, "media", None)
+        return media.latest_jpeg(room_id) if media is not None else None
 
     async def on_text(room_id: str, text: str) -> None:
         verdict = svc.guard.verdict(text)

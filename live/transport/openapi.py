@@ -18,6 +18,7 @@ from pydantic import TypeAdapter
 
 from live.core import errors
 from live.transport.http import ApiSpec, json_response, spec_of
+from live.transport.pages import web_dir
 from live.transport.schemas import CardOut, Error, Obj, OrderOut
 from live.transport.sio import SocketApp
 
@@ -232,8 +233,6 @@ DOCS_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-sr
 
 def setup(app: web.Application, socket_app: SocketApp) -> None:
     """Serve the documents; they are built once, on start-up, when every route is registered."""
-    from live.transport.pages import WEB_DIR
-
     app.router.add_get("/api/openapi.json", openapi_json)
     app.router.add_get("/api/asyncapi.json", asyncapi_json)
 
@@ -243,7 +242,7 @@ def setup(app: web.Application, socket_app: SocketApp) -> None:
 
     app.router.add_get("/api/docs", docs)
     for name, ctype in (("docs.js", "text/javascript"), ("docs.css", "text/css")):
-        data = (WEB_DIR / "apidocs" / name).read_bytes()
+        data = (web_dir() / "apidocs" / name).read_bytes()
 
         async def asset(request: web.Request, data: bytes = data, ctype: str = ctype) -> web.Response:
             return web.Response(body=data, content_type=ctype)
