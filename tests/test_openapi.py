@@ -125,6 +125,18 @@ async def test_real_responses_match_the_published_schemas(api: Api, server: Runn
     check("/api/after-sales/{case_id}/{step}", "post", 200, step)
     mod = server.settings.admin_token
     check("/api/moderation/held", "get", 200, await api.ok("GET", "/api/moderation/held", token=mod))
+    report = await api.ok("POST", "/api/reports", json={"target": "room", "target_id": room["id"], "reason": "spam"},
+                          token=guest["token"])
+    check("/api/reports", "post", 201, report)
+    check("/api/reports", "get", 200, await api.ok("GET", "/api/reports", token=mod))
+    check("/api/reports/{report_id}/resolve", "post", 200,
+          await api.ok("POST", f"/api/reports/{report['id']}/resolve", json={"action": "dismiss"}, token=mod))
+    bag = await api.ok("POST", f"/api/rooms/{room['id']}/lucky-bags", token=s["token"],
+                       json={"title": "bag", "winners": 1, "duration_s": 60, "condition": "present"})
+    check("/api/rooms/{room_id}/lucky-bags", "post", 201, bag)
+    check("/api/rooms/{room_id}/lucky-bags", "get", 200, await api.ok("GET", f"/api/rooms/{room['id']}/lucky-bags"))
+    check("/api/lucky-bags/{bag_id}", "get", 200, await api.ok("GET", f"/api/lucky-bags/{bag['id']}"))
+    check("/api/me/notifications", "get", 200, await api.ok("GET", "/api/me/notifications", token=guest["token"]))
     # Errors: the one Error schema, with a contract code.
     bad: list[tuple[str, str, dict[str, Any]]] = [
         ("GET", "/api/me", {}), ("POST", "/api/rooms", {"json": {"title": 5}, "token": s["token"]}),

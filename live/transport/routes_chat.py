@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from live.core.auth import Principal
 from live.core.errors import Invalid
 from live.transport.http import api, body, json_response, principal, query, services
-from live.transport.schemas import Obj
+from live.transport.schemas import HeldOut, Obj, ReportOut, ResolvedOut
 from live.transport.sio import SocketApp
 
 routes = web.RouteTableDef()
@@ -127,7 +127,7 @@ async def delete_message(request: web.Request) -> web.Response:
 
 # --- reports (any user files; moderators review) ------------------------------------------------------
 @routes.post("/api/reports")
-@api(summary="Report a message, room, card or user", tag="reports", request=ReportIn, responses={201: Obj})
+@api(summary="Report a message, room, card or user", tag="reports", request=ReportIn, responses={201: ReportOut})
 async def create_report(request: web.Request) -> web.Response:
     who = principal(request)
     p = await body(request, ReportIn)
@@ -136,7 +136,7 @@ async def create_report(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/reports")
-@api(summary="Reports (moderators)", tag="reports", query=ReportsQuery, responses={200: list[Obj]})
+@api(summary="Reports (moderators)", tag="reports", query=ReportsQuery, responses={200: list[ReportOut]})
 async def list_reports(request: web.Request) -> web.Response:
     who = principal(request)
     q = query(request, ReportsQuery)
@@ -144,7 +144,7 @@ async def list_reports(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/reports/{report_id}/resolve")
-@api(summary="Resolve a report (moderators)", tag="reports", request=ResolveIn, responses={200: Obj})
+@api(summary="Resolve a report (moderators)", tag="reports", request=ResolveIn, responses={200: ResolvedOut})
 async def resolve_report(request: web.Request) -> web.Response:
     who = principal(request)
     p = await body(request, ResolveIn)
@@ -154,7 +154,7 @@ async def resolve_report(request: web.Request) -> web.Response:
 
 # --- chat held by the guard for review (moderators) -----------------------------------------------
 @routes.get("/api/moderation/held")
-@api(summary="Chat held by the guard (moderators)", tag="moderation", query=HeldQuery, responses={200: list[Obj]})
+@api(summary="Chat held by the guard (moderators)", tag="moderation", query=HeldQuery, responses={200: list[HeldOut]})
 async def list_held(request: web.Request) -> web.Response:
     who = principal(request)
     q = query(request, HeldQuery)
@@ -162,14 +162,14 @@ async def list_held(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/moderation/held/{held_id}/approve")
-@api(summary="Release a held message", tag="moderation", responses={200: Obj})
+@api(summary="Release a held message", tag="moderation", responses={200: HeldOut})
 async def approve_held(request: web.Request) -> web.Response:
     who = principal(request)
     return json_response(await services(request).moderation.decide_held(who, request.match_info["held_id"], "approve"))
 
 
 @routes.post("/api/moderation/held/{held_id}/reject")
-@api(summary="Reject a held message", tag="moderation", responses={200: Obj})
+@api(summary="Reject a held message", tag="moderation", responses={200: HeldOut})
 async def reject_held(request: web.Request) -> web.Response:
     who = principal(request)
     return json_response(await services(request).moderation.decide_held(who, request.match_info["held_id"], "reject"))

@@ -12,7 +12,7 @@ from live.core.auth import Principal
 from live.core.push import user_channel
 from live.transport.fanout import EncodeOnceEmit
 from live.transport.http import api, body, json_response, principal, services
-from live.transport.schemas import Obj
+from live.transport.schemas import BagOut, NotificationsOut, Obj
 from live.transport.sio import SocketApp
 
 routes = web.RouteTableDef()
@@ -72,7 +72,7 @@ async def following(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/me/notifications")
-@api(summary="The caller's notifications", tag="fans", responses={200: Obj})
+@api(summary="The caller's notifications", tag="fans", responses={200: NotificationsOut})
 async def notifications(request: web.Request) -> web.Response:
     return json_response(await services(request).fans.notify.list(principal(request)))
 
@@ -100,7 +100,7 @@ async def unremind(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/rooms/{room_id}/lucky-bags")
-@api(summary="Open a lucky bag in the room", tag="fans", request=BagIn, responses={201: Obj})
+@api(summary="Open a lucky bag in the room", tag="fans", request=BagIn, responses={201: BagOut})
 async def open_bag(request: web.Request) -> web.Response:
     who = principal(request)
     p = await body(request, BagIn)
@@ -112,13 +112,13 @@ async def open_bag(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/rooms/{room_id}/lucky-bags")
-@api(summary="The room's lucky bags", tag="fans", auth="none", responses={200: list[Obj]})
+@api(summary="The room's lucky bags", tag="fans", auth="none", responses={200: list[BagOut]})
 async def room_bags(request: web.Request) -> web.Response:
     return json_response(await services(request).fans.lucky.of_room(request.match_info["room_id"]))
 
 
 @routes.get("/api/lucky-bags/{bag_id}")
-@api(summary="A lucky bag (with its draw proof once drawn)", tag="fans", auth="none", responses={200: Obj})
+@api(summary="A lucky bag (with its draw proof once drawn)", tag="fans", auth="none", responses={200: BagOut})
 async def get_bag(request: web.Request) -> web.Response:
     return json_response(await services(request).fans.lucky.get(request.match_info["bag_id"]))
 

@@ -130,6 +130,72 @@ class WebhookOut(_Out):
     previous_secret_valid_until: str | None
 
 
+class ReportOut(_Out):
+    """A report (``live.community.moderation.render_report``)."""
+
+    id: str
+    reporter_id: str
+    target: str
+    target_id: str
+    reason: str
+    status: str
+    resolution: str | None
+    resolved_by: str | None
+    created_at: str | None
+    resolved_at: str | None
+
+
+class ResolvedOut(_Out):
+    report: ReportOut
+    result: dict[str, object]
+
+
+class HeldOut(_Out):
+    """A chat message held by the guard (``render_held``); ``score`` and ``signals`` explain why."""
+
+    id: str
+    room_id: str
+    user_id: str
+    text: str
+    status: str
+    decided_by: str | None
+    created_at: str | None
+    decided_at: str | None
+
+
+class BagOut(_Out):
+    """A lucky bag (``live.fans.lucky.LuckyService.view``): ``winners`` is the number while open,
+    the winners' ids once drawn (with the seed and entrants, to verify the draw)."""
+
+    id: str
+    room_id: str
+    title: str
+    prize: str
+    winners: int | list[str]
+    winners_count: int
+    ends_at: str | None
+    condition: str
+    keyword: str | None
+    allow_guests: bool
+    commitment: str
+    status: str
+    created_at: str | None
+
+
+class NotificationOut(_Out):
+    id: str
+    kind: str
+    room_id: str | None
+    title: str
+    streamer: StreamerRef
+    at: str | None
+
+
+class NotificationsOut(_Out):
+    items: list[NotificationOut]
+    unread: int
+
+
 class Health(_Out):
     status: str
 
