@@ -54,8 +54,8 @@ def run(port: int, requests: int = 100_000, clients: int = 50) -> dict[str, Any]
                                           "price": 1990, "starts_ms": 0, "ends_ms": 0, "room": "bench"})
     our_keys = [keys.card_state(CARD), keys.card_bought(CARD), keys.card_requests(CARD), keys.card_orders(CARD),
                 keys.card_deadlines(CARD), keys.card_stream(CARD)]
-    # buy.lua takes a batch: now, pay_by, then (user, qty, request, order) per tap; one tap here.
-    our_args = ["EVALSHA", sha, str(len(our_keys)), *our_keys, str(now), str(now + 900_000),
+    # buy.lua takes a batch: now, pay_by, seq floor, then (user, qty, request, order) per tap; one tap here.
+    our_args = ["EVALSHA", sha, str(len(our_keys)), *our_keys, str(now), str(now + 900_000), "0",
                 "u__rand_int__", "1", "r__rand_int__", "o__rand_int__"]
     node_sha = r.script_load(_node_script())
     pk = [f"peer:{{card:{CARD}}}", f"peer:{{card:{CARD}}}:bought", f"peer:{{card:{CARD}}}:req",
@@ -63,7 +63,8 @@ def run(port: int, requests: int = 100_000, clients: int = 50) -> dict[str, Any]
     r.hset(pk[0], mapping={"left": 10**9, "limit": 10**9, "status": "on_sale"})
     node_args = ["EVALSHA", node_sha, "4", *pk, "u__rand_int__", "1", "r__rand_int__", "o__rand_int__", str(now)]
     # Sanity: one call of each succeeds before we time thousands.
-    probe = r.evalsha(sha, len(our_keys), *our_keys, now, now + 900_000, "probe-user", 1, "probe-req", "probe-order")
+    probe = r.evalsha(sha, len(our_keys), *our_keys, now, now + 900_000, 0, "probe-user", 1, "probe-req",
+                      "probe-order")
     if probe[0] != b"OK":
         raise RuntimeError(f"buy.lua probe failed: {probe!r}")
     out: dict[str, Any] = {"requests": requests, "clients": clients}

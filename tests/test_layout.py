@@ -24,7 +24,8 @@ LIVE = ROOT / "live"
 # transport reads and domains name in ``install(svc: Services)`` (a type-only import).
 LAYERS: list[tuple[str, set[str]]] = [
     ("core", {"live.core", "live.ops.embedded", "live.ops.migrations"}),
-    ("domains", {"live.commerce", "live.community", "live.media", "live.fans", "live.integrations"}),
+    ("domains", {"live.commerce", "live.community", "live.media", "live.fans", "live.integrations",
+                 "live.governance"}),
     ("container", {"live.app.services", "live.app.appkeys"}),
     ("transport", {"live.transport"}),
     ("app", {"live.app.factory"}),

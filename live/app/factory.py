@@ -40,6 +40,7 @@ DOMAINS: list[tuple[str, str]] = [
     ("live.fans.service", "live.transport.routes_fans"),
     ("live.commerce.aftersales", "live.transport.routes_aftersales"),
     ("live.integrations.webhooks", "live.transport.routes_webhooks"),
+    ("live.governance", "live.transport.routes_governance"),
 ]
 
 

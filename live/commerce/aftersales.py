@@ -29,7 +29,7 @@ from live.commerce.fulfilment import Fulfilment
 from live.commerce.payments import Payments, payment_secret
 from live.commerce.postsale import PostSale, card_of_case, case_view
 from live.core.auth import Principal, load_or_create_secret
-from live.core.errors import Conflict, Forbidden, Invalid, NotFound
+from live.core.errors import Conflict, Forbidden, Invalid, NotFound, Unavailable
 from live.core.ids import iso, now_ms
 from live.core.models import AfterSaleCase, AfterSaleStep, Order
 
@@ -126,6 +126,8 @@ class AfterSales:
         try:
             await self._run(card_id, case_id, "due", "system")
         except (Conflict, NotFound):
+            return False
+        except Unavailable:  # the card is fenced for a rebuild: the deadline stays due, next round
             return False
         return True
 

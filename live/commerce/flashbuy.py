@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy import select
 
 from live.commerce.inventory import SCRIPTS as SCRIPTS  # the domain's Lua: its Redis side's, listed there
@@ -50,6 +51,9 @@ if TYPE_CHECKING:
     from live.commerce.orders import OrderService
 
 log = logging.getLogger(__name__)
+
+
+FENCED_MESSAGE = "this product is being re-checked after a storage fault; retry shortly"
 
 
 def cents(price: Decimal) -> int:
@@ -116,7 +120,9 @@ class FlashService:
     def __init__(self, svc: Services) -> None:
         self.svc = svc
         self.settings = svc.settings
-        self.inventory = Inventory(svc.redis, svc.scripts)
+        self.inventory = Inventory(svc.redis, svc.scripts, (svc.settings.order_durability,
+                                                            svc.settings.order_durability_replicas,
+                                                            svc.settings.order_durability_timeout_ms))
         self.batcher = BuyBatcher(self.inventory, int(svc.settings.payment_timeout_s * 1000))
         self.images = ImagePipeline(max_bytes=svc.settings.max_upload_bytes,
                                     max_pixels=svc.settings.max_image_pixels,
@@ -133,6 +139,7 @@ class FlashService:
         self._dirty_event = asyncio.Event()
         self._card_rooms: dict[str, str] = {}
         self._room_lookups: dict[str, asyncio.Future[str]] = {}
+        self._floor_lookups: dict[str, asyncio.Future[int | None]] = {}
         self._room_cards: dict[str, tuple[str, list[Card]]] = {}
         self._outcomes: dict[str, Any] = {}  # buy outcome -> metric child  # room -> (version, card rows)
         # Recently accepted taps on this process: (card, user, request) → ack, bounded.
@@ -151,6 +158,9 @@ class FlashService:
             raise Conflict("room has ended")
         if await self.svc.redis.exists(keys.user_listing_ban(who.id)):
             raise Forbidden("listing is suspended for this account")
+        if self.svc.governance is not None:  # admission and restrictions (scheduled: a later start)
+            await self.svc.governance.require(who.id, "scheduled_sale" if starts_at and starts_at.timestamp()
+                                              > utcnow().timestamp() + 0.5 else "listing")
         if price <= 0 or price > self.settings.max_price or price.as_tuple().exponent < -2:  # type: ignore[operator]
             raise Invalid(f"price: more than 0, at most {self.settings.max_price}, at most 2 decimals")
         if not 1 <= stock <= self.settings.max_stock:
@@ -191,16 +201,19 @@ class FlashService:
         card = Card(id=card_id, room_id=room_id, title=title, code=code, image_key=image_key,
                     price_cents=cents(price), stock=stock, restocked=0, limit_per_user=limit, status=status,
                     starts_at=start, ends_at=ends, created_at=now, audience=audience)
+        state = CardState(status, stock, stock, limit, card.price_cents, int(start.timestamp() * 1000),
+                          int(ends.timestamp() * 1000) if ends else 0, room_id)
         async with self.svc.db() as s, s.begin():
             s.add(card)
             r = await s.get(Room, room_id)
             if r is not None:
                 r.pinned_card_id = card_id  # the newest card is pinned
-        state = CardState(status, stock, stock, limit, card.price_cents, int(start.timestamp() * 1000),
-                          int(ends.timestamp() * 1000) if ends else 0, room_id)
-        if audience == "followers":
-            await self.svc.fans.gate_card(card_id, who.id)  # gated before the card is buyable
-        await self.inventory.init_card(card_id, state)
+            # Redis first, inside the transaction: no process ever sees the card in SQL without
+            # its Redis state (the fence check would take it for lost and rebuild it); a
+            # followers-only card is gated before it is buyable.
+            if audience == "followers":
+                await self.svc.fans.gate_card(card_id, who.id)
+            await self.inventory.init_card(card_id, state)
         await self.svc.rooms.touch(room_id)
         view = self.view(card, state)
         await self.svc.pusher.to_room(room_id, "flash:card", view)
@@ -316,9 +329,11 @@ class FlashService:
     async def close(self, who: Principal, card_id: str) -> dict[str, Any]:
         card = await self.owned(who, card_id)
         code, _ = await self.inventory.set_status(card_id, "closed", now_ms())
-        if code == "NOT_FOUND":
+        if code in ("NOT_FOUND", "FENCED"):
             await self.orders.rebuild(card_id)
             code, _ = await self.inventory.set_status(card_id, "closed", now_ms())
+        if code == "FENCED":
+            raise Unavailable(FENCED_MESSAGE)
         if code == "OK":
             await self.status_changed(card.room_id, card_id, "closed")
         return await self.card(card_id)
@@ -328,9 +343,11 @@ class FlashService:
         if not 1 <= add <= self.settings.max_stock:
             raise Invalid(f"add: an integer from 1 to {self.settings.max_stock}")
         code, _, _, status = await self.inventory.restock(card_id, add)
-        if code == "NOT_FOUND":
+        if code in ("NOT_FOUND", "FENCED"):
             await self.orders.rebuild(card_id)
             code, _, _, status = await self.inventory.restock(card_id, add)
+        if code == "FENCED":
+            raise Unavailable(FENCED_MESSAGE)
         if code == "CLOSED":
             raise Conflict("the sale is closed")
         await self.status_changed(card.room_id, card_id, status)
@@ -354,10 +371,27 @@ class FlashService:
             self._count("rate_limited")
             raise RateLimited("too many taps; slow down")
         for _ in range(3):
+            if self.inventory.floors.get(card_id) is None:
+                await self._load_floor(card_id)
             order_id = f"{card_id}-{RANDOM.take(12)}"
-            res = await self.batcher.buy(card_id, who.id, qty, request_id, order_id)
-            if res.code == "NOT_FOUND" and await self.orders.rebuild(card_id):
-                continue  # Redis lost the card (data loss): rebuilt from SQL, try again
+            try:
+                res = await self.batcher.buy(card_id, who.id, qty, request_id, order_id)
+            except RedisConnectionError:
+                self.orders.redis_trouble()  # Redis restarted or failed over? check at reconnect
+                raise
+            if res.code in ("NOT_FOUND", "FENCED"):
+                # Redis lost the card, or it is fenced (being rebuilt, or behind what SQL or this
+                # process has seen): wait a bounded time for the rebuild from SQL, then try again.
+                # SQL then holds every acknowledged order, so a retried request gets its order.
+                if res.code == "FENCED":
+                    self.inventory.floors.forget(card_id)  # the rebuild sets a new, higher seq
+                try:
+                    found = await asyncio.wait_for(self.orders.rebuild(card_id), self.settings.fence_wait_s)
+                except TimeoutError:
+                    self._count("fenced")
+                    raise Unavailable(FENCED_MESSAGE) from None
+                if found:
+                    continue
             if res.code != "RETRY":
                 break
         self._count(res.code.lower())
@@ -365,17 +399,23 @@ class FlashService:
             if res.order is None:
                 raise Unavailable("order record missing; retry")
             if res.code == "OK":
-                room_id = await self.room_of(card_id)
-                self.mark_dirty(card_id, room_id)
-                if res.left == 0:
-                    await self.status_changed(room_id, card_id, "sold_out")
+                try:
+                    room_id = await self.room_of(card_id)
+                    self.mark_dirty(card_id, room_id)
+                    if res.left == 0:
+                        await self.status_changed(room_id, card_id, "sold_out")
+                except Exception:
+                    # The order is taken: a failed push (Redis connection lost just now) must not
+                    # turn it into an error the buyer would read as "not bought".
+                    log.warning("pushes after order %s failed", res.order["id"], exc_info=True)
             ack = {"order": order_view(card_id, res.order), "left": res.left}
             self._accepted[(card_id, who.id, request_id)] = ack
             if len(self._accepted) > 200_000:
                 self._accepted.popitem(last=False)
             return ack
         if res.code == "SOLD_OUT":
-            self._remember(card_id, "sold_out")
+            if res.left <= 0:  # (asking for more than is left is SOLD_OUT too, but others may buy)
+                self._remember(card_id, "sold_out")
             raise SoldOut("sold out", left=res.left)
         if res.code == "LIMIT_EXCEEDED":
             raise LimitExceeded("purchase limit reached for this product")
@@ -385,7 +425,33 @@ class FlashService:
             raise NotOnSale("this product is not on sale now")
         if res.code == "NOT_FOUND":
             raise NotFound("no such card")
+        if res.code == "FENCED":
+            raise Unavailable(FENCED_MESSAGE)
+        if res.code == "NOT_DURABLE":
+            raise Unavailable("the order is not yet confirmed durable; retry with the same request_id")
         raise Unavailable(f"unexpected buy result {res.code}")
+
+    async def _load_floor(self, card_id: str) -> None:
+        """This process's seq floor of a card starts at SQL's (one query per card, shared by the
+        taps that miss at once). Unknown ids store nothing."""
+        lookup = self._floor_lookups.get(card_id)
+        if lookup is None:
+            lookup = self._floor_lookups[card_id] = asyncio.ensure_future(self._sql_seq(card_id))
+            lookup.add_done_callback(lambda _: self._floor_lookups.pop(card_id, None))
+        try:
+            seq = await asyncio.wait_for(asyncio.shield(lookup), 1.0)
+        except Exception as e:
+            # The database is down: buying goes on (orders wait in the stream) with the floor
+            # this process has; the fence check raises it to SQL's once the database is back.
+            log.debug("seq floor of card %s not loaded from SQL: %r", card_id, e)  # healthz says the db is down
+            return
+        if seq is not None:
+            self.inventory.floors.known(card_id, seq)
+
+    async def _sql_seq(self, card_id: str) -> int | None:
+        async with self.svc.db() as s:
+            seq: int | None = (await s.execute(select(Card.seq).where(Card.id == card_id))).scalar_one_or_none()
+        return seq
 
     def _count(self, outcome: str) -> None:
         """Count a tap's outcome; the labelled child is looked up once per outcome (hot path)."""
@@ -505,7 +571,7 @@ def install(svc: Services) -> None:
     svc.bus.subscribe(keys.CH_CARD_HINTS, flash.on_hint)
     svc.loops += [("flash-stock", flash.push_stock_loop), ("flash-scheduler", flash.scheduler_loop),
                   ("order-persister", orders.persister.run), ("order-sweeper", orders.sweeper_loop),
-                  ("reconcile", orders.reconcile_loop), ("rebuild-missing", orders.rebuild_missing_once)]
+                  ("reconcile", orders.reconcile_loop), ("fence-check", orders.fence_loop)]
 
     async def persister_ok() -> bool:
         return orders.persister.healthy

@@ -3,11 +3,17 @@
 This module only speaks Redis; ``live.commerce.flashbuy`` and ``live.commerce.orders`` hold the rules around it.
 Orders are kept as small JSON objects in the card's orders hash (``u`` user, ``q`` qty,
 ``s`` status, ``c`` created ms, ``p`` pay_by ms, ``r`` request id, ``a`` amount cents).
+
+Fencing (docs/operations.md): every script that changes a card bumps the card's ``seq`` and
+stamps it on the event it appends; SQL keeps the highest seq it has persisted. A Redis whose
+seq is below what SQL or this process has seen went back in time; ``buy.lua`` fences such a
+card itself, and a fenced card refuses every change until it is rebuilt from SQL.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -18,8 +24,9 @@ from live.core import keys
 from live.core.ids import now_ms
 from live.core.scripts import Scripts
 
-SCRIPTS = ["buy", "release", "pay", "restock", "card_status"]
-STATE_FIELDS = ("status", "stock", "left", "limit", "price", "starts_ms", "ends_ms", "room")
+log = logging.getLogger(__name__)
+SCRIPTS = ["buy", "release", "pay", "restock", "card_status", "card_fence", "card_rebuild"]
+STATE_FIELDS = ("status", "stock", "left", "limit", "price", "starts_ms", "ends_ms", "room", "seq", "fence")
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +39,8 @@ class CardState:
     starts_ms: int
     ends_ms: int  # 0: no end
     room_id: str
+    seq: int = 0  # bumped by every change; see the module docstring
+    fence: str | None = None  # set while the card is fenced for a rebuild
 
     @property
     def sold(self) -> int:
@@ -55,17 +64,47 @@ def card_keys(card_id: str) -> list[str]:
             keys.card_orders(card_id), keys.card_deadlines(card_id), keys.card_stream(card_id)]
 
 
+class SeqFloors:
+    """Per card, the highest ``seq`` this process has seen Redis return or SQL hold. Passed to
+    every buy: Redis answering with less means it lost writes, and the buy fences the card."""
+
+    def __init__(self) -> None:
+        self._f: dict[str, int] = {}
+
+    def get(self, card_id: str) -> int | None:
+        return self._f.get(card_id)
+
+    def raise_to(self, card_id: str, seq: int) -> None:
+        # 0 is never stored here: an unknown card id (a NOT_FOUND buy) leaves no entry behind.
+        if seq > self._f.get(card_id, 0):
+            self._f[card_id] = seq
+
+    def known(self, card_id: str, sql_seq: int) -> None:
+        """SQL has the card, with this seq."""
+        self._f[card_id] = max(self._f.get(card_id, 0), sql_seq)
+
+    def forget(self, card_id: str) -> None:
+        self._f.pop(card_id, None)
+
+
 class Inventory:
-    def __init__(self, redis: aioredis.Redis, scripts: Scripts) -> None:
+    def __init__(self, redis: aioredis.Redis, scripts: Scripts,
+                 durability: tuple[str, int, int] = ("fast", 1, 500)) -> None:
         self._redis = redis
         self._s = scripts
+        self.floors = SeqFloors()
+        # Strict durability (docs/operations.md): after a buy, WAIT for replicas or WAITAOF for
+        # the local disk before acknowledging. Resolved against the server at the first buy.
+        self._durability = durability
+        self.durability: str | None = None  # the mode in effect, once resolved
+        self._wait: tuple[Any, ...] = ()
 
     async def init_card(self, card_id: str, state: CardState) -> None:
         """Write a new card's state (and register it for the background loops)."""
         await self._redis.hset(keys.card_state(card_id), mapping={
             "status": state.status, "stock": state.stock, "left": state.left, "limit": state.limit,
             "price": state.price_cents, "starts_ms": state.starts_ms, "ends_ms": state.ends_ms,
-            "room": state.room_id})
+            "room": state.room_id, "seq": 0})
         await self._redis.sadd(keys.ACTIVE_CARDS, card_id)
 
     async def state(self, card_id: str) -> CardState | None:
@@ -83,12 +122,75 @@ class Inventory:
     async def buy_many(self, card_id: str, taps: list[tuple[str, int, str, str]], now_ms: int,
                        pay_by_ms: int) -> list[Result]:
         """Taps on one card, applied in order by one script call: (user, qty, request, order id)."""
-        args: list[Any] = [now_ms, pay_by_ms]
+        if self.durability is None:
+            self.durability = await self.configure_durability(*self._durability)
+        args: list[Any] = [now_ms, pay_by_ms, self.floors.get(card_id) or 0]
         for tap in taps:
             args.extend(tap)
         # The 7th key is the card's audience gate (fans: followers-only cards).
-        flat = await self._s.buy(keys=[*card_keys(card_id), keys.card_fans(card_id)], args=args)
-        return [Result(flat[i], _order(flat[i + 1]), int(flat[i + 2])) for i in range(0, len(flat), 3)]
+        buy_keys = [*card_keys(card_id), keys.card_fans(card_id)]
+        if not self._wait:
+            flat = await self._s.buy(keys=buy_keys, args=args)
+            durable = True
+        else:
+            # WAIT/WAITAOF count the writes of their own connection: one pipeline, one connection.
+            pipe = self._redis.pipeline(transaction=False)
+            await self._s.buy(keys=buy_keys, args=args, client=pipe)
+            pipe.execute_command(*self._wait)
+            flat, acked = await pipe.execute()
+            durable = _durable(self._wait, acked)
+        self.floors.raise_to(card_id, int(flat[-1]))
+        out = [Result(flat[i], _order(flat[i + 1]), int(flat[i + 2])) for i in range(0, len(flat) - 1, 3)]
+        if not durable:
+            # The order is taken in Redis but not yet on a replica/disk: not acknowledged. A retry
+            # with the same request id finds it (DUP) and waits again.
+            out = [Result("NOT_DURABLE", r.order, r.left) if r.code in ("OK", "DUP") else r for r in out]
+        return out
+
+    async def configure_durability(self, mode: str, replicas: int, timeout_ms: int) -> str:
+        """Set what a buy waits for before it is acknowledged; returns the mode in effect.
+
+        ``disk`` uses WAITAOF (Redis 7.2+). An older Redis has no WAITAOF: with
+        ``appendfsync always`` every write is on disk before its reply anyway, so nothing is
+        waited for; otherwise the mode cannot be honoured and falls back to ``fast`` (logged).
+        """
+        self._wait = ()
+        if mode == "replica":
+            self._wait = ("WAIT", replicas, timeout_ms)
+            return mode
+        if mode != "disk":
+            return "fast"
+        if await has_waitaof(self._redis):
+            self._wait = ("WAITAOF", 1, 0, timeout_ms)
+            return "disk"
+        try:
+            cfg = await self._redis.config_get("append*")
+        except Exception:  # CONFIG disabled (managed Redis): cannot tell
+            cfg = {}
+        if cfg.get("appendonly") == "yes" and cfg.get("appendfsync") == "always":
+            return "disk"
+        log.warning("order_durability = disk: this Redis has no WAITAOF (7.2+) and does not fsync every "
+                    "write (appendfsync always); acknowledging orders as in 'fast' mode")
+        return "fast"
+
+    async def fence(self, card_id: str, token: str, now_ms: int, stale_ms: int) -> tuple[str, int, int]:
+        code, seq, floor = await self._s.card_fence(keys=[keys.card_state(card_id)], args=[token, now_ms, stale_ms])
+        return code, int(seq), int(floor)
+
+    async def replace(self, card_id: str, token: str, floor: int, data: dict[str, Any]) -> tuple[str, int]:
+        k = card_keys(card_id)
+        code, seq = await self._s.card_rebuild(keys=k[:5], args=[token, floor, orjson.dumps(data)])
+        return code, int(seq)
+
+    async def seqs(self, card_ids: list[str]) -> dict[str, tuple[str | None, int, str | None, int]]:
+        """Per card: (status, seq, fence, fence_at) as Redis holds them (status None: missing)."""
+        if not card_ids:
+            return {}
+        pipe = self._redis.pipeline(transaction=False)
+        for c in card_ids:
+            pipe.hmget(keys.card_state(c), ("status", "seq", "fence", "fence_at"))
+        return {c: (v[0], int(v[1] or 0), v[2], int(v[3] or 0))
+                for c, v in zip(card_ids, await pipe.execute(), strict=True)}
 
     async def release(self, card_id: str, order_id: str, status: str, now_ms: int, user_id: str = "") -> Result:
         k = card_keys(card_id)
@@ -98,7 +200,7 @@ class Inventory:
 
     async def pay(self, card_id: str, order_id: str, user_id: str, now_ms: int) -> Result:
         k = card_keys(card_id)
-        code, raw = await self._s.pay(keys=[k[3], k[4], k[5]], args=[order_id, user_id, now_ms])
+        code, raw = await self._s.pay(keys=[k[0], k[3], k[4], k[5]], args=[order_id, user_id, now_ms])
         return Result(code, _order(raw), 0)
 
     async def restock(self, card_id: str, add: int) -> tuple[str, int, int, str]:
@@ -110,6 +212,18 @@ class Inventory:
         code, status = await self._s.card_status(
             keys=[keys.card_state(card_id), keys.card_stream(card_id)], args=[target, now_ms])
         return code, status
+
+    async def snapshot(self, card_id: str) -> tuple[CardState | None, dict[str, dict[str, Any]], dict[str, int], int]:
+        """State, orders, units per user and stream length, read in one MULTI: a consistent view
+        even while buyers buy (for the invariant check)."""
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hmget(keys.card_state(card_id), STATE_FIELDS)
+        pipe.hgetall(keys.card_orders(card_id))
+        pipe.hgetall(keys.card_bought(card_id))
+        pipe.xlen(keys.card_stream(card_id))
+        state, orders, bought, backlog = await pipe.execute()
+        return (_state(state), {k: orjson.loads(v) for k, v in orders.items()},
+                {k: int(v) for k, v in bought.items()}, int(backlog))
 
     async def order(self, card_id: str, order_id: str) -> dict[str, Any] | None:
         return _order(await self._redis.hget(keys.card_orders(card_id), order_id))
@@ -128,11 +242,24 @@ class Inventory:
         return list(cast(set[str], await self._redis.smembers(keys.ACTIVE_CARDS)))
 
 
+async def has_waitaof(redis: Any) -> bool:
+    """WAITAOF came with Redis 7.2."""
+    version = str((await redis.info("server")).get("redis_version", "0"))
+    return tuple(int(x) for x in version.split(".")[:2] if x.isdigit()) >= (7, 2)
+
+
+def _durable(wait: tuple[Any, ...], acked: Any) -> bool:
+    if wait[0] == "WAITAOF":  # [local fsyncs, replica fsyncs]
+        return int(acked[0]) >= 1
+    return int(acked) >= int(wait[1])  # WAIT: replicas that have the writes
+
+
 def _state(vals: list[Any]) -> CardState | None:
     if not vals or vals[0] is None:
         return None
-    status, stock, left, limit, price, starts, ends, room = vals
-    return CardState(status, int(stock), int(left), int(limit), int(price), int(starts), int(ends), room or "")
+    status, stock, left, limit, price, starts, ends, room, seq, fence = vals
+    return CardState(status, int(stock), int(left), int(limit), int(price), int(starts), int(ends), room or "",
+                     int(seq or 0), fence)
 
 
 class BuyBatcher:

@@ -23,13 +23,13 @@ import orjson
 from sqlalchemy import Table, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from live.commerce.flashbuy import FlashService, card_of_order, money, order_view
-from live.commerce.inventory import Inventory, card_keys
+from live.commerce.flashbuy import FENCED_MESSAGE, FlashService, card_of_order, money, order_view
+from live.commerce.inventory import Inventory
 from live.commerce.postsale import compact_extra, holds_stock, holds_stock_sql
 from live.core import keys
 from live.core.auth import Principal
-from live.core.errors import Conflict, Forbidden, NotFound
-from live.core.ids import iso, now_ms, utcnow
+from live.core.errors import Conflict, Forbidden, NotFound, Unavailable
+from live.core.ids import iso, new_id, now_ms, utcnow
 from live.core.models import Card, Order, Room
 from live.core.streams import Entry, StreamConsumer
 from live.integrations import outbox
@@ -58,7 +58,9 @@ class OrderService:
             max_deliveries=s.persister_max_deliveries, live_consumers=self._live_processes,
             gather_s=s.persister_gather_ms / 1000,
             claim_every_s=min(s.persister_claim_idle_ms / 2000, s.heartbeat_interval_s))
-        self._rebuild_locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._rebuilds: dict[str, asyncio.Future[bool]] = {}
+        self._recheck = asyncio.Event()  # set on a Redis connection failure: check fences at reconnect
+        self.last_rebuild: dict[str, Any] = {}  # what the last rebuild found and made (for `live rebuild`)
 
     # --- persistence ----------------------------------------------------------------------
     async def _live_processes(self) -> set[str]:
@@ -80,7 +82,9 @@ class OrderService:
         creates: dict[str, dict[str, Any]] = {}
         updates: list[tuple[str, str, int]] = []
         card_updates: dict[str, Any] = {}
+        top_seq = 0
         for _, f in entries:
+            top_seq = max(top_seq, int(f.get("seq") or 0))
             t = f.get("t")
             if t == "created":
                 o = orjson.loads(f["o"])
@@ -90,8 +94,8 @@ class OrderService:
                     creates[f["id"]]["s"] = f["s"]
                 else:
                     updates.append((f["id"], f["s"], int(f["at"])))
-            elif t == "stock":
-                card_updates["stock_total"] = int(f["stock"])
+            elif t == "stock":  # restocks only add: the highest total is the newest
+                card_updates["stock_total"] = max(card_updates.get("stock_total", 0), int(f["stock"]))
             elif t == "card":
                 card_updates["status"] = f["s"]
         room_id = await self.flash.room_of(card_id) if creates else ""
@@ -113,14 +117,19 @@ class OrderService:
                 await s.execute(update(Order).where(Order.id == order_id, Order.status == "pending_payment")
                                 .values(status=status, updated_at=_dt(at)))
             if card_updates:
+                # Events may arrive again or late (a claimed batch, a restored stream): the stock
+                # total only grows and "closed" is final, so a replay cannot move SQL back.
                 card = await s.get(Card, card_id)
                 if card is not None:
                     if "stock_total" in card_updates:
-                        card.restocked = card_updates["stock_total"] - card.stock
-                    if "status" in card_updates:
+                        card.restocked = max(card.restocked, card_updates["stock_total"] - card.stock)
+                    if "status" in card_updates and card.status != "closed":
                         if card_updates["status"] == "sold_out" != card.status:
                             await outbox.card_sold_out(s, card)
                         card.status = card_updates["status"]
+            if top_seq:
+                # The fence's record in SQL: the highest seq of the card persisted (only grows).
+                await s.execute(update(Card).where(Card.id == card_id, Card.seq < top_seq).values(seq=top_seq))
         self.svc.metrics.orders_persisted.inc(len(entries))
 
     async def flush(self, timeout: float = 2.0, *, claim: bool = False) -> None:
@@ -188,6 +197,8 @@ class OrderService:
     async def pay(self, who: Principal, order_id: str) -> dict[str, Any]:
         card_id = card_of_order(order_id)
         res = await self.inventory.pay(card_id, order_id, who.id, now_ms())
+        if res.code == "FENCED":
+            raise Unavailable(FENCED_MESSAGE)
         if res.code == "NOT_FOUND":
             raise NotFound("no such order")
         if res.code == "FORBIDDEN":
@@ -206,6 +217,8 @@ class OrderService:
     async def cancel(self, who: Principal, order_id: str) -> dict[str, Any]:
         card_id = card_of_order(order_id)
         res = await self.inventory.release(card_id, order_id, "cancelled", now_ms(), who.id)
+        if res.code == "FENCED":
+            raise Unavailable(FENCED_MESSAGE)
         if res.code in ("NOT_FOUND", "FORBIDDEN"):
             raise NotFound("no such order")
         if res.code == "STATE":
@@ -271,14 +284,17 @@ class OrderService:
             sql_orders = list((await s.execute(
                 select(Order.id, Order.status, Order.qty, Order.stock_returned)
                 .where(Order.card_id == card_id))).all())
-        state = await self.inventory.state(card_id)
-        redis_orders = await self.inventory.orders(card_id)
-        bought = {k: int(v) for k, v in (await self.svc.redis.hgetall(keys.card_bought(card_id))).items()}
-        backlog = await self.backlog(card_id)
+        state, redis_orders, bought, backlog = await self.inventory.snapshot(card_id)
         sql_active = sum(o.qty for o in sql_orders if holds_stock(o.status, o.stock_returned))
         result: dict[str, Any] = {"card_id": card_id, "pending_persist": backlog,
                                   "sql_stock": card.stock + card.restocked, "sql_active_units": sql_active,
-                                  "sql_orders": len(sql_orders)}
+                                  "sql_orders": len(sql_orders), "sql_seq": card.seq}
+        seq, fence = (state.seq, state.fence) if state else (0, None)
+        result.update(seq=seq, fenced=fence is not None)
+        if fence is not None:
+            problems.append("the card is fenced (a rebuild is due or running)")
+        elif state is not None and seq < card.seq:
+            problems.append(f"redis is behind sql (seq {seq} < {card.seq}): a rebuild is due")
         if state is None:
             problems.append("redis has no state for this card")
         else:
@@ -367,72 +383,177 @@ class OrderService:
             "invariant_ok": rec["ok"], "problems": rec["problems"],
         }
 
-    # --- recovery -------------------------------------------------------------------------------------
-    async def rebuild(self, card_id: str) -> bool:
-        """Rebuild a card's Redis state from SQL (after Redis lost data). False if SQL has no card.
+    # --- recovery: fencing and rebuild (docs/operations.md) -------------------------------------
+    async def rebuild(self, card_id: str, *, force: bool = False) -> bool:
+        """Rebuild a card's Redis state from SQL if it is missing, fenced or behind SQL (always,
+        with ``force``). False if SQL has no such card (then nothing is created anywhere).
 
-        First persists whatever the card's stream still holds, so SQL is complete, then rewrites
-        every key of the card in one transaction.
+        Concurrent callers in this process share one run; across processes the fence decides.
         """
-        async with self._rebuild_locks[card_id]:
-            if await self.inventory.state(card_id) is not None:
-                return True  # somebody rebuilt it meanwhile
-            await self.persister.drain(keys.card_stream(card_id))
-            aftersales = getattr(self.svc, "aftersales", None)  # None when that domain is not installed
-            after = aftersales.post if aftersales is not None else None
-            if after is not None:  # the orders' after-payment versions too
-                await after.persister.drain(keys.card_after_stream(card_id))
-            async with self.svc.db() as s:
-                card = await s.get(Card, card_id)
-                if card is None:
-                    return False
-                orders = list((await s.execute(select(Order).where(Order.card_id == card_id))).scalars())
-            stock = card.stock + card.restocked
-            active = [o for o in orders if holds_stock(o.status, o.stock_returned)]
-            left = stock - sum(o.qty for o in active)
-            status = card.status
-            if status != "closed":
-                status = "sold_out" if left <= 0 else ("on_sale" if status == "sold_out" else status)
-            k = card_keys(card_id)
-            pipe = self.svc.redis.pipeline(transaction=True)
-            pipe.delete(k[0], k[1], k[2], k[3], k[4])
-            pipe.hset(k[0], mapping={
-                "status": status, "stock": stock, "left": left, "limit": card.limit_per_user,
-                "price": card.price_cents, "starts_ms": int(card.starts_at.replace(tzinfo=UTC).timestamp() * 1000),
-                "ends_ms": int(card.ends_at.replace(tzinfo=UTC).timestamp() * 1000) if card.ends_at else 0,
-                "room": card.room_id})
-            bought: dict[str, int] = defaultdict(int)
-            for o in orders:
-                compact: dict[str, str | int] = {"id": o.id, "u": o.user_id, "q": o.qty, "s": o.status,
-                           "c": int(o.created_at.replace(tzinfo=UTC).timestamp() * 1000),
-                           "p": int(o.pay_by.replace(tzinfo=UTC).timestamp() * 1000), "r": o.request_id,
-                           "a": o.amount_cents, **compact_extra(o)}
-                pipe.hset(k[3], o.id, orjson.dumps(compact))
-                pipe.hset(k[2], f"{o.user_id}:{o.request_id}", o.id)
-                if holds_stock(o.status, o.stock_returned):
-                    bought[o.user_id] += o.qty
-                if o.status == "pending_payment":
-                    pipe.zadd(k[4], {o.id: compact["p"]})
-            if bought:
-                pipe.hset(k[1], mapping={user: units for user, units in bought.items()})
-            await pipe.execute()
-            if after is not None:
-                await after.restore(card_id, orders)
-            await self.svc.redis.sadd(keys.ACTIVE_CARDS, card_id)
-            log.warning("rebuilt redis state of card %s from SQL: stock %d, left %d, %d orders",
-                        card_id, stock, left, len(orders))
-            return True
+        task = self._rebuilds.get(card_id)
+        if task is None:
+            task = self._rebuilds[card_id] = asyncio.ensure_future(self._rebuild(card_id, force))
+            task.add_done_callback(lambda _: self._rebuilds.pop(card_id, None))
+        return await asyncio.shield(task)
 
-    async def rebuild_missing_once(self, stop: asyncio.Event) -> None:
-        """At start-up: cards SQL knows as selling but Redis has lost (data loss) are rebuilt."""
-        try:
-            async with self.svc.db() as s:
-                ids = list((await s.execute(select(Card.id).where(Card.status != "closed"))).scalars())
-            states = await self.inventory.states(ids)
-            for card_id, st in states.items():
-                if stop.is_set():
-                    return
-                if st is None:
-                    await self.rebuild(card_id)
-        except Exception:
-            log.exception("rebuild of missing cards failed")
+    async def _rebuild(self, card_id: str, force: bool) -> bool:
+        async with self.svc.db() as s:
+            sql_seq = (await s.execute(select(Card.seq).where(Card.id == card_id))).scalar_one_or_none()
+        if sql_seq is None:
+            return False  # unknown id: checked before any key is written
+        if not force:
+            status, seq, fence, fence_at = (await self.inventory.seqs([card_id]))[card_id]
+            if not self._needs_rebuild(status, seq, fence, fence_at, sql_seq):
+                if fence is not None:  # another rebuild is running: its end is what the caller waits for
+                    await self._until_unfenced(card_id)
+                return True
+        token = new_id()
+        stale_ms = int(self.svc.settings.fence_stale_s * 1000)
+        # 1. Fence: from here no script changes the card, so its stream stops growing.
+        while True:
+            code, redis_seq, fence_min = await self.inventory.fence(card_id, token, now_ms(), stale_ms)
+            if code == "OK":
+                break
+            if await self._until_unfenced(card_id):  # another rebuild held the fence and finished
+                return True
+        before = await self.inventory.state(card_id)
+        # 2. Persist every event still in the stream — new ones, and those another consumer read
+        # but did not commit (its PEL): SQL is then complete. A failure leaves the fence up; it
+        # goes stale and the fence check of any process takes the rebuild over.
+        await self._persist_stream(keys.card_stream(card_id))
+        aftersales = getattr(self.svc, "aftersales", None)  # None when that domain is not installed
+        after = aftersales.post if aftersales is not None else None
+        if after is not None:  # the orders' after-payment versions too
+            await after.persister.drain(keys.card_after_stream(card_id))
+        # 3. Replace the Redis state with SQL's, and lift the fence, in one script.
+        async with self.svc.db() as s:
+            card = await s.get(Card, card_id)
+            assert card is not None
+            orders = list((await s.execute(select(Order).where(Order.card_id == card_id))).scalars())
+        data, left = self._redis_image(card, orders)
+        code, seq = await self.inventory.replace(card_id, token, max(card.seq, redis_seq, fence_min), data)
+        if code != "OK":
+            return True  # our fence went stale and another rebuild took over: it finishes
+        await self.svc.redis.sadd(keys.ACTIVE_CARDS, card_id)
+        self.inventory.floors.forget(card_id)
+        self.inventory.floors.raise_to(card_id, seq)
+        if after is not None:  # cases, their deadlines and payment transactions, from SQL
+            await after.restore(card_id, orders)
+        self.last_rebuild = {"card_id": card_id, "left_before": before.left if before else None,
+                             "seq_before": redis_seq, "sql_seq": card.seq, "left": left, "seq": seq}
+        self.svc.metrics.rebuilds.inc()
+        log.warning("rebuilt redis state of card %s from SQL: stock %d, left %d, %d orders, seq %d",
+                    card_id, card.stock + card.restocked, left, len(orders), seq)
+        return True
+
+    async def _until_unfenced(self, card_id: str) -> bool:
+        """Wait for another rebuild to lift the card's fence: True once lifted, False if it went
+        stale first (its rebuilder died: the caller takes over)."""
+        deadline = asyncio.get_running_loop().time() + self.svc.settings.fence_stale_s
+        while asyncio.get_running_loop().time() < deadline:
+            status, _, fence, _ = (await self.inventory.seqs([card_id]))[card_id]
+            if fence is None:
+                return status is not None
+            await asyncio.sleep(0.02)
+        return False
+
+    def _needs_rebuild(self, status: str | None, seq: int, fence: str | None, fence_at: int, sql_seq: int) -> bool:
+        """Missing, behind SQL, fenced by a buy (``stale``) or by a rebuild gone silent."""
+        if fence is not None:
+            return fence == "stale" or now_ms() - fence_at >= self.svc.settings.fence_stale_s * 1000
+        return status is None or seq < sql_seq
+
+    async def _persist_stream(self, stream: str) -> None:
+        if not await self.svc.redis.exists(stream):
+            return
+        await self.persister.ensure_group(stream)
+        start = "-"
+        while True:
+            # decode_responses: ids and fields are str (a trimmed entry has no fields: None)
+            rows = cast(list[tuple[str, dict[str, str] | None]], await self.svc.redis.xrange(
+                stream, min=start, max="+", count=self.svc.settings.persister_batch))
+            if not rows:
+                return
+            # Applied and acknowledged for whichever consumer held them (apply is idempotent).
+            await self.persister.process(stream, [(i, f) for i, f in rows if f is not None])
+            start = "(" + rows[-1][0]
+
+    @staticmethod
+    def _redis_image(card: Card, orders: list[Order]) -> tuple[dict[str, Any], int]:
+        """The card's Redis keys as SQL says they are (card_rebuild.lua's argument); and ``left``."""
+        stock = card.stock + card.restocked
+        left = stock - sum(o.qty for o in orders if holds_stock(o.status, o.stock_returned))
+        status = card.status
+        if status != "closed":
+            status = "sold_out" if left <= 0 else ("on_sale" if status == "sold_out" else status)
+        ms = lambda d: int(d.replace(tzinfo=UTC).timestamp() * 1000)  # noqa: E731
+        state = {"status": status, "stock": stock, "left": left, "limit": card.limit_per_user,
+                 "price": card.price_cents, "starts_ms": ms(card.starts_at),
+                 "ends_ms": ms(card.ends_at) if card.ends_at else 0, "room": card.room_id}
+        bought: dict[str, int] = defaultdict(int)
+        packed, requests, deadlines = [], [], []
+        for o in orders:
+            compact = {"id": o.id, "u": o.user_id, "q": o.qty, "s": o.status, "c": ms(o.created_at),
+                       "p": ms(o.pay_by), "r": o.request_id, "a": o.amount_cents, **compact_extra(o)}
+            packed.append([o.id, orjson.dumps(compact).decode()])
+            requests.append([f"{o.user_id}:{o.request_id}", o.id])
+            if holds_stock(o.status, o.stock_returned):
+                bought[o.user_id] += o.qty
+            if o.status == "pending_payment":
+                deadlines.append([o.id, compact["p"]])
+        data = {"state": {k: str(v) for k, v in state.items()}, "orders": packed, "requests": requests,
+                "bought": [[u, q] for u, q in bought.items()], "deadlines": deadlines}
+        return data, left
+
+    async def check_fences_once(self) -> int:
+        """Compare every selling card's seq in Redis with SQL's; rebuild those missing, behind
+        or fenced. Raises this process's seq floors to SQL's, so that its buys fence a card
+        whose Redis went back in time even before this check reaches it. Returns rebuilds."""
+        async with self.svc.db() as s:
+            rows = list((await s.execute(select(Card.id, Card.seq).where(Card.status != "closed"))).all())
+        # SQL first, then Redis: Redis's seq only grows, so a persist in between is no false alarm.
+        states = await self.inventory.seqs([r.id for r in rows])
+        n = 0
+        for card_id, sql_seq in rows:
+            self.inventory.floors.raise_to(card_id, sql_seq)
+            status, seq, fence, fence_at = states[card_id]
+            if self._needs_rebuild(status, seq, fence, fence_at, sql_seq):
+                if fence is None and status is not None:
+                    log.error("redis is behind SQL for card %s (seq %d < %d): rebuilding", card_id, seq, sql_seq)
+                await self.rebuild(card_id)
+                n += 1
+        return n
+
+    def redis_trouble(self) -> None:
+        """A Redis connection failed (restart, failover): check again as soon as Redis answers."""
+        self._recheck.set()
+
+    async def fence_loop(self, stop: asyncio.Event) -> None:
+        """``check_fences_once`` at start, every ``fence_check_interval_s``, and right after a
+        Redis connection failed — retried every 0.1 s until Redis answers again (the reconnect)."""
+        while not stop.is_set():
+            woken = self._recheck.is_set()
+            self._recheck.clear()
+            try:
+                await self.check_fences_once()
+                retry = False
+            except Exception as e:
+                log.warning("fence check failed: %r", e)
+                retry = woken  # Redis was in trouble: again soon, until it answers
+            with contextlib.suppress(TimeoutError):
+                if retry:
+                    self._recheck.set()
+                    await asyncio.wait_for(stop.wait(), 0.1)
+                else:
+                    await asyncio.wait_for(_first(stop.wait(), self._recheck.wait()),
+                                           self.svc.settings.fence_check_interval_s)
+
+
+async def _first(*aws: Any) -> None:
+    """Return when the first of ``aws`` finishes (the others are cancelled)."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()

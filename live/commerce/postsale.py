@@ -26,9 +26,9 @@ from sqlalchemy import Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from live.commerce.flashbuy import FlashService, card_of_order, money, order_view
+from live.commerce.flashbuy import FENCED_MESSAGE, FlashService, card_of_order, money, order_view
 from live.core import keys
-from live.core.errors import NotFound
+from live.core.errors import NotFound, Unavailable
 from live.core.ids import iso_ms, now_ms, utcnow
 from live.core.models import AfterSaleCase, AfterSaleStep, Card, Order, Payment, Room
 from live.core.scripts import source
@@ -127,9 +127,14 @@ class PostSale:
         await self._register(card_id)
         res = await self.scripts[name](keys=[self.key(card_id, k) for k in key_names], args=list(args))
         await self._register(card_id)
+        out = [r.decode() if isinstance(r, bytes) else r for r in res]
+        if out and out[0] == "FENCED":
+            # The card is being rebuilt (docs/operations.md, fencing): nothing changed; the
+            # caller retries (a request answers UNAVAILABLE, a sweeper tries again next round).
+            raise Unavailable(FENCED_MESSAGE)
         if "due" in key_names:
             await self.note_next(card_id)
-        return [r.decode() if isinstance(r, bytes) else r for r in res]
+        return out
 
     async def _first_due(self, card_id: str) -> float | None:
         first = await self.redis.zrange(keys.card_after_due(card_id), 0, 0, withscores=True)

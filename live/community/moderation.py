@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -27,7 +27,7 @@ from live.core.auth import AuthService, Principal
 from live.core.errors import Conflict, Forbidden, Invalid, Muted, NotFound, RateLimited
 from live.core.ids import iso, iso_ms, new_id, now_ms, utcnow
 from live.core.metrics import Metrics
-from live.core.models import Card, HeldMessage, ModerationAction, Report, Room, User, Violation
+from live.core.models import Card, ChatMessage, HeldMessage, ModerationAction, Report, Room, User, Violation
 from live.core.push import Pusher
 from live.core.ratelimit import RateLimiter
 
@@ -399,7 +399,8 @@ class ModerationService:
         q = _queue(Report, "open", status)
         async with self._db() as s:
             rows = (await s.execute(q.limit(limit))).scalars().all()
-        return [render_report(r) for r in rows]
+            subjects = await report_subjects(s, rows)
+        return [{**render_report(r), **subjects.get(r.id, {})} for r in rows]
 
     async def resolve(self, who: Principal, report_id: str, action: ReportAction,
                       seconds: int | None = None) -> dict[str, Any]:
@@ -532,6 +533,46 @@ def _queue(model: type[Report] | type[HeldMessage], pending: str, status: str) -
     if status != "all":
         q = q.where(model.status == status)
     return q.order_by(model.created_at.desc(), model.id.desc())
+
+
+async def report_subjects(s: AsyncSession, rows: Sequence[Report]) -> dict[str, dict[str, Any]]:
+    """What each report is about, for the moderator: the message's text or the room's or card's
+    title, its author (``{"id","name"}``), its room and when it was written (``target_at``)."""
+    want: dict[str, set[str]] = {"message": set(), "card": set(), "room": set(), "user": set()}
+    for r in rows:
+        want.setdefault(r.target, set()).add(r.target_id)
+    msgs = {m.id: m for m in (await s.execute(select(ChatMessage).where(ChatMessage.id.in_(want["message"]))))
+            .scalars()} if want["message"] else {}
+    cards = {c.id: c for c in (await s.execute(select(Card).where(Card.id.in_(want["card"])))).scalars()} \
+        if want["card"] else {}
+    room_ids = want["room"] | {c.room_id for c in cards.values()}
+    rooms = {x.id: x for x in (await s.execute(select(Room).where(Room.id.in_(room_ids)))).scalars()} \
+        if room_ids else {}
+    user_ids = want["user"] | {x.streamer_id for x in rooms.values()}
+    users = {u.id: u for u in (await s.execute(select(User).where(User.id.in_(user_ids)))).scalars()} \
+        if user_ids else {}
+
+    def person(uid: str | None, name: str | None = None) -> dict[str, Any] | None:
+        if uid is None:
+            return None
+        u = users.get(uid)
+        return {"id": uid, "name": name or (u.name if u else "")}
+
+    out: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        if r.target == "message" and (m := msgs.get(r.target_id)) is not None:
+            out[r.id] = {"text": m.text, "author": person(m.user_id, m.user_name), "room_id": m.room_id,
+                         "target_at": iso(m.ts)}
+        elif r.target == "card" and (c := cards.get(r.target_id)) is not None:
+            room = rooms.get(c.room_id)
+            out[r.id] = {"title": c.title, "author": person(room.streamer_id if room else None),
+                         "room_id": c.room_id, "target_at": iso(c.created_at)}
+        elif r.target == "room" and (room := rooms.get(r.target_id)) is not None:
+            out[r.id] = {"title": room.title, "author": person(room.streamer_id), "room_id": room.id,
+                         "target_at": iso(room.created_at)}
+        elif r.target == "user" and r.target_id in users:
+            out[r.id] = {"author": person(r.target_id), "room_id": None, "target_at": None}
+    return out
 
 
 def render_report(r: Report) -> dict[str, Any]:

@@ -71,6 +71,8 @@ class RoomService:
         self.hosting: list[Callable[[], Iterable[str]]] = [presence.hosted_rooms]
         self.idle_end_s = 180.0  # set from settings by ``install``
         self._hosted: set[str] = set()  # rooms this process hosted at the last tick
+        # The shop's standing check (governance): raises FORBIDDEN with the restriction.
+        self.standing: Callable[[str, str], Awaitable[None]] | None = None
 
     async def join(self, room_id: str, who: Principal) -> dict[str, Any]:
         """What a joining viewer receives: the snapshot and the recent chat."""
@@ -222,6 +224,8 @@ class RoomService:
         return [await self._render(room, user, with_cards=False) for room, user in rows]
 
     async def go_live(self, who: Principal, room_id: str) -> dict[str, Any]:
+        if self.standing is not None:
+            await self.standing(who.id, "live")
         return await self._set_status(who, room_id, "live")
 
     async def end(self, who: Principal, room_id: str) -> dict[str, Any]:

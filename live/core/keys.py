@@ -183,6 +183,18 @@ AFTER_DIRTY = f"{PREFIX}:after:dirty"  # SET of card ids whose after-sales strea
 AFTER_GROUP = "aftersales"
 
 
+# --- governance ------------------------------------------------------------------------
+def shop_standing_version(user: str) -> str:
+    """STRING counter bumped on every change of a shop's standing (violations, appeals,
+    admission): each process re-reads the standing from SQL when it moves."""
+    return f"{PREFIX}:gov:standing:{{user:{user}}}"
+
+
+def transparency(month: str) -> str:
+    """STRING JSON of a finished month's public disclosure figures (they never change)."""
+    return f"{PREFIX}:gov:transparency:{month}"
+
+
 # --- pub/sub channels ----------------------------------------------------------------
 CH_CARD_HINTS = f"{PREFIX}:ch:card-hints"  # "card_id status" -> fast reject on every process
 CH_KICK = f"{PREFIX}:ch:kick"  # "room_id user_id" -> disconnect a banned user everywhere

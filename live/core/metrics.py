@@ -30,6 +30,8 @@ class Metrics:
         self.reconcile_mismatches = Gauge("live_reconcile_mismatches", "Cards failing the stock invariant "
                                           "at the last reconciliation", registry=r)
         self.stream_backlog = Gauge("live_stream_backlog", "Order events waiting for SQL", registry=r)
+        self.rebuilds = Counter("live_card_rebuilds_total", "Cards rebuilt from SQL (missing in Redis, "
+                                "behind SQL, or fenced)", registry=r)
         # chat & trust and safety
         self.chat_messages = Counter("live_chat_messages_total", "Chat messages accepted", registry=r)
         self.blocked = Counter("live_blocked_total", "Content refused by the guard", ["kind", "reason"],

@@ -7,7 +7,19 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -59,6 +71,9 @@ class Card(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     # fans: who may buy: all | followers; "lucky_bag" marks a lucky bag's prize (never on sale)
     audience: Mapped[str] = mapped_column(String(16), default="all", server_default="all")
+    # Highest event seq of the card persisted (stock fencing, docs/operations.md): a Redis
+    # holding a lower seq for the card has lost writes and must be rebuilt before selling.
+    seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class Order(Base):
@@ -368,3 +383,85 @@ class WebhookAttempt(Base):
     code: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(String(300))
     ms: Mapped[int] = mapped_column(Integer)
+
+
+# --- governance (migration 0009) ------------------------------------------------------------
+# Shop violations are a table of their own: the chat ``violations`` above count guard hits on
+# any user's content (the penalty ladder), these are a moderator's (or the server's) finding
+# against a shop, with points that decay, a deduction and an appeal.
+# The ledger sweeper reads the orders changed since its last round.
+Index("ix_orders_updated_at", Order.updated_at)
+
+
+class ShopViolation(Base):
+    __tablename__ = "shop_violations"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(32), index=True)  # the shop (its streamer)
+    kind: Mapped[str] = mapped_column(String(20))  # private_trading | counterfeit | misleading | after_sales | other
+    points: Mapped[int] = mapped_column(Integer)
+    deduction_cents: Mapped[int] = mapped_column(Integer, default=0)
+    note: Mapped[str] = mapped_column(String(500), default="")
+    by: Mapped[str] = mapped_column(String(32))  # a moderator's id, or "system"
+    # The restriction the shop stood under right after this violation ("" if none): for notices.
+    restriction: Mapped[str] = mapped_column(String(32), default="")
+    status: Mapped[str] = mapped_column(String(16))  # active | revoked ("expired" is derived from expires_at)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # What the server found it from (``guard:<chat violation id>``, ``dispute:<case id>``); unique,
+    # so a finding is recorded once however many processes sweep. NULL for a moderator's.
+    source: Mapped[str | None] = mapped_column(String(120), unique=True)
+
+
+class ShopApplication(Base):
+    __tablename__ = "shop_applications"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(32), index=True)
+    shop_name: Mapped[str] = mapped_column(String(64))
+    category: Mapped[str] = mapped_column(String(64))
+    license_image: Mapped[str | None] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16), index=True)  # pending | approved | rejected
+    note: Mapped[str] = mapped_column(String(500), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    decided_by: Mapped[str | None] = mapped_column(String(32))
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ShopAccount(Base):
+    """One row per shop, updated first in every ledger transaction: the row lock (PostgreSQL)
+    or the write lock it takes (SQLite) serialises a shop's payouts and deductions."""
+
+    __tablename__ = "shop_accounts"
+    user_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class LedgerEntry(Base):
+    """One money movement of a shop, in cents (signed). ``bucket`` is ``deposit`` or ``balance``;
+    ``(kind, source)`` is unique, so every entry is written once whatever retries or races."""
+
+    __tablename__ = "ledger_entries"
+    __table_args__ = (UniqueConstraint("kind", "source", name="uq_ledger_source"),
+                      Index("ix_ledger_shop_at", "user_id", "at"))
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(16))  # deposit | sale | refund | deduction | payout
+    bucket: Mapped[str] = mapped_column(String(16))  # deposit | balance
+    amount_cents: Mapped[int] = mapped_column(Integer)
+    source: Mapped[str] = mapped_column(String(120))
+    order_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    violation_id: Mapped[str | None] = mapped_column(String(32))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Appeal(Base):
+    __tablename__ = "appeals"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    violation_id: Mapped[str] = mapped_column(String(32), unique=True)  # one appeal per violation
+    user_id: Mapped[str] = mapped_column(String(32), index=True)
+    text: Mapped[str] = mapped_column(String(2000))
+    status: Mapped[str] = mapped_column(String(16), index=True)  # pending | upheld | overturned
+    note: Mapped[str] = mapped_column(String(500), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    decided_by: Mapped[str | None] = mapped_column(String(32))
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

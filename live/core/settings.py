@@ -68,6 +68,14 @@ class Settings(BaseModel):
     persister_max_deliveries: int = Field(5, ge=1)
     reconcile_interval_s: float = Field(60.0, gt=0)
 
+    # --- stock fencing & order durability (docs/operations.md) ---
+    fence_check_interval_s: float = Field(1.0, gt=0)
+    fence_stale_s: float = Field(30.0, gt=0)
+    fence_wait_s: float = Field(3.0, ge=0)
+    order_durability: Literal["fast", "replica", "disk"] = "fast"
+    order_durability_replicas: int = Field(1, ge=1)
+    order_durability_timeout_ms: int = Field(500, ge=1)
+
     max_upload_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     max_image_pixels: int = Field(40_000_000, ge=10_000)
     image_display_px: int = Field(1080, ge=64)
@@ -117,6 +125,21 @@ class Settings(BaseModel):
     webhook_max_inflight: int = Field(256, ge=1)
     webhook_poll_s: float = Field(0.5, gt=0)
     webhook_rotation_grace_s: float = Field(86400.0, ge=0)
+    # --- governance (admission, violation points, shop ledger) ---
+    # "open": any streamer lists; "review": a streamer's shop application must be approved first.
+    shop_admission: Literal["open", "review"] = "open"
+    # Points and deposit deduction (cents) a violation of each kind earns unless the moderator
+    # says otherwise; points stop counting ``violation_decay_s`` after the violation.
+    violation_points: dict[str, int] = Field(default_factory=lambda: {
+        "private_trading": 12, "counterfeit": 24, "misleading": 6, "after_sales": 6, "other": 3})
+    violation_deduction_cents: dict[str, int] = Field(default_factory=lambda: {
+        "private_trading": 50000, "counterfeit": 100000, "misleading": 0, "after_sales": 0, "other": 0})
+    violation_decay_s: float = Field(365 * 86400, gt=0)
+    # Active points -> the restriction that tier adds (each tier keeps the lower tiers' ones).
+    shop_tiers: dict[int, str] = Field(default_factory=lambda: {
+        12: "no_scheduled_sales", 24: "no_listing", 36: "no_live", 48: "shop_closed"})
+    # How often each process turns paid and refunded orders into ledger entries.
+    ledger_sweep_s: float = Field(2.0, gt=0)
 
     log_level: str = "INFO"
     # "uvloop" (libuv's event loop: cheaper socket I/O, tasks and timers on the buy path) or

@@ -5,6 +5,7 @@
 -- ARGV[1] order id, ARGV[2] buyer id, ARGV[3] now ms
 -- Returns {code, order_json, card_status}: OK, NOT_FOUND, FORBIDDEN, STATE (not paid),
 -- CASE (an after-sales case is open: it decides).
+if fenced(KEYS[1]) then return {'FENCED', '', ''} end
 local raw = redis.call('HGET', KEYS[3], ARGV[1])
 if not raw then return {'NOT_FOUND', '', ''} end
 local o = cjson.decode(raw)

@@ -10,6 +10,7 @@
 -- ARGV[8] reply ms, ARGV[9] return-ship ms, ARGV[10] return-receive ms, ARGV[11] auto-confirm ms
 -- Returns {code, case_json, order_json, card_status}: OK, NOT_FOUND, STATE (the step does
 -- not apply to the case's status), LATE (escalation after its deadline), NOT_DUE.
+if fenced(KEYS[1]) then return {'FENCED', '', ''} end
 local raw = redis.call('HGET', KEYS[4], ARGV[1])
 if not raw then
   redis.call('ZREM', KEYS[5], 'c:' .. ARGV[1])

@@ -5,6 +5,13 @@
 -- ra refunded cents, sr 1 once the units went back, sh {c carrier, t tracking, at ms},
 -- as current case id, nc cases opened, pt paid ms, cp completed ms, rt refunded ms.
 
+-- A card under rebuild (its state hash has a 'fence' field, see card_fence.lua) takes no change
+-- that moves stock or money: the scripts that hold the card state call this first and answer
+-- {'FENCED', '', ''}; nothing is written.
+local function fenced(kstate)
+  return redis.call('HEXISTS', kstate, 'fence') == 1
+end
+
 local function save_order(korders, kstream, o)
   o.v = (o.v or 0) + 1
   local raw = cjson.encode(o)

@@ -13,6 +13,7 @@
 -- already paid: this charge refunded), NOT_FOUND, FORBIDDEN, AMOUNT (amount differs),
 -- TXN (transaction id used for another order), STATE (strict: not payable; the order),
 -- DUE (strict: pay_by passed; the order expired now).
+if fenced(KEYS[1]) then return {'FENCED', '', ''} end
 local seen = redis.call('HGET', KEYS[5], ARGV[3])
 if seen then
   if seen ~= ARGV[1] then return {'TXN', '', ''} end

@@ -5,8 +5,9 @@
 -- ARGV[1] order id, ARGV[2] new status ('cancelled' | 'expired'), ARGV[3] now (ms),
 -- ARGV[4] user id that must own the order ('' for the expiry sweeper)
 -- Returns {code, order_json, left, new_card_status}; the last is 'on_sale' when a sold-out
--- card went back on sale, else ''. code is OK, NOT_FOUND, FORBIDDEN,
--- STATE (not awaiting payment: the order as it is), NOT_DUE (expiry before pay_by).
+-- card went back on sale, else ''. code is OK, NOT_FOUND, FORBIDDEN, FENCED (card under
+-- rebuild), STATE (not awaiting payment: the order as it is), NOT_DUE (expiry before pay_by).
+if redis.call('HEXISTS', KEYS[1], 'fence') == 1 then return {'FENCED', '', 0, ''} end
 local raw = redis.call('HGET', KEYS[3], ARGV[1])
 if not raw then return {'NOT_FOUND', '', 0, ''} end
 local o = cjson.decode(raw)
@@ -25,5 +26,6 @@ if redis.call('HGET', KEYS[1], 'status') == 'sold_out' and left > 0 then
   changed = 'on_sale'
   redis.call('HSET', KEYS[1], 'status', changed)
 end
-redis.call('XADD', KEYS[5], '*', 't', 'status', 'id', ARGV[1], 's', ARGV[2], 'at', ARGV[3])
+local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+redis.call('XADD', KEYS[5], '*', 't', 'status', 'id', ARGV[1], 's', ARGV[2], 'at', ARGV[3], 'seq', seq)
 return {'OK', order, left, changed}

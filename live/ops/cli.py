@@ -27,7 +27,6 @@ import redis.exceptions
 import sqlalchemy.exc
 
 from live.core import db as dbmod
-from live.core import keys
 from live.core.settings import Settings, SettingsError, documented_defaults, load_settings
 from live.ops.embedded import EmbeddedRedis
 
@@ -101,12 +100,14 @@ async def _reconcile(settings: Settings, card: str | None, as_json: bool) -> int
 
 async def _rebuild(settings: Settings, card: str) -> int:
     async def work(svc: Services) -> int:
-        await svc.redis.delete(keys.card_state(card))  # force: rebuild even if some state is left
-        if not await svc.orders.rebuild(card):
+        ok = await svc.orders.rebuild(card, force=True)  # safe while servers sell: it fences the card
+        if not ok:
             print(f"no card {card} in the database", file=sys.stderr)
             return PROBLEM
         report: dict[str, Any] = await svc.orders.reconcile(card)
-        print(f"rebuilt card {card}: stock {report.get('stock')} left {report.get('left')}; "
+        done = svc.orders.last_rebuild
+        print(f"rebuilt card {card}: stock {report.get('stock')} left {report.get('left')} "
+              f"(found left {done.get('left_before')} seq {done.get('seq_before')}, sql seq {done.get('sql_seq')}); "
               f"{'invariant holds' if report['ok'] else 'problems: ' + '; '.join(report['problems'])}")
         return OK if report["ok"] else PROBLEM
 

@@ -52,6 +52,7 @@ PAGES: dict[str, str] = {
     "/room/{room_id}": "room.html",
     "/studio": "studio.html",
     "/moderation": "moderation.html",
+    "/transparency": "transparency.html",
 }
 
 IMMUTABLE = "public, max-age=31536000, immutable"

@@ -5,6 +5,7 @@
 import * as i18n from "./i18n.js";
 import { errorText, t } from "./i18n.js";
 import { mountDisputes } from "./aftersales.js";
+import { mountGovernanceQueues } from "./governance.js";
 import { api, listOf, session } from "./net.js";
 import { $, flash, h, timeOf } from "./ui.js";
 
@@ -68,6 +69,11 @@ function enter() {
   if (disputes && !disputes.dataset.mounted) {
     disputes.dataset.mounted = "1";
     mountDisputes(disputes, { token: () => state.sess?.token });
+  }
+  const gov = $("#governance-section");
+  if (gov && !gov.dataset.mounted) {
+    gov.dataset.mounted = "1";
+    mountGovernanceQueues(gov, { token: () => state.sess?.token });
   }
 }
 
@@ -148,6 +154,10 @@ function render() {
   el.reports.replaceChildren(...state.reports.map((r) => h("li", { class: "report-item", dataset: { id: r.id } },
     h("dl", {},
       h("dt", {}, t("mod.target")), h("dd", {}, `${i18n.has(`mod.target.${r.target}`) ? t(`mod.target.${r.target}`) : r.target} · ${r.target_id}`),
+      ...(r.text || r.title ? [h("dt", {}, "✎"), h("dd", { class: "quote", testid: "report-subject" },
+        r.text ?? r.title)] : []),
+      ...(r.author ? [h("dt", {}, "👤"), h("dd", {}, `${r.author.name} · ${r.room_id ?? ""} · ${timeOf(r.target_at)}`)]
+        : []),
       h("dt", {}, t("mod.reason")), h("dd", { class: "quote" }, r.reason || "—"),
       h("dt", {}, t("mod.reporter")), h("dd", {}, `${r.reporter_id ?? "?"} · ${timeOf(r.created_at)}`)),
     h("div", { class: "actions" }, ...ACTIONS.map((action) => h("button", {

@@ -7,6 +7,7 @@ import { errorText, t } from "./i18n.js";
 import { ApiError, api, call, connect, request, serverNow, session } from "./net.js";
 import { mountStudioFans } from "./fans.js";
 import { mountStudio } from "./aftersales.js";
+import { mountShopPanel } from "./governance.js";
 import { publish } from "./rtc.js";
 import { $, flash, h, money } from "./ui.js";
 
@@ -119,6 +120,11 @@ async function enter() {
   if (afterSalesRoot && !afterSalesRoot.dataset.mounted) {
     afterSalesRoot.dataset.mounted = "1";
     mountStudio(afterSalesRoot, { token, roomId: () => state.room?.id ?? localStorage.getItem(ROOM_KEY) });
+  }
+  const shopRoot = $("#shop-standing");
+  if (shopRoot && !shopRoot.dataset.mounted) {
+    shopRoot.dataset.mounted = "1";
+    mountShopPanel(shopRoot, { token, userId: () => state.sess?.user?.id });
   }
   const saved = localStorage.getItem(ROOM_KEY);
   if (saved) {
