@@ -19,7 +19,7 @@ from tests.support import Api, RunningServer
 # own transport, the document routes themselves, and the binary media protocols (WHIP/WHEP
 # exchange SDP, HLS serves playlists and MPEG-TS segments: their specs are RFC 9725 / RFC 8216).
 UNDESCRIBED = {
-    ("GET", "/"), ("GET", "/room/{room_id}"), ("GET", "/studio"), ("GET", "/moderation"),
+    ("GET", "/"), ("GET", "/room/{room_id}"), ("GET", "/studio"), ("GET", "/moderation"), ("GET", "/transparency"),
     ("GET", "/socket.io/"), ("POST", "/socket.io/"), ("OPTIONS", "/socket.io/"),
     ("GET", "/api/openapi.json"), ("GET", "/api/asyncapi.json"), ("GET", "/api/docs"),
     ("GET", "/api/docs.js"), ("GET", "/api/docs.css"),

@@ -65,19 +65,19 @@ class CallbackIn(BaseModel):
         return cents(v)
 
 
-def _blank_is_none(v: Any) -> Any:
+def blank_is_none(v: Any) -> Any:
     return None if v == "" else v
 
 
 class CardOrdersQuery(Strict):
     status: Literal["pending_payment", "paid", "shipped", "completed", "cancelled", "expired", "refunded"] | None = None
-    _status = field_validator("status", mode="before")(_blank_is_none)
+    _status = field_validator("status", mode="before")(blank_is_none)
 
 
 class ShopCasesQuery(Strict):
     status: Literal["requested", "awaiting_return", "returned", "rejected", "escalated", "refunded",
                     "closed"] | None = None
-    _status = field_validator("status", mode="before")(_blank_is_none)
+    _status = field_validator("status", mode="before")(blank_is_none)
 
 
 def _clean(s: str) -> str:
