@@ -60,6 +60,9 @@ async def test_documents_are_valid(api: Api) -> None:
     guest = doc["paths"]["/api/auth/guest"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     name = doc["components"]["schemas"][guest["$ref"].rsplit("/", 1)[-1]]["properties"]["name"]
     assert name["maxLength"] == 32
+    # A path parameter the route's regex limits to a few words is published as an enum.
+    decide = doc["paths"]["/api/moderation/applications/{app_id}/{decision}"]["post"]["parameters"]
+    assert {p["name"]: p["schema"] for p in decide}["decision"] == {"enum": ["approve", "reject"]}
     held = {p["name"]: p for p in doc["paths"]["/api/moderation/held"]["get"]["parameters"]}
     assert held["status"]["schema"]["enum"] == ["held", "approved", "rejected", "all"]
 

@@ -10,6 +10,7 @@ validate with (``TypeAdapter.json_schemas``, one ``components.schemas`` for all)
 
 from __future__ import annotations
 
+import re
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -88,11 +89,13 @@ def _operation_id(handler: Any) -> str:
 def build_openapi(app: web.Application) -> dict[str, Any]:
     """The OpenAPI 3.1 document of every described route of ``app``."""
     ops: list[tuple[str, str, ApiSpec, Any]] = []
+    choices: dict[str, dict[str, list[str]]] = {}
     for route in app.router.routes():
         spec = spec_of(route.handler)
         if spec is None or route.method == "HEAD" or route.resource is None:
             continue
         ops.append((route.resource.canonical, route.method.lower(), spec, route.handler))
+        choices[route.resource.canonical] = _path_choices(route.resource.get_info())
     entries: list[tuple[Any, str, Any]] = [("Error", "serialization", Error)]
     for i, (_, _, spec, _) in enumerate(ops):
         if spec.request is not None:
@@ -108,7 +111,9 @@ def build_openapi(app: web.Application) -> dict[str, Any]:
     for i, (path, method, spec, handler) in enumerate(ops):
         op: dict[str, Any] = {"operationId": _operation_id(handler), "summary": spec.summary, "tags": [spec.tag]}
         params: list[dict[str, Any]] = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
+            {"name": name, "in": "path", "required": True,
+             "schema": ({"enum": choices[path][name]} if name in choices.get(path, {})
+                        else {"type": "string", "minLength": 1})}
             for name in _path_params(path)]
         if spec.query is not None:
             q = schemas[(i, "query")]
@@ -156,6 +161,18 @@ def build_openapi(app: web.Application) -> dict[str, Any]:
                        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                                                       "description": "a token from /api/auth/*"}}},
     }
+
+
+def _path_choices(info: Any) -> dict[str, list[str]]:
+    """Path parameters the route's own regex limits to a few words (``{decision:approve|reject}``)."""
+    pattern = info.get("pattern")
+    if pattern is None:
+        return {}
+    out = {}
+    for name, regex in re.findall(r"\(\?P<(\w+)>([^()]*)\)", pattern.pattern):
+        if re.fullmatch(r"[\w-]+(\|[\w-]+)*", regex):
+            out[name] = regex.split("|")
+    return out
 
 
 def _path_params(path: str) -> list[str]:
