@@ -241,3 +241,22 @@ async def test_closed_gated_cards_leave_the_follow_path(api: Api, server: Runnin
     redis = server.services.redis
     assert await redis.smembers(keys.fans_gated_cards(sid)) == {cards[1]["id"]}
     assert (await redis.hget(keys.card_fans(cards[1]["id"]), fan["user"]["id"])).endswith(":1")
+
+
+async def test_a_rebuilt_followers_only_card_is_gated_before_it_sells(api: Api, server: RunningServer) -> None:
+    """Redis loses the card (its state and its gate share one hash tag): the rebuild from SQL puts
+    the gate back before the fence lifts, without waiting for the periodic re-gating."""
+    s = await api.streamer()
+    room = await api.live_room(s["token"])
+    fan, outsider = await api.guest("fan2"), await api.guest("out2")
+    await api.ok("POST", f"/api/users/{s['user']['id']}/follow", token=fan["token"])
+    card = await list_card(api, s["token"], room["id"], stock=5, audience="followers")
+    redis = server.services.redis
+    lost = [k async for k in redis.scan_iter(match=f"*{{card:{card['id']}}}*")]
+    assert lost and await redis.delete(*lost) == len(lost)  # as if Redis lost the card's slot
+    assert await server.services.orders.rebuild(card["id"], force=True)
+    status, err = await api.post(f"/api/cards/{card['id']}/buy", json={"qty": 1, "request_id": "o"},
+                                 token=outsider["token"])
+    assert status == 403 and err["error"]["code"] == "NOT_ELIGIBLE"
+    assert (await api.ok("POST", f"/api/cards/{card['id']}/buy", json={"qty": 1, "request_id": "f"},
+                         token=fan["token"]))["ok"]

@@ -4,6 +4,7 @@ simulated clock, appeals, the shop ledger — real Redis, real SQL (SQLite and P
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -383,6 +384,9 @@ async def test_server_records_private_trading_by_a_shop_and_a_lost_dispute(setti
 
         st = await eventually(both, timeout=20)
         assert st["points"] == 12 + 6 + 3 and st["restrictions"] == ["no_scheduled_sales"]
+        # The guard's finding says why: its detector and the normalised fragment it matched.
+        note = next(v["note"] for v in st["violations"] if v["kind"] == "private_trading")
+        assert re.search(r"\(guard wechat: “[^”]+”\)", note), note
         # Sweeping again (as every process does) records nothing twice.
         assert await findings.sweep(srv.services.governance) == 0
         again = await api.ok("GET", f"/api/shops/{uid}/standing", token=ADMIN)

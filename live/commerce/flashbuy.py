@@ -228,7 +228,7 @@ class FlashService:
             moderation = getattr(self.svc, "moderation", None)  # set only when the chat domain is installed
             if moderation is not None:
                 await moderation.violation(who.id, kind="image", reason="private_trading", detector="qr",
-                                           text=found[0][:200], room_id=room_id)
+                                           text=found[0][:200], room_id=room_id, fragment=found[0][:200])
             raise Blocked("product photos must not carry QR codes", reason="private_trading",
                           detail="qr_code")
 
@@ -245,7 +245,7 @@ class FlashService:
         self.svc.metrics.blocked.labels("image", finding.reason).inc()
         if self.svc.moderation is not None:
             await self.svc.moderation.violation(who.id, kind="image", reason=finding.reason, detector=finding.kind,
-                                                text=found.text[:200], room_id=room_id)
+                                                text=found.text[:200], room_id=room_id, fragment=finding.match)
         raise Blocked("product photos must not carry contact details", reason=finding.reason,
                       detail="text_in_image")
 
@@ -604,7 +604,8 @@ def _frame_sampler(svc: Any, reader: TextReader) -> FrameSampler:
         room = await svc.rooms.get(room_id)
         svc.metrics.blocked.labels("video", finding.reason).inc()
         await svc.moderation.violation(room.streamer_id, kind="video", reason=finding.reason,
-                                       detector=finding.kind, text=text[:200], room_id=room_id)
+                                       detector=finding.kind, text=text[:200], room_id=room_id,
+                                       fragment=finding.match)
 
     return FrameSampler(reader, interval_s=svc.settings.ocr_frame_interval_s, cpu_budget=svc.settings.ocr_cpu_budget,
                         rooms=live_rooms, frame=latest_frame, on_text=on_text)

@@ -185,6 +185,7 @@ class ChatLog:
     async def _insert_violation(self, s: AsyncSession, f: dict[str, str]) -> None:
         row = {"id": f["id"], "user_id": f["user_id"], "room_id": f.get("room_id") or None, "kind": f["kind"],
                "reason": f["reason"], "text": f.get("text", ""), "penalty": f["penalty"],
+               "detector": f.get("detector", ""), "fragment": f.get("fragment", ""),
                "created_at": datetime.fromisoformat(f["ts"])}
         if self._upserts:
             await s.execute(self._insert(Violation).values(row).on_conflict_do_nothing(index_elements=["id"]))
@@ -246,7 +247,7 @@ class ChatService:
         finding = verdict.finding
         if verdict.action == "block" and finding is not None:
             penalty = await self._mod.violation(who.id, kind="chat", reason=finding.reason, detector=finding.kind,
-                                                text=clean, room_id=room_id)
+                                                text=clean, room_id=room_id, fragment=finding.match)
             raise Blocked(reason=finding.reason, **penalty.extra())
         msg = {"id": new_id(), "room_id": room_id, "user": who.public(), "text": clean, "ts": iso(utcnow())}
         if verdict.action == "hold" and finding is not None:
@@ -299,7 +300,7 @@ class ChatService:
         finding = self._guard.check(text)
         if finding is not None:
             penalty = await self._mod.violation(who.id, kind=kind, reason=finding.reason, detector=finding.kind,
-                                                text=text, room_id=room_id)
+                                                text=text, room_id=room_id, fragment=finding.match)
             raise Blocked(reason=finding.reason, **penalty.extra())
 
     def vet_name(self, name: str) -> None:

@@ -167,7 +167,7 @@ class ModerationService:
 
     # --- violations and penalties -----------------------------------------------------------
     async def violation(self, user_id: str, *, kind: str, reason: str, detector: str, text: str,
-                        room_id: str | None = None) -> Penalty:
+                        room_id: str | None = None, fragment: str = "") -> Penalty:
         """Record a violation and apply the next penalty of the escalation ladder.
 
         The count lives in Redis (INCR is atomic across processes, so two violations at once
@@ -182,7 +182,8 @@ class ModerationService:
         until = await self._apply_penalty(user_id, name)
         await self._log.emit({
             "t": "vio", "id": new_id(), "user_id": user_id, "room_id": room_id or "", "kind": kind[:16],
-            "reason": reason[:32], "detector": detector, "text": text[:2000], "penalty": name,
+            "reason": reason[:32], "detector": detector[:32], "fragment": fragment[:200], "text": text[:2000],
+            "penalty": name,
             "ts": iso(utcnow()) or "",
         })
         self._metrics.blocked.labels(kind, reason).inc()
@@ -265,9 +266,9 @@ class ModerationService:
             await self._log.append(msg)
             await self._pusher.to_room(row.room_id, "chat:message", msg)
         else:
-            detector = row.signals[0][0] if row.signals else "review"
+            detector, fragment = (row.signals[0][0], row.signals[0][1]) if row.signals else ("review", "")
             await self.violation(row.user_id, kind="chat", reason="private_trading", detector=detector,
-                                 text=row.text, room_id=row.room_id)
+                                 text=row.text, room_id=row.room_id, fragment=fragment)
         await self._pusher.to_user(row.user_id, "chat:held", {"id": held_id, "room_id": row.room_id, "status": new})
         await self.audit(who, f"held_{decision}", room_id=row.room_id, target_id=held_id, target_user_id=row.user_id)
         return render_held(row)

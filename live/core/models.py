@@ -164,6 +164,10 @@ class Violation(Base):
     text: Mapped[str] = mapped_column(Text, default="")
     penalty: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # Why the guard refused it (migration 0010): the detector and the normalised fragment it
+    # matched, so that a moderator (and an appeal) sees the reason, not only the raw text.
+    detector: Mapped[str] = mapped_column(String(32), default="", server_default="")
+    fragment: Mapped[str] = mapped_column(String(200), default="", server_default="")
 
 
 # --- fans (follows, go-live notifications, lucky bags) --------------------------------------

@@ -24,7 +24,7 @@ async def sweep(gov: Any, limit: int = 200) -> int:
     """Record the findings not yet recorded; how many were recorded."""
     since = gov.now() - timedelta(seconds=gov.settings.violation_decay_s)
     sources = select(ShopViolation.source).where(ShopViolation.source.is_not(None))
-    guard_q = (select(Violation.id, Violation.user_id, Violation.kind)
+    guard_q = (select(Violation.id, Violation.user_id, Violation.kind, Violation.detector, Violation.fragment)
                .join(User, User.id == Violation.user_id)
                .where(User.role == "streamer", Violation.reason == "private_trading", Violation.created_at >= since)
                .where((literal("guard:") + Violation.id).not_in(sources)).limit(limit))
@@ -47,8 +47,11 @@ async def sweep(gov: Any, limit: int = 200) -> int:
             if room is not None:
                 reports.append((rid, target, room.streamer_id))
     n = 0
-    for vid, user_id, what in guard:
-        n += await gov.record(None, user_id, "private_trading", f"private trading in a {what} (guard)",
+    for vid, user_id, what, detector, fragment in guard:
+        # The guard's reason travels with the finding: its detector and the normalised fragment
+        # it matched (what a moderator and an appeal need to see).
+        why = f"{detector}: “{fragment}”" if fragment else (detector or "guard")
+        n += await gov.record(None, user_id, "private_trading", f"private trading in a {what} (guard {why})",
                               source=f"guard:{vid}") is not None
     for case_id, shop in disputes:
         n += await gov.record(None, shop, "after_sales", f"lost the dispute {case_id}",

@@ -3,7 +3,7 @@
 // and after-sales queue, and the moderators' dispute queue. Each page mounts its part; the
 // server decides every rule and answers CONFLICT/FORBIDDEN, which is shown as it comes.
 
-import { t } from "./i18n.js";
+import { errorText, onLangChange, t } from "./i18n.js";
 import { api, connect } from "./net.js";
 import { flash, h, money, timeOf } from "./ui.js";
 
@@ -78,7 +78,7 @@ async function buyerCall(method, path, json) {
     else if (res?.id) buyer.onOrder(res);
     return res;
   } catch (e) {
-    if (buyer.feedback) flash(buyer.feedback, t("as.failed", { message: e.message }), "error", 6000);
+    if (buyer.feedback) flash(buyer.feedback, t("as.failed", { message: errorText(e) }), "error", 6000);
     return null;
   }
 }
@@ -168,10 +168,13 @@ export function mountStudio(root, { token, roomId }) {
   const feedback = h("p", { class: "feedback", role: "alert", hidden: true });
   const orders = h("ul", { class: "as-orders", testid: "studio-orders" });
   const queue = h("ul", { class: "as-queue", testid: "studio-cases" });
+  // Headings carry data-i18n, so a language switch re-translates them (i18n.apply); the lists
+  // are drawn again from the last answers (draw), without asking the server again.
   root.replaceChildren(
-    h("h2", {}, t("as.studioTitle")), feedback,
-    h("h3", {}, t("as.toShip")), orders,
-    h("h3", {}, t("as.queue")), queue);
+    h("h2", { dataset: { i18n: "as.studioTitle" } }, t("as.studioTitle")), feedback,
+    h("h3", { dataset: { i18n: "as.toShip" } }, t("as.toShip")), orders,
+    h("h3", { dataset: { i18n: "as.queue" } }, t("as.queue")), queue);
+  let last = null;  // {cases, cards: [{card, list}]} as last fetched
   let timer = null;
 
   async function call(method, path, json) {
@@ -180,7 +183,7 @@ export function mountStudio(root, { token, roomId }) {
       schedule(0);
       return res;
     } catch (e) {
-      flash(feedback, t("as.failed", { message: e.message }), "error", 6000);
+      flash(feedback, t("as.failed", { message: errorText(e) }), "error", 6000);
       return null;
     }
   }
@@ -222,12 +225,26 @@ export function mountStudio(root, { token, roomId }) {
     try {
       const cases = await api("GET", "/api/shop/after-sales", { token: token() });
       cases.sort((a, b) => Number(OPEN.has(b.status)) - Number(OPEN.has(a.status)));
-      queue.replaceChildren(...(cases.length ? cases.map(caseRow) : [h("li", { class: "muted" }, t("as.noCases"))]));
       const room = roomId() ? await api("GET", `/api/rooms/${enc(roomId())}`) : null;
-      const rows = [];
+      const cards = [];
       for (const card of room?.cards || []) {
         const list = await api("GET", `/api/cards/${enc(card.id)}/orders?status=paid`, { token: token() });
-        if (!list.length) continue;
+        if (list.length) cards.push({ card, list });
+      }
+      last = { cases, cards };
+      draw();
+    } catch (e) {
+      flash(feedback, t("as.failed", { message: errorText(e) }), "error", 6000);
+    }
+  }
+
+  function draw() {
+    if (!last) return;
+    const { cases, cards } = last;
+    queue.replaceChildren(...(cases.length ? cases.map(caseRow) : [h("li", { class: "muted" }, t("as.noCases"))]));
+    const rows = [];
+    {
+      for (const { card, list } of cards) {
         const carrier = h("input", { class: "small", maxlength: 64, placeholder: t("as.carrier"),
           "aria-label": t("as.carrier"), testid: "ship-all-carrier" });
         rows.push(h("li", { class: "as-card" }, h("b", {}, card.title || card.id), " ",
@@ -237,10 +254,9 @@ export function mountStudio(root, { token, roomId }) {
         rows.push(...list.map(orderRow));
       }
       orders.replaceChildren(...(rows.length ? rows : [h("li", { class: "muted" }, t("as.nothingToShip"))]));
-    } catch (e) {
-      flash(feedback, t("as.failed", { message: e.message }), "error", 6000);
     }
   }
+  onLangChange(draw);
 
   function schedule(ms = 200) {
     clearTimeout(timer);
@@ -260,17 +276,24 @@ export function mountStudio(root, { token, roomId }) {
 export function mountDisputes(root, { token }) {
   const feedback = h("p", { class: "feedback", role: "alert", hidden: true });
   const list = h("ul", { class: "as-disputes", testid: "disputes" });
-  root.replaceChildren(h("h2", {}, t("as.disputes")), feedback, list);
+  root.replaceChildren(h("h2", { dataset: { i18n: "as.disputes" } }, t("as.disputes")), feedback, list);
+  let last = null;
 
   async function load() {
     if (!token()) return;
     try {
-      const cases = await api("GET", "/api/moderation/disputes", { token: token() });
-      list.replaceChildren(...(cases.length ? cases.map(row) : [h("li", { class: "muted" }, t("as.noDisputes"))]));
+      last = await api("GET", "/api/moderation/disputes", { token: token() });
+      draw();
     } catch (e) {
-      flash(feedback, t("as.failed", { message: e.message }), "error", 6000);
+      flash(feedback, t("as.failed", { message: errorText(e) }), "error", 6000);
     }
   }
+
+  function draw() {
+    if (!last) return;
+    list.replaceChildren(...(last.length ? last.map(row) : [h("li", { class: "muted" }, t("as.noDisputes"))]));
+  }
+  onLangChange(draw);
 
   function row(c) {
     const note = h("input", { class: "small", maxlength: 500, placeholder: t("as.note"), "aria-label": t("as.note") });
@@ -279,7 +302,7 @@ export function mountDisputes(root, { token }) {
         await api("POST", `/api/after-sales/${enc(c.id)}/rule`, { token: token(), json: { decision, note: note.value.trim() } });
         flash(feedback, t("as.ruled"), "ok");
       } catch (e) {
-        flash(feedback, t("as.failed", { message: e.message }), "error", 6000);
+        flash(feedback, t("as.failed", { message: errorText(e) }), "error", 6000);
       }
       load();
     };

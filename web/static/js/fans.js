@@ -288,9 +288,21 @@ export function mountStudioFans({ room, token }) {
     }
   }
 
+  let lastStats = null;  // drawn again, without a request, when the language changes
+
   async function loadStats() {
     try {
-      const s = await api("GET", "/api/shop/stats", { token: token() });
+      lastStats = await api("GET", "/api/shop/stats", { token: token() });
+      drawStats();
+    } catch (e) {
+      statsBox.replaceChildren(h("p", { class: "muted" }, errorText(e)));
+    }
+  }
+
+  function drawStats() {
+    const s = lastStats;
+    if (!s) return;
+    {
       statsBox.replaceChildren(
         h("p", {}, t("fans.statsLine", { followers: s.followers, buyers: s.buyers, repeat: s.repeat_buyers,
           rate: `${Math.round(s.repeat_rate * 100)}%`, orders: s.orders, gmv: s.gmv })),
@@ -298,12 +310,10 @@ export function mountStudioFans({ room, token }) {
           h("tr", {}, ["fans.show", "fans.buyers", "fans.returning", "fans.orders", "fans.gmv"].map((k) => h("th", {}, t(k)))),
           s.shows.map((x) => h("tr", {}, h("td", {}, x.title), h("td", {}, x.buyers), h("td", {}, x.returning_buyers),
             h("td", {}, x.orders), h("td", {}, x.gmv)))));
-    } catch (e) {
-      statsBox.replaceChildren(h("p", { class: "muted" }, errorText(e)));
     }
   }
 
-  i18n.onLangChange(render);
+  i18n.onLangChange(() => { render(); drawStats(); });
   render();
   loadStats();
   return { loadStats };
