@@ -124,6 +124,10 @@ async def test_wheel_installs_and_serves_every_page_and_asset(installed: Install
                     assert r.status == 200, f"{page} names {url}: {r.status}"
                     assert await r.read(), url
                 checked.add(url)
+        # The API documents and their reference page (web/apidocs) come with the wheel too.
+        for url in ("/api/openapi.json", "/api/asyncapi.json", "/api/docs", "/api/docs.js", "/api/docs.css"):
+            async with s.get(installed.url + url) as r:
+                assert r.status == 200 and await r.read(), url
     assert len(checked) >= 5, checked
     # The ops command of the same install works from the same empty folder.
     done = subprocess.run([str(installed.venv / "bin" / "live"), "defaults"], capture_output=True, text=True,

@@ -21,7 +21,7 @@ from live.app.appkeys import SERVICES, SETTINGS, ServicesRef
 from live.app.services import open_services
 from live.core.settings import Settings
 from live.ops.embedded import EmbeddedRedis
-from live.transport import pages, routes_core, sio_rooms
+from live.transport import openapi, pages, routes_core, sio_rooms
 from live.transport.http import MIDDLEWARES
 from live.transport.sio import SioPusher, SocketApp, make_server
 
@@ -61,6 +61,7 @@ def create_app(settings: Settings) -> web.Application:
     sio_rooms.register(socket_app)
     for _, transport in DOMAINS:
         importlib.import_module(transport).setup(app, socket_app)
+    openapi.setup(app, socket_app)  # last: it describes the routes and events registered above
     pages.setup(app)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:

@@ -13,8 +13,9 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import orjson
 from aiohttp import web
@@ -267,9 +268,64 @@ async def security_headers(request: web.Request, handler: Handler) -> web.Stream
 MIDDLEWARES = [security_headers, error_middleware, auth_middleware]
 
 
+# --- the declarative layer the OpenAPI document is generated from (live.transport.openapi) ---
+Auth = Literal["none", "bearer", "optional"]
+H = TypeVar("H", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class ApiSpec:
+    """What one HTTP operation accepts and answers, read by ``live.transport.openapi``.
+
+    ``request`` and ``query`` are the very models the handler validates with (``body`` /
+    ``query``), so the published schema cannot drift from the check. ``responses`` maps a
+    success status to a type pydantic can describe (a model, a TypedDict, ``list[...]``) or to
+    ``None`` (no JSON body); ``media`` names a non-JSON response type (image, SDP, text)."""
+
+    summary: str
+    tag: str
+    auth: Auth = "bearer"
+    request: Any = None  # a model, or a union of models when a path parameter picks the body
+    form: bool = False  # the request body may also be multipart/form-data (card creation)
+    query: type[BaseModel] | None = None
+    responses: dict[int, Any] = field(default_factory=dict)
+    media: str | None = None
+    request_media: str | None = None  # a non-JSON request body (an SDP offer)
+
+
+API_ATTR = "__live_api__"
+
+
+def api(summary: str, *, tag: str, auth: Auth = "bearer", request: Any = None,
+        form: bool = False, query: type[BaseModel] | None = None, responses: dict[int, Any] | None = None,
+        media: str | None = None, request_media: str | None = None) -> Callable[[H], H]:
+    """Describe a route handler for the OpenAPI document (put it under ``@routes.get``...)."""
+    spec = ApiSpec(summary, tag, auth, request, form, query, dict(responses or {200: None}), media, request_media)
+
+    def deco(fn: H) -> H:
+        setattr(fn, API_ATTR, spec)
+        return fn
+
+    return deco
+
+
+def spec_of(handler: Any) -> ApiSpec | None:
+    spec = getattr(handler, API_ATTR, None)
+    return spec if isinstance(spec, ApiSpec) else None
+
+
+def query(request: web.Request, model: type[M]) -> M:
+    """Validate the query string against a model (values arrive as text: fields are lax)."""
+    try:
+        return model.model_validate(dict(request.query))
+    except ValidationError as e:
+        raise Invalid(validation_message(e)) from e
+
+
 def require(cond: bool, message: str) -> None:
     if not cond:
         raise Invalid(message)
 
 
-__all__ = ["Principal", "Unauthorized", "body", "json_response", "parse", "principal", "read_json", "services"]
+__all__ = ["ApiSpec", "Principal", "Unauthorized", "api", "body", "json_response", "parse", "principal", "query",
+           "read_json", "services", "spec_of"]

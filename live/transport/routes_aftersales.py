@@ -8,13 +8,12 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from live.core.errors import Invalid, NotFound
-from live.transport.http import body, decimal_amount, json_response, parse, principal, read_json, services
+from live.core.errors import NotFound
+from live.transport.http import api, body, decimal_amount, json_response, parse, principal, query, read_json, services
+from live.transport.schemas import CaseOut, Obj, OrderOut
 from live.transport.sio import SocketApp
 
 routes = web.RouteTableDef()
-ORDER_STATUSES = ("pending_payment", "paid", "shipped", "completed", "cancelled", "expired", "refunded")
-CASE_STATUSES = ("requested", "awaiting_return", "returned", "rejected", "escalated", "refunded", "closed")
 
 
 def cents(v: Any) -> int:
@@ -34,7 +33,8 @@ class ShipIn(Strict):
 class OpenIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
     kind: Literal["refund_only", "return_refund"]
-    reason: str = Field(min_length=1, max_length=500)
+    # Not blank: at least one non-space character (JSON Schema patterns search, not match).
+    reason: str = Field(min_length=1, max_length=500, pattern=r"\S")
     amount: int | None = None
 
     @field_validator("amount", mode="before")
@@ -65,11 +65,27 @@ class CallbackIn(BaseModel):
         return cents(v)
 
 
+def blank_is_none(v: Any) -> Any:
+    return None if v == "" else v
+
+
+class CardOrdersQuery(Strict):
+    status: Literal["pending_payment", "paid", "shipped", "completed", "cancelled", "expired", "refunded"] | None = None
+    _status = field_validator("status", mode="before")(blank_is_none)
+
+
+class ShopCasesQuery(Strict):
+    status: Literal["requested", "awaiting_return", "returned", "rejected", "escalated", "refunded",
+                    "closed"] | None = None
+    _status = field_validator("status", mode="before")(blank_is_none)
+
+
 def _clean(s: str) -> str:
     return s.strip()
 
 
 @routes.post("/api/orders/{order_id}/ship")
+@api(summary="Ship a paid order (the card's streamer)", tag="after-sales", request=ShipIn, responses={200: OrderOut})
 async def ship(request: web.Request) -> web.Response:
     who = principal(request)
     p = await body(request, ShipIn)
@@ -84,16 +100,17 @@ class ShipAllIn(Strict):
 
 
 @routes.get("/api/cards/{card_id}/orders")
+@api(summary="A card's orders (its streamer)", tag="after-sales", query=CardOrdersQuery,
+     responses={200: list[OrderOut]})
 async def card_orders(request: web.Request) -> web.Response:
     who = principal(request)
-    status = request.query.get("status") or None
-    if status is not None and status not in ORDER_STATUSES:
-        raise Invalid(f"status: one of {', '.join(ORDER_STATUSES)}")
+    status = query(request, CardOrdersQuery).status
     fulfilment = services(request).aftersales.fulfilment
     return json_response(await fulfilment.card_orders(who, request.match_info["card_id"], status))
 
 
 @routes.post("/api/cards/{card_id}/ship-all")
+@api(summary="Ship every paid order of a card", tag="after-sales", request=ShipAllIn, responses={200: Obj})
 async def ship_all(request: web.Request) -> web.Response:
     who = principal(request)
     p = await body(request, ShipAllIn)
@@ -103,25 +120,26 @@ async def ship_all(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/cards/{card_id}/after-sales-stats")
+@api(summary="After-sales numbers of a card", tag="after-sales", responses={200: Obj})
 async def card_stats(request: web.Request) -> web.Response:
     who = principal(request)
     return json_response(await services(request).aftersales.card_stats(who, request.match_info["card_id"]))
 
 
 @routes.post("/api/orders/{order_id}/confirm")
+@api(summary="Confirm receipt of an order (its buyer)", tag="after-sales", responses={200: OrderOut})
 async def confirm(request: web.Request) -> web.Response:
     who = principal(request)
     return json_response(await services(request).aftersales.fulfilment.confirm(who, request.match_info["order_id"]))
 
 
 @routes.post("/api/orders/{order_id}/after-sales")
+@api(summary="Open an after-sales case on an order", tag="after-sales", request=OpenIn, responses={201: CaseOut})
 async def open_case(request: web.Request) -> web.Response:
     who = principal(request)
     p = await body(request, OpenIn)
-    reason = p.reason.strip()
-    if not reason:
-        raise Invalid("reason: must not be blank")
-    case = await services(request).aftersales.open(who, request.match_info["order_id"], p.kind, reason, p.amount)
+    case = await services(request).aftersales.open(who, request.match_info["order_id"], p.kind, p.reason.strip(),
+                                                   p.amount)
     return json_response(case, status=201)
 
 
@@ -131,6 +149,8 @@ NOTE_STEPS = ("approve", "reject", "receive", "escalate", "withdraw")
 
 
 @routes.post("/api/after-sales/{case_id}/{step}")
+@api(summary="A step of a case: approve, reject, receive, escalate, withdraw (a note), return (a shipment), "
+             "rule (a ruling)", tag="after-sales", request=NoteIn | ShipIn | RuleIn, responses={200: CaseOut})
 async def case_step(request: web.Request) -> web.Response:
     who = principal(request)
     step = request.match_info["step"]
@@ -151,31 +171,36 @@ async def case_step(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/after-sales/{case_id}")
+@api(summary="An after-sales case", tag="after-sales", responses={200: CaseOut})
 async def get_case(request: web.Request) -> web.Response:
     who = principal(request)
     return json_response(await services(request).aftersales.get(who, request.match_info["case_id"]))
 
 
 @routes.get("/api/me/after-sales")
+@api(summary="The caller's cases", tag="after-sales", responses={200: list[CaseOut]})
 async def my_cases(request: web.Request) -> web.Response:
     return json_response(await services(request).aftersales.mine(principal(request)))
 
 
 @routes.get("/api/shop/after-sales")
+@api(summary="The shop's case queue (streamers)", tag="after-sales", query=ShopCasesQuery,
+     responses={200: list[CaseOut]})
 async def shop_cases(request: web.Request) -> web.Response:
     who = principal(request)
-    status = request.query.get("status") or None
-    if status is not None and status not in CASE_STATUSES:
-        raise Invalid(f"status: one of {', '.join(CASE_STATUSES)}")
+    status = query(request, ShopCasesQuery).status
     return json_response(await services(request).aftersales.shop_queue(who, status))
 
 
 @routes.get("/api/moderation/disputes")
+@api(summary="Escalated cases (moderators)", tag="moderation", responses={200: list[CaseOut]})
 async def disputes(request: web.Request) -> web.Response:
     return json_response(await services(request).aftersales.disputes(principal(request)))
 
 
 @routes.post("/api/payments/callback")
+@api(summary="The payment provider's signed callback (X-Live-Signature)", tag="payments", auth="none",
+     request=CallbackIn, responses={200: Obj})
 async def payment_callback(request: web.Request) -> web.Response:
     """The provider's signed report (no bearer token: the signature is the credential)."""
     raw = await request.read()

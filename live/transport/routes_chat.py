@@ -8,11 +8,12 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from live.core.auth import Principal
 from live.core.errors import Invalid
-from live.transport.http import body, json_response, principal, services, validation_message
+from live.transport.http import api, body, json_response, principal, query, services
+from live.transport.schemas import HeldOut, Obj, ReportOut, ResolvedOut
 from live.transport.sio import SocketApp
 
 routes = web.RouteTableDef()
@@ -46,7 +47,8 @@ class SlowModeIn(_In):
 class ReportIn(_In):
     target: Literal["message", "room", "card", "user"]
     target_id: str = ID
-    reason: str = Field(min_length=1, max_length=500)
+    # Not blank: at least one non-space character (JSON Schema patterns search, not match).
+    reason: str = Field(min_length=1, max_length=500, pattern=r"\S")
 
 
 class ResolveIn(_In):
@@ -69,19 +71,13 @@ class ActionsQuery(_In):
     room_id: str | None = Field(None, min_length=1, max_length=64)
 
 
-def query(request: web.Request, model: type[ReportsQuery] | type[ActionsQuery] | type[HeldQuery]) -> Any:
-    try:
-        return model.model_validate(dict(request.query))
-    except ValidationError as e:
-        raise Invalid(validation_message(e)) from e
-
-
 def _room(request: web.Request) -> str:
     return request.match_info["room_id"]
 
 
 # --- room moderation (the room's streamer or a moderator) ------------------------------------------
 @routes.post("/api/rooms/{room_id}/mute")
+@api(summary="Mute a user in the room", tag="moderation", request=MuteIn, responses={200: Obj})
 async def mute(request: web.Request) -> web.Response:
     who = principal(request)
     p = await body(request, MuteIn)
@@ -89,6 +85,7 @@ async def mute(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/rooms/{room_id}/ban")
+@api(summary="Ban a user from the room", tag="moderation", request=UserRefIn, responses={200: Obj})
 async def ban(request: web.Request) -> web.Response:
     who = principal(request)
     p = await body(request, UserRefIn)
@@ -96,6 +93,7 @@ async def ban(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/rooms/{room_id}/unban")
+@api(summary="Lift a ban", tag="moderation", request=UserRefIn, responses={200: Obj})
 async def unban(request: web.Request) -> web.Response:
     who = principal(request)
     p = await body(request, UserRefIn)
@@ -103,6 +101,7 @@ async def unban(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/rooms/{room_id}/slowmode")
+@api(summary="Set the room's slow mode", tag="moderation", request=SlowModeIn, responses={200: Obj})
 async def slowmode(request: web.Request) -> web.Response:
     who = principal(request)
     p = await body(request, SlowModeIn)
@@ -110,12 +109,14 @@ async def slowmode(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/rooms/{room_id}/moderation")
+@api(summary="The room's mutes, bans and slow mode", tag="moderation", responses={200: Obj})
 async def room_moderation(request: web.Request) -> web.Response:
     who = principal(request)
     return json_response(await services(request).moderation.room_state(who, _room(request)))
 
 
 @routes.delete("/api/messages/{msg_id}")
+@api(summary="Delete a chat message", tag="moderation", responses={200: Obj})
 async def delete_message(request: web.Request) -> web.Response:
     who = principal(request)
     msg_id = request.match_info["msg_id"]
@@ -126,16 +127,16 @@ async def delete_message(request: web.Request) -> web.Response:
 
 # --- reports (any user files; moderators review) ------------------------------------------------------
 @routes.post("/api/reports")
+@api(summary="Report a message, room, card or user", tag="reports", request=ReportIn, responses={201: ReportOut})
 async def create_report(request: web.Request) -> web.Response:
     who = principal(request)
     p = await body(request, ReportIn)
-    reason = p.reason.strip()
-    if not reason:
-        raise Invalid("reason is empty")
-    return json_response(await services(request).moderation.report(who, p.target, p.target_id, reason), status=201)
+    return json_response(await services(request).moderation.report(who, p.target, p.target_id, p.reason.strip()),
+                         status=201)
 
 
 @routes.get("/api/reports")
+@api(summary="Reports (moderators)", tag="reports", query=ReportsQuery, responses={200: list[ReportOut]})
 async def list_reports(request: web.Request) -> web.Response:
     who = principal(request)
     q = query(request, ReportsQuery)
@@ -143,6 +144,7 @@ async def list_reports(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/reports/{report_id}/resolve")
+@api(summary="Resolve a report (moderators)", tag="reports", request=ResolveIn, responses={200: ResolvedOut})
 async def resolve_report(request: web.Request) -> web.Response:
     who = principal(request)
     p = await body(request, ResolveIn)
@@ -152,6 +154,7 @@ async def resolve_report(request: web.Request) -> web.Response:
 
 # --- chat held by the guard for review (moderators) -----------------------------------------------
 @routes.get("/api/moderation/held")
+@api(summary="Chat held by the guard (moderators)", tag="moderation", query=HeldQuery, responses={200: list[HeldOut]})
 async def list_held(request: web.Request) -> web.Response:
     who = principal(request)
     q = query(request, HeldQuery)
@@ -159,18 +162,21 @@ async def list_held(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/moderation/held/{held_id}/approve")
+@api(summary="Release a held message", tag="moderation", responses={200: HeldOut})
 async def approve_held(request: web.Request) -> web.Response:
     who = principal(request)
     return json_response(await services(request).moderation.decide_held(who, request.match_info["held_id"], "approve"))
 
 
 @routes.post("/api/moderation/held/{held_id}/reject")
+@api(summary="Reject a held message", tag="moderation", responses={200: HeldOut})
 async def reject_held(request: web.Request) -> web.Response:
     who = principal(request)
     return json_response(await services(request).moderation.decide_held(who, request.match_info["held_id"], "reject"))
 
 
 @routes.get("/api/moderation/actions")
+@api(summary="The moderation log (moderators)", tag="moderation", query=ActionsQuery, responses={200: list[Obj]})
 async def actions(request: web.Request) -> web.Response:
     who = principal(request)
     q = query(request, ActionsQuery)
@@ -178,6 +184,7 @@ async def actions(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/moderation/stats")
+@api(summary="Moderation counters (moderators)", tag="moderation", responses={200: Obj})
 async def stats(request: web.Request) -> web.Response:
     who = principal(request)
     return json_response(await services(request).moderation.stats(who))
@@ -189,4 +196,5 @@ def setup(app: web.Application, socket_app: SocketApp) -> None:
 
     @socket_app.event("chat:send", ChatSendIn)
     async def send(sid: str, who: Principal, p: ChatSendIn) -> dict[str, Any]:
+        """Send a chat message to a room; the ack carries the stored message."""
         return {"message": await socket_app.svc.chat.send(sid, who, p.room_id, p.text)}

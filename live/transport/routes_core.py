@@ -9,12 +9,13 @@ from datetime import datetime
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from live.core.auth import canonical_name
+from live.core.auth import USERNAME_RE, canonical_name
 from live.core.db import ping
 from live.core.errors import Forbidden, RateLimited, Unauthorized
 from live.core.metrics import CONTENT_TYPE_LATEST
 from live.transport.fanout import LiveSocketServer
-from live.transport.http import bearer, body, json_response, principal, services
+from live.transport.http import api, bearer, body, json_response, principal, services
+from live.transport.schemas import Health, MeOut, Obj, RoomOut, SessionOut, UserOut
 
 routes = web.RouteTableDef()
 
@@ -26,7 +27,7 @@ class GuestIn(BaseModel):
 
 class RegisterIn(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
-    username: str = Field(min_length=3, max_length=32)
+    username: str = Field(min_length=3, max_length=32, pattern=USERNAME_RE.pattern)
     password: str = Field(min_length=8, max_length=256)
     role: str = Field("viewer", pattern="^(viewer|streamer)$")
 
@@ -49,6 +50,7 @@ class RoomIn(BaseModel):
 
 
 @routes.get("/healthz")
+@api(summary="Liveness: Redis, the database and every domain check", tag="ops", auth="none", responses={200: Health})
 async def healthz(request: web.Request) -> web.Response:
     svc = services(request)
 
@@ -74,6 +76,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 @routes.get("/metrics")
+@api(summary="Prometheus metrics (text exposition format)", tag="ops", auth="none", media="text/plain")
 async def metrics(request: web.Request) -> web.Response:
     resp = web.Response(body=services(request).metrics.render())
     resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
@@ -99,6 +102,7 @@ async def throttle(request: web.Request, what: str, rate: float, burst: int, *su
 
 
 @routes.post("/api/auth/guest")
+@api(summary="Sign in as a guest", tag="identity", auth="none", request=GuestIn, responses={200: SessionOut})
 async def guest(request: web.Request) -> web.Response:
     svc = services(request)
     p = await body(request, GuestIn)
@@ -113,6 +117,7 @@ async def guest(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/auth/register")
+@api(summary="Register an account", tag="identity", auth="none", request=RegisterIn, responses={201: SessionOut})
 async def register(request: web.Request) -> web.Response:
     svc = services(request)
     p = await body(request, RegisterIn)
@@ -122,6 +127,7 @@ async def register(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/auth/login")
+@api(summary="Sign in with a password", tag="identity", auth="none", request=LoginIn, responses={200: SessionOut})
 async def login(request: web.Request) -> web.Response:
     svc = services(request)
     p = await body(request, LoginIn)
@@ -133,16 +139,19 @@ async def login(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/me")
+@api(summary="Who the token belongs to", tag="identity", responses={200: MeOut})
 async def me(request: web.Request) -> web.Response:
     return json_response({"user": principal(request).public()})
 
 
 @routes.post("/api/auth/refresh")
+@api(summary="A fresh token for the caller", tag="identity", responses={200: SessionOut})
 async def refresh(request: web.Request) -> web.Response:
     return json_response(await services(request).auth.refresh(principal(request)))
 
 
 @routes.post("/api/users/{user_id}/role")
+@api(summary="Change a user's role (moderators)", tag="identity", request=RoleIn, responses={200: UserOut})
 async def set_role(request: web.Request) -> web.Response:
     who = principal(request)
     p = await body(request, RoleIn)
@@ -151,6 +160,7 @@ async def set_role(request: web.Request) -> web.Response:
 
 # --- rooms ---------------------------------------------------------------------------------
 @routes.post("/api/rooms")
+@api(summary="Create a room (streamers)", tag="rooms", request=RoomIn, responses={201: RoomOut})
 async def create_room(request: web.Request) -> web.Response:
     who = principal(request)
     if who.role != "streamer":
@@ -160,22 +170,26 @@ async def create_room(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/rooms")
+@api(summary="Live rooms", tag="rooms", auth="none", responses={200: list[RoomOut]})
 async def list_rooms(request: web.Request) -> web.Response:
     return json_response(await services(request).rooms.list_live())
 
 
 @routes.get("/api/rooms/{room_id}")
+@api(summary="A room's snapshot with its cards", tag="rooms", auth="none", responses={200: RoomOut})
 async def get_room(request: web.Request) -> web.Response:
     return json_response(await services(request).rooms.snapshot(request.match_info["room_id"]))
 
 
 @routes.post("/api/rooms/{room_id}/live")
+@api(summary="Start the show (the room's streamer)", tag="rooms", responses={200: Obj})
 async def go_live(request: web.Request) -> web.Response:
     who = principal(request)
     return json_response(await services(request).rooms.go_live(who, request.match_info["room_id"]))
 
 
 @routes.post("/api/rooms/{room_id}/end")
+@api(summary="End the show (the room's streamer)", tag="rooms", responses={200: Obj})
 async def end_room(request: web.Request) -> web.Response:
     who = principal(request)
     return json_response(await services(request).rooms.end(who, request.match_info["room_id"]))

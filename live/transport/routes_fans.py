@@ -11,7 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from live.core.auth import Principal
 from live.core.push import user_channel
 from live.transport.fanout import EncodeOnceEmit
-from live.transport.http import body, json_response, principal, services
+from live.transport.http import api, body, json_response, principal, services
+from live.transport.schemas import BagOut, NotificationsOut, Obj
 from live.transport.sio import SocketApp
 
 routes = web.RouteTableDef()
@@ -39,18 +40,22 @@ class EnterIn(BaseModel):
 
 
 @routes.post("/api/users/{user_id}/follow")
+@api(summary="Follow a streamer", tag="fans", responses={200: Obj})
 async def follow(request: web.Request) -> web.Response:
     who = principal(request)
     return json_response(await services(request).fans.follow(who, request.match_info["user_id"]))
 
 
 @routes.delete("/api/users/{user_id}/follow")
+@api(summary="Unfollow a streamer", tag="fans", responses={200: Obj})
 async def unfollow(request: web.Request) -> web.Response:
     who = principal(request)
     return json_response(await services(request).fans.unfollow(who, request.match_info["user_id"]))
 
 
 @routes.get("/api/users/{user_id}")
+@api(summary="A user's public profile (and whether the caller follows)", tag="fans", auth="optional",
+     responses={200: Obj})
 async def user(request: web.Request) -> web.Response:
     svc = services(request)
     out = await svc.fans.follows.user(request.match_info["user_id"])
@@ -61,16 +66,19 @@ async def user(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/me/following")
+@api(summary="Streamers the caller follows", tag="fans", responses={200: list[Obj]})
 async def following(request: web.Request) -> web.Response:
     return json_response(await services(request).fans.follows.following(principal(request)))
 
 
 @routes.get("/api/me/notifications")
+@api(summary="The caller's notifications", tag="fans", responses={200: NotificationsOut})
 async def notifications(request: web.Request) -> web.Response:
     return json_response(await services(request).fans.notify.list(principal(request)))
 
 
 @routes.post("/api/me/notifications/read")
+@api(summary="Mark notifications read", tag="fans", request=ReadIn, responses={200: Obj})
 async def notifications_read(request: web.Request) -> web.Response:
     who = principal(request)
     p = await body(request, ReadIn)
@@ -78,18 +86,21 @@ async def notifications_read(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/rooms/{room_id}/remind")
+@api(summary="Remind me when the room goes live", tag="fans", responses={200: Obj})
 async def remind(request: web.Request) -> web.Response:
     who = principal(request)
     return json_response(await services(request).fans.notify.remind(who, request.match_info["room_id"]))
 
 
 @routes.delete("/api/rooms/{room_id}/remind")
+@api(summary="Cancel the reminder", tag="fans", responses={200: Obj})
 async def unremind(request: web.Request) -> web.Response:
     who = principal(request)
     return json_response(await services(request).fans.notify.remind(who, request.match_info["room_id"], on=False))
 
 
 @routes.post("/api/rooms/{room_id}/lucky-bags")
+@api(summary="Open a lucky bag in the room", tag="fans", request=BagIn, responses={201: BagOut})
 async def open_bag(request: web.Request) -> web.Response:
     who = principal(request)
     p = await body(request, BagIn)
@@ -101,16 +112,19 @@ async def open_bag(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/rooms/{room_id}/lucky-bags")
+@api(summary="The room's lucky bags", tag="fans", auth="none", responses={200: list[BagOut]})
 async def room_bags(request: web.Request) -> web.Response:
     return json_response(await services(request).fans.lucky.of_room(request.match_info["room_id"]))
 
 
 @routes.get("/api/lucky-bags/{bag_id}")
+@api(summary="A lucky bag (with its draw proof once drawn)", tag="fans", auth="none", responses={200: BagOut})
 async def get_bag(request: web.Request) -> web.Response:
     return json_response(await services(request).fans.lucky.get(request.match_info["bag_id"]))
 
 
 @routes.get("/api/shop/stats")
+@api(summary="The streamer's shop stats", tag="fans", responses={200: Obj})
 async def stats(request: web.Request) -> web.Response:
     return json_response(await services(request).fans.stats(principal(request)))
 
@@ -146,6 +160,7 @@ def setup(app: web.Application, socket_app: SocketApp) -> None:
 
     @socket_app.event("lucky:enter", EnterIn)
     async def enter(sid: str, who: Principal, p: EnterIn) -> dict[str, Any]:
+        """Enter a lucky bag."""
         return await socket_app.svc.fans.lucky.enter(who, p.bag_id)
 
     def start(svc: Any) -> None:

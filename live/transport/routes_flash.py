@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from live.core.auth import Principal
 from live.core.errors import Invalid, NotFound
 from live.transport.http import (
+    api,
     body,
     body_deadline,
     decimal_amount,
@@ -23,6 +24,7 @@ from live.transport.http import (
     read_json,
     services,
 )
+from live.transport.schemas import BuyOut, CardOut, Obj, OrderOut
 from live.transport.sio import SocketApp
 
 routes = web.RouteTableDef()
@@ -46,7 +48,7 @@ class HttpBuyIn(BaseModel):
 
 class RestockIn(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
-    add: int
+    add: int = Field(ge=1)  # the upper bound is the max_stock setting, checked by the service
 
 
 class AuditIn(BaseModel):
@@ -176,6 +178,8 @@ async def _multipart(request: web.Request) -> tuple[dict[str, Any], bytes | None
 
 
 @routes.post("/api/rooms/{room_id}/cards")
+@api(summary="List a product card (JSON, or multipart with an image)", tag="flash", request=CardIn, form=True,
+     responses={201: CardOut})
 async def create_card(request: web.Request) -> web.Response:
     who = principal(request)
     form, image = await _card_form(request)
@@ -188,21 +192,25 @@ async def create_card(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/cards/{card_id}")
+@api(summary="A card", tag="flash", auth="none", responses={200: CardOut})
 async def get_card(request: web.Request) -> web.Response:
     return json_response(await services(request).flash.card(request.match_info["card_id"]))
 
 
 @routes.post("/api/cards/{card_id}/pin")
+@api(summary="Pin a card in its room", tag="flash", responses={200: CardOut})
 async def pin(request: web.Request) -> web.Response:
     return json_response(await services(request).flash.pin(principal(request), request.match_info["card_id"]))
 
 
 @routes.post("/api/cards/{card_id}/close")
+@api(summary="Close a card's sale", tag="flash", responses={200: CardOut})
 async def close(request: web.Request) -> web.Response:
     return json_response(await services(request).flash.close(principal(request), request.match_info["card_id"]))
 
 
 @routes.post("/api/cards/{card_id}/restock")
+@api(summary="Add stock to a card", tag="flash", request=RestockIn, responses={200: Obj})
 async def restock(request: web.Request) -> web.Response:
     who = principal(request)
     p = await body(request, RestockIn)
@@ -210,6 +218,7 @@ async def restock(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/cards/{card_id}/buy")
+@api(summary="Buy (one tap); idempotent per request_id", tag="flash", request=HttpBuyIn, responses={200: BuyOut})
 async def buy(request: web.Request) -> web.Response:
     who = principal(request)
     p = await body(request, HttpBuyIn)
@@ -218,6 +227,7 @@ async def buy(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/cards/{card_id}/audit")
+@api(summary="Check order ids against a card's ledger", tag="flash", request=AuditIn, responses={200: Obj})
 async def audit(request: web.Request) -> web.Response:
     who = principal(request)
     p = await body(request, AuditIn)
@@ -225,6 +235,7 @@ async def audit(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/cards/{card_id}/reconcile")
+@api(summary="Redis and SQL numbers of a card, side by side", tag="flash", responses={200: Obj})
 async def reconcile(request: web.Request) -> web.Response:
     who = principal(request)
     svc = services(request)
@@ -235,16 +246,19 @@ async def reconcile(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/orders/{order_id}")
+@api(summary="An order (its buyer, the card's streamer or a moderator)", tag="orders", responses={200: OrderOut})
 async def get_order(request: web.Request) -> web.Response:
     return json_response(await services(request).orders.get(principal(request), request.match_info["order_id"]))
 
 
 @routes.get("/api/me/orders")
+@api(summary="The caller's orders", tag="orders", responses={200: list[OrderOut]})
 async def my_orders(request: web.Request) -> web.Response:
     return json_response(await services(request).orders.mine(principal(request)))
 
 
 @routes.post("/api/orders/{order_id}/pay")
+@api(summary="Pay an order", tag="orders", responses={200: OrderOut})
 async def pay(request: web.Request) -> web.Response:
     # The simulated payment settles through the provider callback's path (live.commerce.payments).
     pay = services(request).aftersales.payments
@@ -252,6 +266,7 @@ async def pay(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/orders/{order_id}/cancel")
+@api(summary="Cancel an unpaid order (stock goes back)", tag="orders", responses={200: OrderOut})
 async def cancel(request: web.Request) -> web.Response:
     # v2: a paid order not yet shipped is refunded at once (live.commerce.fulfilment).
     fulfilment = services(request).aftersales.fulfilment
@@ -259,6 +274,7 @@ async def cancel(request: web.Request) -> web.Response:
 
 
 @routes.get("/media/{name}")
+@api(summary="A product image", tag="flash", auth="none", media="image/jpeg")
 async def media(request: web.Request) -> web.StreamResponse:
     data = await services(request).storage.get(request.match_info["name"])
     if data is None:
@@ -273,4 +289,5 @@ def setup(app: web.Application, socket_app: SocketApp) -> None:
 
     @socket_app.event("flash:buy", BuyIn)
     async def sio_buy(sid: str, who: Principal, p: BuyIn) -> dict[str, Any]:
+        """Buy (one tap); the ack carries the order and the stock left."""
         return await socket_app.svc.flash.buy(who, p.card_id, p.qty, p.request_id)

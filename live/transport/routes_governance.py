@@ -11,13 +11,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from live.core.errors import Invalid, LiveError
 from live.governance.standing import KINDS
-from live.transport.http import bearer, body, json_response, principal, services
-from live.transport.routes_aftersales import NoteIn, Strict, cents
+from live.transport.http import api, bearer, body, json_response, principal, query, services
+from live.transport.routes_aftersales import NoteIn, Strict, blank_is_none, cents
+from live.transport.schemas import Obj
 from live.transport.sio import SocketApp
 
 routes = web.RouteTableDef()
-APPLICATION_STATUSES = ("pending", "approved", "rejected")
-APPEAL_STATUSES = ("pending", "upheld", "overturned")
 MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 
 
@@ -65,15 +64,24 @@ class AppealIn(Strict):
     text: str = Field(min_length=1, max_length=2000)
 
 
-def _status(request: web.Request, allowed: tuple[str, ...]) -> str | None:
-    status = request.query.get("status") or None
-    if status is not None and status not in allowed:
-        raise Invalid(f"status: one of {', '.join(allowed)}")
-    return status
+class ApplicationsQuery(Strict):
+    status: Literal["pending", "approved", "rejected"] | None = None
+    _status = field_validator("status", mode="before")(blank_is_none)
+
+
+class AppealsQuery(Strict):
+    status: Literal["pending", "upheld", "overturned"] | None = None
+    _status = field_validator("status", mode="before")(blank_is_none)
+
+
+class TransparencyQuery(Strict):
+    month: str | None = Field(None, pattern=MONTH.pattern)  # absent: this month
+    _month = field_validator("month", mode="before")(blank_is_none)
 
 
 # --- admission -------------------------------------------------------------------------------
 @routes.post("/api/shop/application")
+@api(summary="Apply to open a shop", tag="governance", request=ApplicationIn, responses={201: Obj})
 async def apply(request: web.Request) -> web.Response:
     who = principal(request)
     p = await body(request, ApplicationIn)
@@ -82,18 +90,22 @@ async def apply(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/shop/application")
+@api(summary="The caller's shop application", tag="governance", responses={200: Obj})
 async def my_application(request: web.Request) -> web.Response:
     return json_response(await services(request).governance.my_application(principal(request)))
 
 
 @routes.get("/api/moderation/applications")
+@api(summary="Shop applications (moderators)", tag="moderation", query=ApplicationsQuery, responses={200: Obj})
 async def applications(request: web.Request) -> web.Response:
     who = principal(request)
-    items = await services(request).governance.applications(who, _status(request, APPLICATION_STATUSES))
+    items = await services(request).governance.applications(who, query(request, ApplicationsQuery).status)
     return json_response({"items": items})
 
 
 @routes.post(r"/api/moderation/applications/{app_id}/{decision:approve|reject}")
+@api(summary="Approve or reject a shop application (moderators)",
+     tag="moderation", request=NoteIn, responses={200: Obj})
 async def decide_application(request: web.Request) -> web.Response:
     who = principal(request)
     p = await body(request, NoteIn)
@@ -104,6 +116,8 @@ async def decide_application(request: web.Request) -> web.Response:
 
 # --- violations and standing -------------------------------------------------------------------
 @routes.post("/api/moderation/violations")
+@api(summary="Record a violation against a shop (moderators)",
+     tag="moderation", request=ViolationIn, responses={201: Obj})
 async def record_violation(request: web.Request) -> web.Response:
     who = principal(request)
     p = await body(request, ViolationIn)
@@ -113,6 +127,7 @@ async def record_violation(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/shops/{user_id}/standing")
+@api(summary="A shop's standing (public view without a token)", tag="governance", auth="optional", responses={200: Obj})
 async def standing(request: web.Request) -> web.Response:
     svc = services(request)
     who = None
@@ -126,11 +141,13 @@ async def standing(request: web.Request) -> web.Response:
 
 # --- ledger ------------------------------------------------------------------------------------
 @routes.get("/api/shop/ledger")
+@api(summary="The shop's deposit and settlement ledger", tag="governance", responses={200: Obj})
 async def ledger(request: web.Request) -> web.Response:
     return json_response(await services(request).governance.ledger_of(principal(request)))
 
 
 @routes.post("/api/shop/deposit")
+@api(summary="Pay into the shop's deposit", tag="governance", request=AmountIn, responses={201: Obj})
 async def deposit(request: web.Request) -> web.Response:
     who = principal(request)
     p = await body(request, AmountIn)
@@ -138,6 +155,7 @@ async def deposit(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/shop/payouts")
+@api(summary="Request a payout", tag="governance", request=AmountIn, responses={201: Obj})
 async def payout(request: web.Request) -> web.Response:
     who = principal(request)
     p = await body(request, AmountIn)
@@ -146,6 +164,7 @@ async def payout(request: web.Request) -> web.Response:
 
 # --- appeals -----------------------------------------------------------------------------------
 @routes.post("/api/appeals")
+@api(summary="Appeal a violation", tag="governance", request=AppealIn, responses={201: Obj})
 async def appeal(request: web.Request) -> web.Response:
     who = principal(request)
     p = await body(request, AppealIn)
@@ -154,13 +173,15 @@ async def appeal(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/moderation/appeals")
+@api(summary="Appeals (moderators)", tag="moderation", query=AppealsQuery, responses={200: Obj})
 async def appeals(request: web.Request) -> web.Response:
     who = principal(request)
     return json_response({"items": await services(request).governance.appeals(
-        who, _status(request, APPEAL_STATUSES))})
+        who, query(request, AppealsQuery).status)})
 
 
 @routes.post(r"/api/moderation/appeals/{appeal_id}/{decision:uphold|overturn}")
+@api(summary="Uphold or overturn an appeal (moderators)", tag="moderation", request=NoteIn, responses={200: Obj})
 async def rule_appeal(request: web.Request) -> web.Response:
     who = principal(request)
     p = await body(request, NoteIn)
@@ -170,10 +191,12 @@ async def rule_appeal(request: web.Request) -> web.Response:
 
 # --- public disclosure ---------------------------------------------------------------------------
 @routes.get("/api/transparency")
+@api(summary="The public disclosure of a month (公示)",
+     tag="governance", auth="none", query=TransparencyQuery, responses={200: Obj})
 async def transparency(request: web.Request) -> web.Response:
     gov = services(request).governance
-    month = request.query.get("month") or gov.now().strftime("%Y-%m")
-    if not MONTH.match(month) or month < "2000-01":
+    month = query(request, TransparencyQuery).month or gov.now().strftime("%Y-%m")
+    if month < "2000-01":
         raise Invalid("month: YYYY-MM")
     if month > gov.now().strftime("%Y-%m"):
         raise Invalid("month: not in the future")

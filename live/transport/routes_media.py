@@ -9,7 +9,7 @@ import asyncio
 from aiohttp import web
 
 from live.core.errors import Conflict, Forbidden, Invalid, NotFound
-from live.transport.http import bearer, principal, services
+from live.transport.http import api, bearer, principal, services
 
 routes = web.RouteTableDef()
 
@@ -95,6 +95,7 @@ async def whep_end(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/rooms/{room_id}/snapshot.jpg")
+@api(summary="The latest video frame of a live room", tag="media", auth="none", media="image/jpeg")
 async def snapshot(request: web.Request) -> web.Response:
     media = services(request).media
     jpeg = await asyncio.to_thread(media.latest_jpeg, request.match_info["room_id"])

@@ -3,23 +3,29 @@ studio resumes a live room after signing in again instead of opening a second on
 
 from __future__ import annotations
 
-from aiohttp import web
+from typing import Literal
 
-from live.core.errors import Invalid
-from live.transport.http import json_response, principal, services
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict
+
+from live.transport.http import api, json_response, principal, query, services
+from live.transport.schemas import RoomOut
 from live.transport.sio import SocketApp
 
 routes = web.RouteTableDef()
-STATUSES = ("scheduled", "live", "ended")
+
+
+class MyRoomsQuery(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+    status: Literal["scheduled", "live", "ended"] | None = None
 
 
 @routes.get("/api/me/rooms")
+@api(summary="The caller's own rooms, newest first", tag="rooms", query=MyRoomsQuery, responses={200: list[RoomOut]})
 async def my_rooms(request: web.Request) -> web.Response:
     who = principal(request)
-    status = request.query.get("status")
-    if status is not None and status not in STATUSES:
-        raise Invalid(f"status must be one of {', '.join(STATUSES)}")
-    return json_response(await services(request).rooms.mine(who, status))
+    q = query(request, MyRoomsQuery)
+    return json_response(await services(request).rooms.mine(who, q.status))
 
 
 def setup(app: web.Application, socket_app: SocketApp) -> None:

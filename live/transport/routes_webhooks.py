@@ -6,11 +6,11 @@ Parse (strict pydantic models), authenticate, call ``svc.webhooks``, reply.
 from __future__ import annotations
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from live.core.errors import Invalid
 from live.integrations.outbox import EVENTS
-from live.transport.http import body, json_response, principal, services, validation_message
+from live.transport.http import api, body, json_response, principal, query, services
+from live.transport.schemas import Obj, WebhookOut
 from live.transport.sio import SocketApp
 
 routes = web.RouteTableDef()
@@ -23,7 +23,9 @@ class _In(BaseModel):
 class WebhookIn(_In):
     url: str = Field(min_length=1, max_length=2048)
     # Names are checked against the known events by the service (INVALID names them).
-    events: list[str] = Field(min_length=1, max_length=len(EVENTS))
+    # The document lists them (the same EVENTS tuple the service checks against).
+    events: list[str] = Field(min_length=1, max_length=len(EVENTS),
+                              json_schema_extra={"items": {"type": "string", "enum": list(EVENTS)}})
 
 
 class RotateIn(_In):
@@ -40,6 +42,8 @@ def _id(request: web.Request) -> str:
 
 
 @routes.post("/api/webhooks")
+@api(summary="Subscribe a URL to events (a streamer: its shop; a moderator: platform-wide)",
+     tag="webhooks", request=WebhookIn, responses={201: WebhookOut})
 async def create(request: web.Request) -> web.Response:
     who = principal(request)
     p = await body(request, WebhookIn)
@@ -47,16 +51,20 @@ async def create(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/webhooks")
+@api(summary="The caller's webhooks", tag="webhooks", responses={200: list[WebhookOut]})
 async def list_webhooks(request: web.Request) -> web.Response:
     return json_response(await services(request).webhooks.listing(principal(request)))
 
 
 @routes.delete("/api/webhooks/{webhook_id}")
+@api(summary="Delete a webhook", tag="webhooks", responses={200: Obj})
 async def delete(request: web.Request) -> web.Response:
     return json_response(await services(request).webhooks.delete(principal(request), _id(request)))
 
 
 @routes.post("/api/webhooks/{webhook_id}/rotate")
+@api(summary="Rotate the signing secret (the old one stays valid for a grace period)",
+     tag="webhooks", request=RotateIn, responses={200: Obj})
 async def rotate(request: web.Request) -> web.Response:
     who = principal(request)
     p = await body(request, RotateIn)
@@ -64,16 +72,16 @@ async def rotate(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/webhooks/{webhook_id}/deliveries")
+@api(summary="The delivery log, newest first, with each attempt",
+     tag="webhooks", query=DeliveriesQuery, responses={200: list[Obj]})
 async def deliveries(request: web.Request) -> web.Response:
     who = principal(request)
-    try:
-        q = DeliveriesQuery.model_validate(dict(request.query))
-    except ValidationError as e:
-        raise Invalid(validation_message(e)) from e
+    q = query(request, DeliveriesQuery)
     return json_response(await services(request).webhooks.deliveries(who, _id(request), q.limit))
 
 
 @routes.post("/api/webhooks/{webhook_id}/deliveries/{delivery_id}/replay")
+@api(summary="Send a delivery's event again, as a new delivery", tag="webhooks", responses={202: Obj})
 async def replay(request: web.Request) -> web.Response:
     who = principal(request)
     delivery_id = request.match_info["delivery_id"]

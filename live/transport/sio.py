@@ -88,6 +88,8 @@ class SocketApp:
         self.users: dict[str, Principal] = {}
         self.per_user: Counter[str] = Counter()  # user id -> sockets on this process
         self.on_disconnect: list[Callable[[str, Principal], Awaitable[None]]] = []
+        # Registered events: name → (payload model, summary), for the AsyncAPI document.
+        self.events: dict[str, tuple[type[BaseModel] | None, str]] = {}
         sio.on("connect", self._connect)
         sio.on("disconnect", self._disconnect)
         # Hooks run once the services exist (bus subscriptions and the like).
@@ -167,6 +169,7 @@ class SocketApp:
         payload is ``INVALID`` and never drops the connection.
         """
         def deco(fn: Handler) -> Handler:
+            self.events[name] = (model, (fn.__doc__ or name).strip().splitlines()[0])
             # Metric children per event, looked up once per running app (labels() is not free).
             children: dict[int, tuple[Any, Any]] = {}
 

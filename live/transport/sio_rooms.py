@@ -22,6 +22,7 @@ def register(app: SocketApp) -> None:
 
     @app.event("room:join", RoomRef)
     async def join(sid: str, who: Principal, p: RoomRef) -> dict[str, Any]:
+        """Join a room: the ack carries its snapshot and recent chat; pushes follow."""
         svc = app.svc
         result = await svc.rooms.join(p.room_id, who)
         await sio.enter_room(sid, room_channel(p.room_id))
@@ -32,6 +33,7 @@ def register(app: SocketApp) -> None:
 
     @app.event("room:leave", RoomRef)
     async def leave(sid: str, who: Principal, p: RoomRef) -> dict[str, Any]:
+        """Leave a room (no more pushes from it)."""
         svc = app.svc
         await sio.leave_room(sid, room_channel(p.room_id))
         await svc.presence.leave(p.room_id, sid)
