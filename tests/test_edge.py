@@ -34,12 +34,19 @@ def _fill(path: str, value: str) -> str:
 
 
 def _routes(server: RunningServer) -> list[tuple[str, str]]:
+    """(method, path) of every API route. A parameter the route's own pattern limits to a few
+    words (``{decision:approve|reject}``) is written out as its first word: a NUL there matches
+    no route at all (404), it never reaches a handler, so only free parameters are probed."""
     seen = []
     for route in server.app.router.routes():
         info = route.resource.get_info() if route.resource else {}
         path = info.get("formatter") or info.get("path")
         if not path or route.method in ("HEAD", "*") or path.startswith(("/socket.io", "/static")):
             continue
+        pattern = info.get("pattern")
+        if pattern is not None:
+            for name, words in re.findall(r"\(\?P<(\w+)>([\w|]+)\)", pattern.pattern):
+                path = path.replace("{" + name + "}", words.split("|")[0])
         seen.append((route.method, path))
     return seen
 
