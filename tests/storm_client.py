@@ -25,8 +25,17 @@ async def main(url: str, card_id: str, tokens: list[str], taps: int) -> dict[str
     sem = asyncio.Semaphore(50)
 
     async def connect(c: socketio.AsyncClient, token: str) -> None:
+        # As a phone app does: a refused or timed-out connect (a busy server, a backend briefly
+        # UNAVAILABLE) is tried again a few times before the buyer gives up.
         async with sem:
-            await c.connect(url, auth={"token": token}, transports=["websocket"], wait_timeout=30)
+            for attempt in range(5):
+                try:
+                    await c.connect(url, auth={"token": token}, transports=["websocket"], wait_timeout=30)
+                    return
+                except socketio.exceptions.ConnectionError:
+                    if attempt == 4:
+                        raise
+                    await asyncio.sleep(0.5 * (attempt + 1))
 
     await asyncio.gather(*[connect(c, t) for c, t in zip(clients, tokens, strict=True)])
     print("ready", flush=True)

@@ -88,7 +88,7 @@ async def _probe(server: RunningServer, api: Api) -> None:
     # are the buyer's, not the unknown cards': made before counting.
     await api.ok("GET", "/api/me/orders", token=v["token"])
     await asyncio.sleep(0.3)  # let start-up loops write their keys first
-    before_keys = await r.dbsize()
+    before_keys = {k async for k in r.scan_iter(count=1000)}
     before_rows = await row_counts(server)
     bogus = [new_id() for _ in range(200)]
     sem = asyncio.Semaphore(20)
@@ -109,7 +109,10 @@ async def _probe(server: RunningServer, api: Api) -> None:
         await sio.close()
     leftovers = [k async for k in r.scan_iter(match="*card:*") if any(b in k for b in bogus)]
     assert leftovers == []
-    assert await r.dbsize() == before_keys
+    # Nothing keyed by a card appeared (the server's own background loops may write their keys
+    # meanwhile: governance, webhooks and fans caches are not the unknown ids' doing).
+    new_keys = {k async for k in r.scan_iter(count=1000)} - before_keys
+    assert not [k for k in new_keys if "{card:" in k or "card" in k.split(":")[-1]], new_keys
     assert await row_counts(server) == before_rows
     assert all(server.services.flash.inventory.floors.get(c) is None for c in bogus)  # no memory kept either
 
@@ -265,7 +268,7 @@ async def test_strict_replica_mode_acknowledges_only_what_a_replica_has(settings
     replica = None
     try:
         settings = settings_factory(redis_url=primary.url, order_durability="replica",
-                                    order_durability_timeout_ms=200)
+                                    order_durability_timeout_ms=1000)
         async with run_app(settings) as srv, Api(srv.url) as api:
             s, room, card = await setup_sale(api, stock=3)
             v = await api.guest()
@@ -274,8 +277,13 @@ async def test_strict_replica_mode_acknowledges_only_what_a_replica_has(settings
             assert status == 503 and "durable" in body["error"]["message"], body  # no replica: not acked
             replica, port = start_replica(primary.port, tmp_path)
             await wait_replica_synced(port)
-            status, body = await buy(api, v["token"], card["id"], 1, req)
-            assert status == 200, body  # the retry: the same order, now on the replica
+            # The retry (as a client does after UNAVAILABLE): the same order, once the replica has
+            # acknowledged it; a busy machine may need a second retry for the replica's ACK.
+            for _ in range(5):
+                status, body = await buy(api, v["token"], card["id"], 1, req)
+                if status != 503:
+                    break
+            assert status == 200, body
             assert body["left"] == 2
             held = redis.Redis(port=port, decode_responses=True).hget(keys.card_orders(card["id"]), body["order"]["id"])
             assert held is not None
