@@ -12,9 +12,9 @@ from typing import Any
 
 import orjson
 
-from live.commerce.flashbuy import card_of_order, order_view
 from live.commerce.orders import OrderService
 from live.commerce.postsale import PostSale
+from live.commerce.views import card_of_order, order_view
 from live.core import keys
 from live.core.auth import Principal
 from live.core.errors import Conflict, Forbidden, NotFound

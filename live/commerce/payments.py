@@ -18,8 +18,8 @@ from typing import Any
 
 import orjson
 
-from live.commerce.flashbuy import card_of_order, order_view
 from live.commerce.postsale import PostSale
+from live.commerce.views import card_of_order, order_view
 from live.core.auth import Principal
 from live.core.errors import Conflict, Invalid, NotFound, Unauthorized
 from live.core.ids import now_ms
