@@ -50,6 +50,7 @@ from live.media.storage import LocalStorage
 if TYPE_CHECKING:
     from live.app.services import Services
     from live.commerce.orders import OrderService
+    from live.media.rtc import MediaService
 
 log = logging.getLogger(__name__)
 
@@ -548,7 +549,7 @@ def install(svc: Services) -> None:
     svc.health["order_persister"] = persister_ok
 
 
-def _frame_sampler(svc: Any, reader: TextReader) -> FrameSampler:
+def _frame_sampler(svc: Services, reader: TextReader) -> FrameSampler:
     """Read text in live video: a contact shown on screen counts against the streamer."""
 
     async def live_rooms() -> list[str]:
@@ -556,7 +557,7 @@ def _frame_sampler(svc: Any, reader: TextReader) -> FrameSampler:
 
     def latest_frame(room_id: str) -> bytes | None:
         # svc.media is installed after this domain: look it up when sampling, not now.
-        media = getattr(svc, "media", None)
+        media: MediaService | None = getattr(svc, "media", None)
         return media.latest_jpeg(room_id) if media is not None else None
 
     async def on_text(room_id: str, text: str) -> None:

@@ -63,8 +63,8 @@ class Result:
     status: str = ""
 
 
-def _order(raw: str | int | None) -> CompactOrder | None:
-    return parse_order(str(raw)) if raw else None
+def _order(raw: str | bytes | None) -> CompactOrder | None:
+    return parse_order(raw) if raw else None
 
 
 def card_keys(card_id: str) -> list[str]:
@@ -149,7 +149,8 @@ class Inventory:
             flat, acked = cast(tuple[list[Scalar], int | list[int]], await pipe.execute())
             durable = _durable(self._wait, acked)
         self.floors.raise_to(card_id, int(flat[-1]))
-        out = [Result(str(flat[i]), _order(flat[i + 1]), int(flat[i + 2])) for i in range(0, len(flat) - 1, 3)]
+        out = [Result(cast(str, flat[i]), _order(cast(str, flat[i + 1])), int(flat[i + 2]))
+               for i in range(0, len(flat) - 1, 3)]
         if not durable:
             # The order is taken in Redis but not yet on a replica/disk: not acknowledged. A retry
             # with the same request id finds it (DUP) and waits again.
