@@ -19,19 +19,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import orjson
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 
-from live.commerce.flashbuy import card_of_order, money
 from live.commerce.fulfilment import Fulfilment
 from live.commerce.payments import Payments, payment_secret
 from live.commerce.postsale import PostSale, card_of_case, case_view
+from live.commerce.views import card_of_order, money, parse_case, parse_order
 from live.core.auth import Principal, load_or_create_secret
 from live.core.errors import Conflict, Forbidden, Invalid, NotFound, Unavailable
 from live.core.ids import iso, now_ms
 from live.core.models import AfterSaleCase, AfterSaleStep, Order
+
+if TYPE_CHECKING:
+    from live.app.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +50,7 @@ OPEN_ERRORS = {
 
 
 class AfterSales:
-    def __init__(self, svc: Any) -> None:
+    def __init__(self, svc: Services) -> None:
         self.svc = svc
         self.settings = svc.settings
         self.post = PostSale(svc, svc.flash)
@@ -78,13 +80,13 @@ class AfterSales:
             raise Forbidden("only the buyer opens an after-sales case")
         if code == "OPEN":
             raise Conflict("an after-sales case is already open on this order",
-                           after_sale_id=orjson.loads(case_raw)["id"])
+                           after_sale_id=parse_case(case_raw)["id"])
         if code in OPEN_ERRORS:
             err = Invalid if code == "AMOUNT" else Conflict
-            raise err(OPEN_ERRORS[code], status=orjson.loads(order_raw)["s"])
+            raise err(OPEN_ERRORS[code], status=parse_order(order_raw)["s"])
         _, case = await self.post.announce(card_id, order_raw, case_raw)
         assert case is not None
-        self.post.count_case(orjson.loads(case_raw))
+        self.post.count_case(parse_case(case_raw))
         return case
 
     async def step(self, who: Principal, case_id: str, step: str, note: str = "", carrier: str = "",
@@ -109,10 +111,10 @@ class AfterSales:
         if code == "NOT_FOUND":
             raise NotFound("no such after-sales case")
         if code == "LATE":
-            raise Conflict("the time to escalate has passed", status=orjson.loads(case_raw)["s"])
+            raise Conflict("the time to escalate has passed", status=parse_case(case_raw)["s"])
         if code != "OK":
-            raise Conflict(f"the case is {orjson.loads(case_raw)['s']}", status=orjson.loads(case_raw)["s"])
-        c = orjson.loads(case_raw)
+            raise Conflict(f"the case is {parse_case(case_raw)['s']}", status=parse_case(case_raw)["s"])
+        c = parse_case(case_raw)
         _, case = await self.post.announce(card_id, order_raw if c["s"] == "refunded" else "", case_raw,
                                            card_status=card_status)
         assert case is not None
@@ -161,7 +163,7 @@ class AfterSales:
         await self.post.flush()
         return await self._sql_cases(AfterSaleCase.status == "escalated")
 
-    async def _sql_cases(self, *where: Any, limit: int = 200) -> list[dict[str, Any]]:
+    async def _sql_cases(self, *where: ColumnElement[bool], limit: int = 200) -> list[dict[str, Any]]:
         async with self.svc.db() as s:
             rows = list((await s.execute(select(AfterSaleCase).where(*where)
                                          .order_by(AfterSaleCase.created_at.desc()).limit(limit))).scalars())
@@ -237,7 +239,7 @@ class AfterSales:
             log.exception("registering after-sales cards from SQL failed")
 
 
-def install(svc: Any) -> None:
+def install(svc: Services) -> None:
     """Build the after-sales service (fulfilment, payments, cases) and its loops."""
     after = AfterSales(svc)
     svc.aftersales = after

@@ -24,6 +24,7 @@ from sqlalchemy import select
 
 from live.commerce.inventory import SCRIPTS as SCRIPTS  # the domain's Lua: its Redis side's, listed there
 from live.commerce.inventory import BuyBatcher, CardState, Inventory
+from live.commerce.views import FENCED_MESSAGE, money, order_view
 from live.core import keys
 from live.core.auth import Principal
 from live.core.errors import (
@@ -39,7 +40,7 @@ from live.core.errors import (
     SoldOut,
     Unavailable,
 )
-from live.core.ids import RANDOM, iso, iso_ms, new_id, now_ms, utcnow
+from live.core.ids import RANDOM, iso, new_id, now_ms, utcnow
 from live.core.models import Card, Room
 from live.media.images import ImagePipeline
 from live.media.ocr import FrameSampler, TextReader
@@ -49,50 +50,13 @@ from live.media.storage import LocalStorage
 if TYPE_CHECKING:
     from live.app.services import Services
     from live.commerce.orders import OrderService
+    from live.media.rtc import MediaService
 
 log = logging.getLogger(__name__)
 
 
-FENCED_MESSAGE = "this product is being re-checked after a storage fault; retry shortly"
-
-
 def cents(price: Decimal) -> int:
     return int((price * 100).to_integral_value())
-
-
-def money(cents_: int) -> str:
-    return f"{cents_ // 100}.{cents_ % 100:02d}"
-
-
-def order_view(card_id: str, o: dict[str, Any]) -> dict[str, Any]:
-    """The contract's order object from the compact form kept in Redis."""
-    return {
-        "id": o["id"],
-        "card_id": card_id,
-        "user_id": o["u"],
-        "qty": int(o["q"]),
-        "amount": money(int(o["a"])),
-        "status": o["s"],
-        "created_at": iso_ms(int(o["c"])),
-        "pay_by": iso_ms(int(o["p"])),
-        "request_id": o.get("r"),
-        # After payment (v2): fields the after-sales scripts add to the compact order.
-        "shipment": ({"carrier": o["sh"]["c"], "tracking_no": o["sh"]["t"], "shipped_at": iso_ms(int(o["sh"]["at"]))}
-                     if o.get("sh") else None),
-        "paid_amount": money(int(o.get("pa", 0))),
-        "refunded_amount": money(int(o.get("ra", 0))),
-        "stock_returned": bool(o.get("sr")) or o["s"] in ("cancelled", "expired"),
-        "after_sale_id": o.get("as"),
-        "completed_at": iso_ms(int(o["cp"])) if o.get("cp") else None,
-    }
-
-
-def card_of_order(order_id: str) -> str:
-    """Order ids are ``<card id>-<12 hex>``: the card (and so its Redis slot) is in the id."""
-    card_id, sep, tail = order_id.rpartition("-")
-    if not sep or not card_id or len(tail) != 12 or len(order_id) > 64:
-        raise NotFound("no such order")
-    return card_id
 
 
 class LocalBuckets:
@@ -585,7 +549,7 @@ def install(svc: Services) -> None:
     svc.health["order_persister"] = persister_ok
 
 
-def _frame_sampler(svc: Any, reader: TextReader) -> FrameSampler:
+def _frame_sampler(svc: Services, reader: TextReader) -> FrameSampler:
     """Read text in live video: a contact shown on screen counts against the streamer."""
 
     async def live_rooms() -> list[str]:
@@ -593,7 +557,7 @@ def _frame_sampler(svc: Any, reader: TextReader) -> FrameSampler:
 
     def latest_frame(room_id: str) -> bytes | None:
         # svc.media is installed after this domain: look it up when sampling, not now.
-        media = getattr(svc, "media", None)
+        media: MediaService | None = getattr(svc, "media", None)
         return media.latest_jpeg(room_id) if media is not None else None
 
     async def on_text(room_id: str, text: str) -> None:

@@ -8,13 +8,11 @@ shipment, or a confirmation racing the deadline, ends in exactly one outcome.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
-import orjson
-
-from live.commerce.flashbuy import card_of_order, order_view
 from live.commerce.orders import OrderService
 from live.commerce.postsale import PostSale
+from live.commerce.views import card_of_order, order_view, parse_order
 from live.core import keys
 from live.core.auth import Principal
 from live.core.errors import Conflict, Forbidden, NotFound
@@ -47,8 +45,8 @@ class Fulfilment:
         """The card's orders as Redis holds them now (the card's streamer or a moderator)."""
         if await self.post.streamer_of(card_id) != who.id and not who.is_moderator:
             raise Forbidden("not your card")
-        raw = await self.post.redis.hgetall(keys.card_orders(card_id))
-        views = [order_view(card_id, orjson.loads(v)) for v in raw.values()]
+        raw = cast(dict[str, str], await self.post.redis.hgetall(keys.card_orders(card_id)))
+        views = [order_view(card_id, parse_order(v)) for v in raw.values()]
         views = [v for v in views if status is None or v["status"] == status]
         return sorted(views, key=lambda v: v["created_at"])
 
@@ -57,7 +55,8 @@ class Fulfilment:
         a case meanwhile are skipped); tracking numbers are ``<prefix><order id tail>``."""
         if await self.post.streamer_of(card_id) != who.id:
             raise Forbidden("only the card's streamer ships its orders")
-        shipped, skipped = [], []
+        shipped: list[str] = []
+        skipped: list[str] = []
         for o in await self.card_orders(who, card_id, "paid"):
             try:
                 await self.ship(who, o["id"], carrier, f"{prefix}{o['id'].rpartition('-')[2]}")
@@ -105,7 +104,7 @@ class Fulfilment:
         self._check(code, raw, case="an after-sales case is open on this order: it decides the refund")
         order, _ = await self.post.announce(card_id, raw, card_status=card_status)
         assert order is not None
-        self.post.count_refund("cancel", int(orjson.loads(raw)["a"]))
+        self.post.count_refund("cancel", int(parse_order(raw)["a"]))
         return order
 
     async def _visible(self, who: Principal, card_id: str, order_id: str) -> None:
@@ -124,5 +123,5 @@ class Fulfilment:
             raise NotFound("no such order")
         if code == "CASE":
             raise Conflict(case, status="after_sale_open")
-        status = orjson.loads(raw)["s"] if raw else ""
+        status = parse_order(raw)["s"] if raw else ""
         raise Conflict(f"order is {status}", status=status)

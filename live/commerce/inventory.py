@@ -20,6 +20,7 @@ from typing import Any, cast
 import orjson
 import redis.asyncio as aioredis
 
+from live.commerce.views import CompactOrder, parse_order
 from live.core import keys
 from live.core.ids import now_ms
 from live.core.scripts import Scripts
@@ -47,16 +48,23 @@ class CardState:
         return self.stock - self.left
 
 
+# Replies of the scripts, as Redis turns Lua values into RESP: strings and integers (a Lua
+# number is truncated to an integer). Cast once here, where each script's reply is read.
+Scalar = str | int
+# A card's state fields as HMGET returns them (None: the field or the card is missing).
+StateFields = list[str | None]
+
+
 @dataclass(frozen=True, slots=True)
 class Result:
     code: str
-    order: dict[str, Any] | None
+    order: CompactOrder | None
     left: int
     status: str = ""
 
 
-def _order(raw: str | bytes | None) -> dict[str, Any] | None:
-    return orjson.loads(raw) if raw else None
+def _order(raw: str | bytes | None) -> CompactOrder | None:
+    return parse_order(raw) if raw else None
 
 
 def card_keys(card_id: str) -> list[str]:
@@ -97,7 +105,7 @@ class Inventory:
         # the local disk before acknowledging. Resolved against the server at the first buy.
         self._durability = durability
         self.durability: str | None = None  # the mode in effect, once resolved
-        self._wait: tuple[Any, ...] = ()
+        self._wait: tuple[Scalar, ...] = ()
 
     async def init_card(self, card_id: str, state: CardState) -> None:
         """Write a new card's state (and register it for the background loops)."""
@@ -109,7 +117,7 @@ class Inventory:
 
     async def state(self, card_id: str) -> CardState | None:
         vals = await self._redis.hmget(keys.card_state(card_id), STATE_FIELDS)
-        return _state(vals)
+        return _state(cast(StateFields, vals))
 
     async def states(self, card_ids: list[str]) -> dict[str, CardState | None]:
         if not card_ids:
@@ -117,30 +125,32 @@ class Inventory:
         pipe = self._redis.pipeline(transaction=False)
         for c in card_ids:
             pipe.hmget(keys.card_state(c), STATE_FIELDS)
-        return {c: _state(v) for c, v in zip(card_ids, await pipe.execute(), strict=True)}
+        replies = cast(list[StateFields], await pipe.execute())
+        return {c: _state(v) for c, v in zip(card_ids, replies, strict=True)}
 
     async def buy_many(self, card_id: str, taps: list[tuple[str, int, str, str]], now_ms: int,
                        pay_by_ms: int) -> list[Result]:
         """Taps on one card, applied in order by one script call: (user, qty, request, order id)."""
         if self.durability is None:
             self.durability = await self.configure_durability(*self._durability)
-        args: list[Any] = [now_ms, pay_by_ms, self.floors.get(card_id) or 0]
+        args: list[Scalar] = [now_ms, pay_by_ms, self.floors.get(card_id) or 0]
         for tap in taps:
             args.extend(tap)
         # The 7th key is the card's audience gate (fans: followers-only cards).
         buy_keys = [*card_keys(card_id), keys.card_fans(card_id)]
         if not self._wait:
-            flat = await self._s.buy(keys=buy_keys, args=args)
+            flat = cast(list[Scalar], await self._s.buy(keys=buy_keys, args=args))
             durable = True
         else:
             # WAIT/WAITAOF count the writes of their own connection: one pipeline, one connection.
             pipe = self._redis.pipeline(transaction=False)
             await self._s.buy(keys=buy_keys, args=args, client=pipe)
             pipe.execute_command(*self._wait)
-            flat, acked = await pipe.execute()
+            flat, acked = cast(tuple[list[Scalar], int | list[int]], await pipe.execute())
             durable = _durable(self._wait, acked)
         self.floors.raise_to(card_id, int(flat[-1]))
-        out = [Result(flat[i], _order(flat[i + 1]), int(flat[i + 2])) for i in range(0, len(flat) - 1, 3)]
+        out = [Result(cast(str, flat[i]), _order(cast(str, flat[i + 1])), int(flat[i + 2]))
+               for i in range(0, len(flat) - 1, 3)]
         if not durable:
             # The order is taken in Redis but not yet on a replica/disk: not acknowledged. A retry
             # with the same request id finds it (DUP) and waits again.
@@ -164,7 +174,7 @@ class Inventory:
             self._wait = ("WAITAOF", 1, 0, timeout_ms)
             return "disk"
         try:
-            cfg = await self._redis.config_get("append*")
+            cfg = cast(dict[str, str], await self._redis.config_get("append*"))
         except Exception:  # CONFIG disabled (managed Redis): cannot tell
             cfg = {}
         if cfg.get("appendonly") == "yes" and cfg.get("appendfsync") == "always":
@@ -174,12 +184,14 @@ class Inventory:
         return "fast"
 
     async def fence(self, card_id: str, token: str, now_ms: int, stale_ms: int) -> tuple[str, int, int]:
-        code, seq, floor = await self._s.card_fence(keys=[keys.card_state(card_id)], args=[token, now_ms, stale_ms])
+        code, seq, floor = cast(tuple[str, int, int], await self._s.card_fence(
+            keys=[keys.card_state(card_id)], args=[token, now_ms, stale_ms]))
         return code, int(seq), int(floor)
 
     async def replace(self, card_id: str, token: str, floor: int, data: dict[str, Any]) -> tuple[str, int]:
         k = card_keys(card_id)
-        code, seq = await self._s.card_rebuild(keys=k[:5], args=[token, floor, orjson.dumps(data)])
+        code, seq = cast(tuple[str, int], await self._s.card_rebuild(
+            keys=k[:5], args=[token, floor, orjson.dumps(data)]))
         return code, int(seq)
 
     async def seqs(self, card_ids: list[str]) -> dict[str, tuple[str | None, int, str | None, int]]:
@@ -189,31 +201,32 @@ class Inventory:
         pipe = self._redis.pipeline(transaction=False)
         for c in card_ids:
             pipe.hmget(keys.card_state(c), ("status", "seq", "fence", "fence_at"))
-        return {c: (v[0], int(v[1] or 0), v[2], int(v[3] or 0))
-                for c, v in zip(card_ids, await pipe.execute(), strict=True)}
+        replies = cast(list[StateFields], await pipe.execute())
+        return {c: (v[0], int(v[1] or 0), v[2], int(v[3] or 0)) for c, v in zip(card_ids, replies, strict=True)}
 
     async def release(self, card_id: str, order_id: str, status: str, now_ms: int, user_id: str = "") -> Result:
         k = card_keys(card_id)
-        code, raw, left, card_status = await self._s.release(
-            keys=[k[0], k[1], k[3], k[4], k[5]], args=[order_id, status, now_ms, user_id])
+        code, raw, left, card_status = cast(tuple[str, str, int, str], await self._s.release(
+            keys=[k[0], k[1], k[3], k[4], k[5]], args=[order_id, status, now_ms, user_id]))
         return Result(code, _order(raw), int(left), card_status)
 
     async def pay(self, card_id: str, order_id: str, user_id: str, now_ms: int) -> Result:
         k = card_keys(card_id)
-        code, raw = await self._s.pay(keys=[k[0], k[3], k[4], k[5]], args=[order_id, user_id, now_ms])
+        code, raw = cast(tuple[str, str], await self._s.pay(
+            keys=[k[0], k[3], k[4], k[5]], args=[order_id, user_id, now_ms]))
         return Result(code, _order(raw), 0)
 
     async def restock(self, card_id: str, add: int) -> tuple[str, int, int, str]:
-        code, left, stock, status = await self._s.restock(
-            keys=[keys.card_state(card_id), keys.card_stream(card_id)], args=[add])
+        code, left, stock, status = cast(tuple[str, int, int, str], await self._s.restock(
+            keys=[keys.card_state(card_id), keys.card_stream(card_id)], args=[add]))
         return code, int(left), int(stock), status
 
     async def set_status(self, card_id: str, target: str, now_ms: int) -> tuple[str, str]:
-        code, status = await self._s.card_status(
-            keys=[keys.card_state(card_id), keys.card_stream(card_id)], args=[target, now_ms])
+        code, status = cast(tuple[str, str], await self._s.card_status(
+            keys=[keys.card_state(card_id), keys.card_stream(card_id)], args=[target, now_ms]))
         return code, status
 
-    async def snapshot(self, card_id: str) -> tuple[CardState | None, dict[str, dict[str, Any]], dict[str, int], int]:
+    async def snapshot(self, card_id: str) -> tuple[CardState | None, dict[str, CompactOrder], dict[str, int], int]:
         """State, orders, units per user and stream length, read in one MULTI: a consistent view
         even while buyers buy (for the invariant check)."""
         pipe = self._redis.pipeline(transaction=True)
@@ -221,16 +234,17 @@ class Inventory:
         pipe.hgetall(keys.card_orders(card_id))
         pipe.hgetall(keys.card_bought(card_id))
         pipe.xlen(keys.card_stream(card_id))
-        state, orders, bought, backlog = await pipe.execute()
-        return (_state(state), {k: orjson.loads(v) for k, v in orders.items()},
+        state, orders, bought, backlog = cast(tuple[StateFields, dict[str, str], dict[str, str], int],
+                                              await pipe.execute())
+        return (_state(state), {k: parse_order(v) for k, v in orders.items()},
                 {k: int(v) for k, v in bought.items()}, int(backlog))
 
-    async def order(self, card_id: str, order_id: str) -> dict[str, Any] | None:
-        return _order(await self._redis.hget(keys.card_orders(card_id), order_id))
+    async def order(self, card_id: str, order_id: str) -> CompactOrder | None:
+        return _order(cast(str | None, await self._redis.hget(keys.card_orders(card_id), order_id)))
 
-    async def orders(self, card_id: str) -> dict[str, dict[str, Any]]:
+    async def orders(self, card_id: str) -> dict[str, CompactOrder]:
         raw = cast(dict[str, str], await self._redis.hgetall(keys.card_orders(card_id)))
-        return {k: orjson.loads(v) for k, v in raw.items()}
+        return {k: parse_order(v) for k, v in raw.items()}
 
     async def due(self, card_id: str, now_ms: int, limit: int = 500) -> list[str]:
         """Orders of the card whose pay_by has passed."""
@@ -242,23 +256,26 @@ class Inventory:
         return list(cast(set[str], await self._redis.smembers(keys.ACTIVE_CARDS)))
 
 
-async def has_waitaof(redis: Any) -> bool:
+async def has_waitaof(redis: aioredis.Redis) -> bool:
     """WAITAOF came with Redis 7.2."""
-    version = str((await redis.info("server")).get("redis_version", "0"))
+    info = cast(dict[str, object], await redis.info("server"))
+    version = str(info.get("redis_version", "0"))
     return tuple(int(x) for x in version.split(".")[:2] if x.isdigit()) >= (7, 2)
 
 
-def _durable(wait: tuple[Any, ...], acked: Any) -> bool:
+def _durable(wait: tuple[Scalar, ...], acked: int | list[int]) -> bool:
     if wait[0] == "WAITAOF":  # [local fsyncs, replica fsyncs]
-        return int(acked[0]) >= 1
-    return int(acked) >= int(wait[1])  # WAIT: replicas that have the writes
+        return int(cast(list[int], acked)[0]) >= 1
+    return int(cast(int, acked)) >= int(wait[1])  # WAIT: replicas that have the writes
 
 
-def _state(vals: list[Any]) -> CardState | None:
+def _state(vals: StateFields) -> CardState | None:
     if not vals or vals[0] is None:
         return None
     status, stock, left, limit, price, starts, ends, room, seq, fence = vals
-    return CardState(status, int(stock), int(left), int(limit), int(price), int(starts), int(ends), room or "",
+    # Present whenever status is (init_card writes them together); seq and fence may be missing.
+    return CardState(cast(str, status), int(cast(str, stock)), int(cast(str, left)), int(cast(str, limit)),
+                     int(cast(str, price)), int(cast(str, starts)), int(cast(str, ends)), room or "",
                      int(seq or 0), fence)
 
 

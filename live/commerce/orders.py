@@ -23,9 +23,9 @@ import orjson
 from sqlalchemy import Table, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from live.commerce.flashbuy import FENCED_MESSAGE, FlashService, card_of_order, money, order_view
-from live.commerce.inventory import Inventory
+from live.commerce.inventory import Inventory, Result
 from live.commerce.postsale import compact_extra, holds_stock, holds_stock_sql
+from live.commerce.views import FENCED_MESSAGE, CompactOrder, card_of_order, money, order_view, parse_order
 from live.core import keys
 from live.core.auth import Principal
 from live.core.errors import Conflict, Forbidden, NotFound, Unavailable
@@ -36,6 +36,7 @@ from live.integrations import outbox
 
 if TYPE_CHECKING:
     from live.app.services import Services
+    from live.commerce.flashbuy import FlashService
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ class OrderService:
     async def _apply(self, stream: str, entries: list[Entry]) -> None:
         """Write a batch of one card's events to SQL in one transaction (idempotent)."""
         card_id = stream.split("{card:", 1)[1].split("}", 1)[0]
-        creates: dict[str, dict[str, Any]] = {}
+        creates: dict[str, CompactOrder] = {}
         updates: list[tuple[str, str, int]] = []
         card_updates: dict[str, Any] = {}
         top_seq = 0
@@ -88,7 +89,7 @@ class OrderService:
             top_seq = max(top_seq, int(f.get("seq") or 0))
             t = f.get("t")
             if t == "created":
-                o = orjson.loads(f["o"])
+                o = parse_order(f["o"])
                 creates[o["id"]] = o
                 if f.get("left") == "0":  # named by the card's seq (never reused), else the entry
                     sell_outs.append(f"s{f['seq']}" if f.get("seq") else eid)
@@ -240,8 +241,8 @@ class OrderService:
             self.svc.metrics.orders_expired.inc()
         return await self._released(card_id, res)
 
-    async def _released(self, card_id: str, res: Any) -> dict[str, Any]:
-        view = order_view(card_id, res.order)
+    async def _released(self, card_id: str, res: Result) -> dict[str, Any]:
+        view = order_view(card_id, cast(CompactOrder, res.order))  # release.lua: an OK carries its order
         room_id = await self.flash.room_of(card_id)
         self.flash.mark_dirty(card_id, room_id)
         if res.status:  # a sold-out card is back on sale

@@ -16,10 +16,8 @@ import hmac
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
-from live.commerce.flashbuy import card_of_order, order_view
 from live.commerce.postsale import PostSale
+from live.commerce.views import card_of_order, order_view, parse_order
 from live.core.auth import Principal
 from live.core.errors import Conflict, Invalid, NotFound, Unauthorized
 from live.core.ids import now_ms
@@ -83,12 +81,12 @@ class Payments:
         if code == "TXN":
             raise Conflict("this transaction paid another order")
         if code == "AMOUNT":
-            raise Invalid(f"amount does not match the order ({orjson.loads(raw)['a']} cents)")
+            raise Invalid(f"amount does not match the order ({parse_order(raw)['a']} cents)")
         if code == "STATE":
-            status = orjson.loads(raw)["s"]
+            status = parse_order(raw)["s"]
             raise Conflict(f"order is {status}", status=status)
         if code == "DUP":  # told before: the same answer, nothing pushed again
-            return Settled("duplicate", order_view(card_id, orjson.loads(raw)))
+            return Settled("duplicate", order_view(card_id, parse_order(raw)))
         order, _ = await self.post.announce(card_id, raw, card_status=card_status)
         assert order is not None
         if code == "DUE":
@@ -96,5 +94,5 @@ class Payments:
             raise Conflict("the payment window has passed; the order expired", status="expired")
         self.post.metrics.payments.labels("paid" if code == "PAID" else "refunded").inc()
         if code != "PAID":
-            self.post.count_refund("late_payment" if code == "LATE" else "double_payment", int(orjson.loads(raw)["a"]))
+            self.post.count_refund("late_payment" if code == "LATE" else "double_payment", int(parse_order(raw)["a"]))
         return Settled("paid" if code == "PAID" else "refunded", order)

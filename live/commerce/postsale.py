@@ -18,22 +18,36 @@ import contextlib
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
-from prometheus_client import Counter, Histogram
-from sqlalchemy import Table, func, select
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from sqlalchemy import ColumnElement, Table, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from live.commerce.flashbuy import FENCED_MESSAGE, FlashService, card_of_order, money, order_view
+from live.commerce.views import (
+    FENCED_MESSAGE,
+    CaseStep,
+    CompactCase,
+    CompactOrder,
+    card_of_order,
+    money,
+    order_view,
+    parse_case,
+    parse_order,
+)
 from live.core import keys
 from live.core.errors import NotFound, Unavailable
 from live.core.ids import iso_ms, now_ms, utcnow
-from live.core.models import AfterSaleCase, AfterSaleStep, Card, Order, Payment, Room
+from live.core.models import AfterSaleCase, AfterSaleStep, Base, Card, Order, Payment, Room
 from live.core.scripts import source
 from live.core.streams import Entry, StreamConsumer
 from live.integrations import outbox
+
+if TYPE_CHECKING:
+    from live.app.services import Services
+    from live.commerce.flashbuy import FlashService
 
 log = logging.getLogger(__name__)
 
@@ -67,14 +81,15 @@ def card_of_case(case_id: str) -> str:
         raise NotFound("no such after-sales case") from None
 
 
-def case_view(c: dict[str, Any]) -> dict[str, Any]:
+def case_view(c: CompactCase) -> dict[str, Any]:
     """The contract's case object from the JSON kept in Redis."""
     rs = c.get("rs")
+    d, x = c.get("d"), c.get("x")
     return {
         "id": c["id"], "order_id": c["o"], "user_id": c["u"], "streamer_id": c["st"], "kind": c["k"],
         "status": c["s"], "reason": c["r"], "amount": money(int(c["a"])),
-        "deadline": iso_ms(int(c["d"])) if c.get("d") else None,
-        "created_at": iso_ms(int(c["c"])), "resolved_at": iso_ms(int(c["x"])) if c.get("x") else None,
+        "deadline": iso_ms(int(d)) if d else None,
+        "created_at": iso_ms(int(c["c"])), "resolved_at": iso_ms(int(x)) if x else None,
         "return_shipment": ({"carrier": rs["c"], "tracking_no": rs["t"], "shipped_at": iso_ms(int(rs["at"]))}
                             if rs else None),
         "history": [{"status": h["s"], "by": h["by"], "at": iso_ms(int(h["at"])), "note": h.get("n", "")}
@@ -85,7 +100,7 @@ def case_view(c: dict[str, Any]) -> dict[str, Any]:
 class Metrics:
     """After-sales counters on the process's registry (``GET /metrics``)."""
 
-    def __init__(self, registry: Any) -> None:
+    def __init__(self, registry: CollectorRegistry) -> None:
         self.cases = Counter("live_aftersale_cases_total", "After-sales case transitions, by kind and the "
                              "status entered", ["kind", "status"], registry=registry)
         self.resolution = Histogram("live_aftersale_resolution_seconds", "From request to the end of a case",
@@ -102,7 +117,7 @@ class Metrics:
 class PostSale:
     """Scripts, keys, registry, persister, views and pushes of the orders after payment."""
 
-    def __init__(self, svc: Any, flash: FlashService) -> None:
+    def __init__(self, svc: Services, flash: FlashService) -> None:
         self.svc = svc
         self.flash = flash
         self.redis = svc.redis
@@ -121,12 +136,14 @@ class PostSale:
             claim_every_s=min(s.persister_claim_idle_ms / 2000, s.heartbeat_interval_s))
 
     # --- scripts -------------------------------------------------------------------------
-    async def run(self, name: str, card_id: str, key_names: Sequence[str], args: Sequence[Any]) -> list[str]:
+    async def run(self, name: str, card_id: str, key_names: Sequence[str], args: Sequence[str | int]) -> list[str]:
         """Run one after-sales script on a card, registering the card for the sweeper and the
         persister before (so a crash after the script still leaves it registered) and after
         (so a concurrent retirement never drops it)."""
         await self._register(card_id)
-        res = await self.scripts[name](keys=[self.key(card_id, k) for k in key_names], args=list(args))
+        # The after-sales scripts answer a list of strings (see each script's header).
+        res = cast(list[str | bytes], await self.scripts[name](keys=[self.key(card_id, k) for k in key_names],
+                                                            args=list(args)))
         await self._register(card_id)
         out = [r.decode() if isinstance(r, bytes) else r for r in res]
         if out and out[0] == "FENCED":
@@ -138,7 +155,8 @@ class PostSale:
         return out
 
     async def _first_due(self, card_id: str) -> float | None:
-        first = await self.redis.zrange(keys.card_after_due(card_id), 0, 0, withscores=True)
+        first = cast(list[tuple[str, float]],
+                     await self.redis.zrange(keys.card_after_due(card_id), 0, 0, withscores=True))
         return float(first[0][1]) if first else None
 
     async def note_next(self, card_id: str) -> None:
@@ -161,7 +179,7 @@ class PostSale:
 
     async def next_cards(self, now: int, limit: int = 500) -> list[str]:
         """Cards with a deadline due by ``now`` (the global index)."""
-        return list(await self.redis.zrangebyscore(keys.AFTER_NEXT, "-inf", now, start=0, num=limit))
+        return cast(list[str], await self.redis.zrangebyscore(keys.AFTER_NEXT, "-inf", now, start=0, num=limit))
 
     async def _register(self, card_id: str) -> None:
         pipe = self.redis.pipeline(transaction=False)
@@ -178,13 +196,13 @@ class PostSale:
         }[name](card_id)
 
     # --- reading -------------------------------------------------------------------------
-    async def order(self, card_id: str, order_id: str) -> dict[str, Any] | None:
-        raw = await self.redis.hget(keys.card_orders(card_id), order_id)
-        return orjson.loads(raw) if raw else None
+    async def order(self, card_id: str, order_id: str) -> CompactOrder | None:
+        raw = cast(str | None, await self.redis.hget(keys.card_orders(card_id), order_id))
+        return parse_order(raw) if raw else None
 
-    async def case(self, card_id: str, case_id: str) -> dict[str, Any] | None:
-        raw = await self.redis.hget(keys.card_cases(card_id), case_id)
-        return orjson.loads(raw) if raw else None
+    async def case(self, card_id: str, case_id: str) -> CompactCase | None:
+        raw = cast(str | None, await self.redis.hget(keys.card_cases(card_id), case_id))
+        return parse_case(raw) if raw else None
 
     async def streamer_of(self, card_id: str) -> str:
         """The card's streamer (cached: a card never changes hands)."""
@@ -204,8 +222,8 @@ class PostSale:
         """Push the new order and case to the buyer and the card's streamer (every process),
         and the card's stock when units came back."""
         streamer = await self.streamer_of(card_id)
-        order = order_view(card_id, orjson.loads(order_raw)) if order_raw else None
-        case = case_view(orjson.loads(case_raw)) if case_raw else None
+        order = order_view(card_id, parse_order(order_raw)) if order_raw else None
+        case = case_view(parse_case(case_raw)) if case_raw else None
         if order is not None and order["stock_returned"] and order["status"] in ("refunded", "expired"):
             room_id = await self.flash.room_of(card_id)
             self.flash.mark_dirty(card_id, room_id)
@@ -218,7 +236,7 @@ class PostSale:
                 await self.svc.pusher.to_user(user, event, data)
         return order, case
 
-    def count_case(self, case: dict[str, Any]) -> None:
+    def count_case(self, case: CompactCase) -> None:
         self.metrics.cases.labels(case["k"], case["s"]).inc()
         if case["s"] in ("refunded", "closed"):
             self.metrics.resolution.labels(case["k"], case["s"]).observe(max(0, now_ms() - int(case["c"])) / 1000)
@@ -230,20 +248,20 @@ class PostSale:
     # --- persistence ---------------------------------------------------------------------------
     async def _live_processes(self) -> set[str]:
         cutoff = now_ms() - int(self.svc.settings.heartbeat_dead_after_s * 1000)
-        return set(await self.redis.zrangebyscore(keys.PROCS, cutoff, "+inf")) | {self.svc.proc_id}
+        return set(cast(list[str], await self.redis.zrangebyscore(keys.PROCS, cutoff, "+inf"))) | {self.svc.proc_id}
 
     async def cards(self) -> list[str]:
-        return list(await self.redis.smembers(keys.AFTER_CARDS))
+        return list(cast(set[str], await self.redis.smembers(keys.AFTER_CARDS)))
 
     async def _streams(self) -> list[str]:
         """Only streams that may hold entries: the persister's idle rounds stay cheap however
         many cards wait for deadlines."""
-        return [keys.card_after_stream(c) for c in await self.redis.smembers(keys.AFTER_DIRTY)]
+        return [keys.card_after_stream(c) for c in cast(set[str], await self.redis.smembers(keys.AFTER_DIRTY))]
 
     async def clean_dirty(self) -> None:
         """Cards whose stream is empty leave the persister's set (remove, then look again: an
         entry appended meanwhile puts the card back; its writer re-adds it after writing too)."""
-        for card_id in await self.redis.smembers(keys.AFTER_DIRTY):
+        for card_id in cast(set[str], await self.redis.smembers(keys.AFTER_DIRTY)):
             if await self.backlog(card_id):
                 continue
             await self.redis.srem(keys.AFTER_DIRTY, card_id)
@@ -261,7 +279,7 @@ class PostSale:
                 await self.persister.drain_once()
 
     async def backlog(self, card_id: str) -> int:
-        return int(await self.redis.xlen(keys.card_after_stream(card_id)))
+        return int(cast(int, await self.redis.xlen(keys.card_after_stream(card_id))))
 
     async def _apply(self, stream: str, entries: list[Entry]) -> None:
         """Write a batch of one card's order/case versions and payments in one transaction.
@@ -270,19 +288,19 @@ class PostSale:
         payments are inserted once by their keys.
         """
         card_id = stream.split("{card:", 1)[1].split("}", 1)[0]
-        orders: dict[str, dict[str, Any]] = {}
-        cases: dict[str, dict[str, Any]] = {}
+        orders: dict[str, CompactOrder] = {}
+        cases: dict[str, CompactCase] = {}
         pays: dict[str, dict[str, Any]] = {}
-        versions: list[tuple[str, dict[str, Any]]] = []  # every version, in stream order (webhooks)
+        versions: list[tuple[str, CompactOrder | CompactCase]] = []  # every version, in stream order (webhooks)
         for _, f in entries:
             t = f.get("t")
             if t == "order":
-                o = orjson.loads(f["o"])
+                o = parse_order(f["o"])
                 versions.append(("order", o))
                 if o["id"] not in orders or orders[o["id"]]["v"] < o["v"]:
                     orders[o["id"]] = o
             elif t == "case":
-                c = orjson.loads(f["c"])
+                c = parse_case(f["c"])
                 versions.append(("case", c))
                 if c["id"] not in cases or cases[c["id"]]["v"] < c["v"]:
                     cases[c["id"]] = c
@@ -311,7 +329,7 @@ class PostSale:
             await outbox.emit_many(s, events)
 
     async def _events(self, s: AsyncSession, card_id: str, room_id: str, shop: str,
-                      versions: list[tuple[str, dict[str, Any]]]) -> list[outbox.Event]:
+                      versions: list[tuple[str, CompactOrder | CompactCase]]) -> list[outbox.Event]:
         """Webhook events of a batch, in the batch's transaction (they exist iff it commits).
 
         Each version is compared with the one before it — SQL's row for the first — so a batch
@@ -332,23 +350,24 @@ class PostSale:
         events: list[outbox.Event] = []
         for kind, v in versions:
             if kind == "order":
-                row = self._order_row(card_id, room_id, v)
+                row = self._order_row(card_id, room_id, cast(CompactOrder, v))  # kind says which
                 prev = known.get(v["id"])
                 if prev is not None and prev["version"] is not None and prev["version"] >= row["version"]:
                     continue  # SQL has this version or a newer one: its facts were reported
                 events += outbox.order_changes(shop, prev, row)
                 known[v["id"]] = row
             else:
-                case = self._case_row(card_id, shop, v)
+                cv = cast(CompactCase, v)
+                case = self._case_row(card_id, shop, cv)
                 steps = [{"status": h["s"], "by": h["by"], "at": _dt(int(h["at"])), "note": str(h.get("n", ""))}
-                         for h in v["h"]]
+                         for h in cv["h"]]
                 first = seen_steps.get(v["id"], 0)
                 events += outbox.case_steps(shop, case, steps, first)
                 seen_steps[v["id"]] = max(first, len(steps))
         return events
 
     @staticmethod
-    async def _upsert(s: AsyncSession, model: Any, rows: list[dict[str, Any]], *, versioned: bool) -> None:
+    async def _upsert(s: AsyncSession, model: type[Base], rows: list[dict[str, Any]], *, versioned: bool) -> None:
         table = cast(Table, model.__table__)
         ins = postgresql.insert(table) if s.get_bind().dialect.name == "postgresql" else sqlite.insert(table)
         pk = [c.name for c in table.primary_key.columns]
@@ -361,25 +380,27 @@ class PostSale:
         await s.execute(stmt, rows)
 
     @staticmethod
-    def _order_row(card_id: str, room_id: str, o: dict[str, Any]) -> dict[str, Any]:
-        sh = o.get("sh") or {}
+    def _order_row(card_id: str, room_id: str, o: CompactOrder) -> dict[str, Any]:
+        sh = o.get("sh")
         return {
             "id": o["id"], "card_id": card_id, "room_id": room_id, "user_id": o["u"], "request_id": o["r"],
             "qty": int(o["q"]), "amount_cents": int(o["a"]), "status": o["s"], "created_at": _dt(int(o["c"])),
             "pay_by": _dt(int(o["p"])), "updated_at": utcnow(), "paid_amount_cents": int(o.get("pa", 0)),
             "refunded_amount_cents": int(o.get("ra", 0)), "stock_returned": bool(o.get("sr")),
-            "carrier": sh.get("c"), "tracking_no": sh.get("t"), "shipped_at": _dt(sh.get("at")),
+            "carrier": sh.get("c") if sh else None, "tracking_no": sh.get("t") if sh else None,
+            "shipped_at": _dt(sh.get("at")) if sh else None,
             "paid_at": _dt(o.get("pt")), "completed_at": _dt(o.get("cp")), "refunded_at": _dt(o.get("rt")),
             "after_sale_id": o.get("as"), "version": int(o["v"]),
         }
 
     @staticmethod
-    def _case_row(card_id: str, streamer: str, c: dict[str, Any]) -> dict[str, Any]:
-        rs = c.get("rs") or {}
+    def _case_row(card_id: str, streamer: str, c: CompactCase) -> dict[str, Any]:
+        rs = c.get("rs")
         return {
             "id": c["id"], "order_id": c["o"], "card_id": card_id, "user_id": c["u"], "streamer_id": streamer,
             "kind": c["k"], "status": c["s"], "reason": c["r"], "amount_cents": int(c["a"]),
-            "deadline": _dt(c.get("d")), "return_carrier": rs.get("c"), "return_tracking_no": rs.get("t"),
+            "deadline": _dt(c.get("d")), "return_carrier": rs.get("c") if rs else None,
+            "return_tracking_no": rs.get("t") if rs else None,
             "created_at": _dt(int(c["c"])), "resolved_at": _dt(c.get("x")), "version": int(c["v"]),
         }
 
@@ -395,9 +416,9 @@ class PostSale:
             order_ids = [o.id for o in orders]
             txns = list((await s.execute(select(Payment.transaction_id, Payment.order_id)
                                          .where(Payment.order_id.in_(order_ids)))).all()) if order_ids else []
-        history: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
+        history: dict[str, list[CaseStep]] = {i: [] for i in ids}
         for st in steps:
-            history[st.case_id].append({"s": st.status, "by": st.by, "at": _ms(st.at), "n": st.note})
+            history[st.case_id].append({"s": st.status, "by": st.by, "at": cast(int, _ms(st.at)), "n": st.note})
         open_orders = {c.order_id for c in cases if c.status in OPEN_CASE}
         pipe = self.redis.pipeline(transaction=True)
         pipe.delete(keys.card_cases(card_id), keys.card_after_due(card_id), keys.card_txns(card_id))
@@ -412,7 +433,7 @@ class PostSale:
                 raw["x"] = _ms(c.resolved_at)
             pipe.hset(keys.card_cases(card_id), c.id, orjson.dumps(raw))
             if c.status in OPEN_CASE and c.deadline:
-                pipe.zadd(keys.card_after_due(card_id), {f"c:{c.id}": _ms(c.deadline)})
+                pipe.zadd(keys.card_after_due(card_id), {f"c:{c.id}": cast(int, _ms(c.deadline))})
         auto_ms = int(self.svc.settings.auto_confirm_s * 1000)
         for o in orders:
             if o.status == "shipped" and o.shipped_at and o.id not in open_orders:
@@ -425,7 +446,8 @@ class PostSale:
 
     # --- the due-time index ------------------------------------------------------------------
     async def due(self, card_id: str, now: int, limit: int = 500) -> list[str]:
-        return list(await self.redis.zrangebyscore(keys.card_after_due(card_id), "-inf", now, start=0, num=limit))
+        return cast(list[str], await self.redis.zrangebyscore(keys.card_after_due(card_id), "-inf", now,
+                                                              start=0, num=limit))
 
     async def retire_idle(self) -> None:
         """The slow, full pass over every registered card: each one's entry in the next-due index
@@ -454,7 +476,7 @@ class PostSale:
             await self.note_next(card_id)
 
 
-def holds_stock_sql() -> Any:
+def holds_stock_sql() -> ColumnElement[bool]:
     """SQL form of :func:`holds_stock` on the orders table."""
     from sqlalchemy import and_
 

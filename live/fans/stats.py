@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from live.commerce.flashbuy import money
+from live.commerce.views import money
 from live.core.auth import Principal
 from live.core.errors import Forbidden
 from live.core.ids import iso

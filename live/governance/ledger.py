@@ -26,7 +26,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from live.commerce.flashbuy import money
+from live.commerce.views import money
 from live.core.ids import iso, new_id
 from live.core.models import Card, LedgerEntry, Order, Room, ShopAccount
 from live.governance.standing import aware

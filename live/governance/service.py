@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from live.commerce.flashbuy import money
+from live.commerce.views import money
 from live.core.auth import Principal
 from live.core.errors import Conflict, Forbidden, Invalid, NotFound
 from live.core.ids import iso, new_id

@@ -70,7 +70,7 @@ def aware(dt: datetime) -> datetime:
 
 
 def violation_view(v: ShopViolation, now: datetime) -> dict[str, Any]:
-    from live.commerce.flashbuy import money
+    from live.commerce.views import money
 
     return {"id": v.id, "user_id": v.user_id, "kind": v.kind, "points": v.points, "note": v.note,
             "deduction": money(v.deduction_cents), "at": iso(v.created_at), "expires_at": iso(v.expires_at),

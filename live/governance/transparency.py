@@ -24,7 +24,7 @@ import orjson
 from sqlalchemy import distinct, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from live.commerce.flashbuy import money
+from live.commerce.views import money
 from live.core import keys
 from live.core.ids import iso
 from live.core.models import AfterSaleCase, Order, ShopViolation, Violation

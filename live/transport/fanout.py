@@ -35,7 +35,7 @@ import struct
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, cast
 
 import orjson
 import socketio
@@ -49,6 +49,77 @@ from prometheus_client.registry import Collector
 from socketio import packet as sio_packet
 
 log = logging.getLogger(__name__)
+
+
+# --- the few parts of python-engineio we use, typed -------------------------------------------
+# python-engineio ships no type hints: these Protocols name exactly the attributes the fast path
+# reads or writes (``probe`` checks each is there at start-up), so the code below is checked.
+class EioPacket(Protocol):
+    packet_type: int
+    data: object
+
+    def encode(self, b64: bool = False) -> str | bytes: ...
+
+
+class EioPacketModule(Protocol):
+    """``engineio.packet``: the packet types and the packet class."""
+
+    PING: int
+    PONG: int
+    NOOP: int
+    UPGRADE: int
+    MESSAGE: int
+    CLOSE: int
+
+    def Packet(self, packet_type: int = ..., data: object = None,
+               encoded_packet: str | bytes | None = None) -> EioPacket: ...
+
+
+class EioQueue(Protocol):
+    """A socket's send queue: ``asyncio.Queue`` or our :class:`SendQueue`."""
+
+    async def put(self, item: EioPacket | None) -> None: ...
+    def put_nowait(self, item: EioPacket | None) -> None: ...
+    async def get(self) -> EioPacket | None: ...
+    def get_nowait(self) -> EioPacket | None: ...
+    def task_done(self) -> None: ...
+    def empty(self) -> bool: ...
+    def qsize(self) -> int: ...
+
+
+class EioReasons(Protocol):
+    TRANSPORT_CLOSE: str
+    SERVER_DISCONNECT: str
+
+
+class EioServer(Protocol):
+    """``engineio.AsyncServer`` (plus ``live_sio``, set by :class:`LiveSocketServer`)."""
+
+    ping_interval: float
+    ping_timeout: float
+    max_http_buffer_size: int
+    reason: EioReasons
+    sockets: dict[str, EioSocket]
+    live_sio: LiveSocketServer
+    _async: dict[str, object]  # the transport classes by name (probed)
+
+
+class EioSocket(Protocol):
+    """``engineio.async_socket.AsyncSocket``: one client's Engine.IO session."""
+
+    sid: str
+    server: EioServer
+    queue: EioQueue
+    connected: bool
+    upgraded: bool
+    upgrading: bool
+    closed: bool
+
+    async def receive(self, pkt: EioPacket) -> None: ...
+    async def close(self, wait: bool = True, abort: bool = False, reason: str | None = None) -> None: ...
+
+
+eio_pkt = cast(EioPacketModule, eio_packet)
 
 PARTS = ("session", "direct_write", "short_path", "encode_once", "handshake_guard")
 
@@ -72,7 +143,9 @@ class FastPath:
     missing: list[str] = field(default_factory=list)
 
     def parts(self) -> dict[str, bool]:
-        return {p: bool(getattr(self, p)) for p in PARTS}
+        on = {"session": self.session, "direct_write": self.direct_write, "short_path": self.short_path,
+              "encode_once": self.encode_once, "handshake_guard": self.handshake_guard}
+        return {p: bool(on[p]) for p in PARTS}
 
 
 @dataclass
@@ -94,24 +167,33 @@ def _has(obj: object, *names: str) -> list[str]:
             for n in names if not hasattr(obj, n)]
 
 
-def _params(fn: Any, *names: str) -> list[str]:
+def _get(obj: object, name: str, default: object = None) -> object:
+    """An attribute of an untyped internal, as ``object``: checked before use."""
+    return cast(object, getattr(obj, name, default))
+
+
+def _params(fn: Callable[..., object], *names: str) -> list[str]:
     try:
         have = inspect.signature(fn).parameters
     except (TypeError, ValueError):
-        return [f"{getattr(fn, '__qualname__', fn)}()"]
-    return [f"{fn.__qualname__}({n}=)" for n in names if n not in have]
+        return [f"{_get(fn, '__qualname__', fn)}()"]
+    return [f"{_get(fn, '__qualname__', fn)}({n}=)" for n in names if n not in have]
+
+
+def _eio_handler(eio: object, event: str) -> object:
+    return cast(dict[str, object], _get(eio, "handlers", {})).get(event)
 
 
 def probe(server: socketio.AsyncServer) -> FastPath:
     """Check every internal the fast path uses, on this server's Engine.IO and python-socketio."""
-    eio = server.eio
+    eio: object = server.eio
     session_missing: list[str] = []
-    async_table = getattr(eio, "_async", None)
+    async_table = _get(eio, "_async")
     if not isinstance(async_table, dict) or "websocket" not in async_table:
         session_missing.append("engineio.AsyncServer._async['websocket']")
     session_missing += _params(EngineIOWebSocket.__init__, "handler", "server")
     session_missing += _has(eio, "sockets", "ping_interval", "ping_timeout", "max_http_buffer_size", "reason")
-    session_missing += _has(getattr(eio, "reason", object), "TRANSPORT_CLOSE")
+    session_missing += _has(_get(eio, "reason", object), "TRANSPORT_CLOSE")
     session_missing += _has(AsyncSocket, "receive", "close")
     session_missing += _params(AsyncSocket.close, "wait", "abort", "reason")
     try:  # instance fields are set in __init__: look at a real (unregistered) socket
@@ -125,17 +207,15 @@ def probe(server: socketio.AsyncServer) -> FastPath:
     short_missing = _has(socketio.AsyncServer, "_handle_eio_message", "_send_packet")
     short_missing += _has(server, "_binary_packet", "packet_class")
     short_missing += _has(server.manager, "sid_from_eio_sid")
-    handler = getattr(eio, "handlers", {}).get("message")
-    if getattr(handler, "__func__", None) is not type(server)._handle_eio_message:
+    if _get(_eio_handler(eio, "message"), "__func__") is not type(server)._handle_eio_message:
         short_missing.append("engineio 'message' handler is not the server's _handle_eio_message")
 
     emit_missing = _has(server.manager, "rooms", "get_participants", "server")
     emit_missing += _has(eio, "sockets")
 
     guard_missing = _has(socketio.AsyncServer, "_handle_eio_connect", "_handle_connect", "_handle_eio_disconnect")
-    guard_missing += _has(getattr(eio, "reason", object), "SERVER_DISCONNECT")
-    if getattr(getattr(eio, "handlers", {}).get("connect"), "__func__", None) is not \
-            type(server)._handle_eio_connect:
+    guard_missing += _has(_get(eio, "reason", object), "SERVER_DISCONNECT")
+    if _get(_eio_handler(eio, "connect"), "__func__") is not type(server)._handle_eio_connect:
         guard_missing.append("engineio 'connect' handler is not the server's _handle_eio_connect")
 
     fast = FastPath(
@@ -216,22 +296,25 @@ class DirectWebSocket(EngineIOWebSocket):
     """
 
     transport: asyncio.Transport | None = None
+    server: EioServer
+    _eio_socket: EioSocket | None
 
-    async def __call__(self, environ: dict[str, Any]) -> web.WebSocketResponse:
-        request: web.Request = environ["aiohttp.request"]
+    async def __call__(self, environ: dict[str, object]) -> web.WebSocketResponse:
+        request = cast(web.Request, environ["aiohttp.request"])
         sio: LiveSocketServer = self.server.live_sio
         self._sock = web.WebSocketResponse(max_msg_size=self.server.max_http_buffer_size, compress=False)
         await self._sock.prepare(request)
         # The environ stays as it is: python-socketio hands the very same dict to get_environ().
         self.environ = environ
         self.transport = request.transport
-        self._eio_socket = getattr(self.handler, "__self__", None)
-        sid = getattr(self._eio_socket, "sid", None)
+        eio_socket: object = getattr(self.handler, "__self__", None)
+        self._eio_socket = cast(EioSocket | None, eio_socket)
+        sid = cast(str | None, getattr(eio_socket, "sid", None))
         if sid is not None:
             sio.live_direct_ws[sid] = self
         try:
-            if isinstance(self._eio_socket, AsyncSocket):
-                await self._session(self._eio_socket)
+            if isinstance(eio_socket, AsyncSocket):
+                await self._session(cast(EioSocket, eio_socket))
             else:  # not the Engine.IO we know: its own loop
                 await self.handler(self)
         finally:
@@ -269,7 +352,7 @@ class DirectWebSocket(EngineIOWebSocket):
         while True:
             assert self._sock is not None
             msg = await self._sock.receive(timeout)
-            data = msg.data
+            data: object = msg.data
             if not isinstance(data, str | bytes):
                 raise OSError("websocket closed")
             if (eio_socket is None or not isinstance(data, str) or data[:2] != "42"
@@ -280,25 +363,25 @@ class DirectWebSocket(EngineIOWebSocket):
                 return data
             await sio.run_direct(eio_socket.sid, call)
 
-    async def _upgrade(self, s: AsyncSocket) -> bool:
+    async def _upgrade(self, s: EioSocket) -> bool:
         """Engine.IO's upgrade of a long-polling socket: PING "probe" → PONG "probe", then UPGRADE.
         Packet sends are held meanwhile; False if the client did not follow through."""
         s.upgrading = True
         try:
-            probe_pkt = eio_packet.Packet(encoded_packet=await self.wait())
-            if probe_pkt.packet_type != eio_packet.PING or probe_pkt.data != "probe":
+            probe_pkt = eio_pkt.Packet(encoded_packet=await self.wait())
+            if probe_pkt.packet_type != eio_pkt.PING or probe_pkt.data != "probe":
                 return False
-            await self.send(eio_packet.Packet(eio_packet.PONG, data="probe").encode())
-            await s.queue.put(eio_packet.Packet(eio_packet.NOOP))  # end the pending poll
-            upgrade = eio_packet.Packet(encoded_packet=await self.wait())
-            s.upgraded = upgrade.packet_type == eio_packet.UPGRADE
+            await self.send(eio_pkt.Packet(eio_pkt.PONG, data="probe").encode())
+            await s.queue.put(eio_pkt.Packet(eio_pkt.NOOP))  # end the pending poll
+            upgrade = eio_pkt.Packet(encoded_packet=await self.wait())
+            s.upgraded = upgrade.packet_type == eio_pkt.UPGRADE
             return bool(s.upgraded)
         except (OSError, ValueError):
             return False
         finally:
             s.upgrading = False
 
-    async def _session(self, s: AsyncSocket) -> None:
+    async def _session(self, s: EioSocket) -> None:
         """python-engineio's websocket session for socket ``s`` (see the class docstring)."""
         if s.connected:  # an upgrade from long-polling
             if not await self._upgrade(s):
@@ -329,7 +412,7 @@ class DirectWebSocket(EngineIOWebSocket):
             except Exception:
                 break  # closed, broken, or nothing heard (not even a pong) for ping_interval + ping_timeout
             try:
-                await s.receive(eio_packet.Packet(encoded_packet=data))
+                await s.receive(eio_pkt.Packet(encoded_packet=data))
             except eio_exceptions.SocketIsClosedError:
                 break
             except Exception as e:  # a malformed frame: one line, the connection goes on
@@ -363,11 +446,11 @@ def _short(e: BaseException) -> str:
     return text if len(text) <= 160 else text[:157] + "..."
 
 
-def _size(item: Any) -> int:
-    wire = getattr(item, "wire", None)
+def _size(item: EioPacket | None) -> int:
+    wire: object = getattr(item, "wire", None)
     if isinstance(wire, str):
         return len(wire)
-    data = getattr(item, "data", None)
+    data: object = getattr(item, "data", None)
     return len(data) if isinstance(data, str | bytes) else 64
 
 
@@ -383,17 +466,19 @@ class SendQueue:
     __slots__ = ("_done", "_items", "_ready", "_unfinished", "nbytes")
 
     def __init__(self) -> None:
-        self._items: deque[Any] = deque()
+        self._items: deque[EioPacket | None] = deque()
         self._ready: asyncio.Future[None] | None = None  # set when an item arrives
         self._unfinished = 0
         self._done: asyncio.Future[None] | None = None  # set when every item was task_done()
         self.nbytes = 0
 
     @classmethod
-    def taking_over(cls, old: Any) -> Any:
+    def taking_over(cls, old: EioQueue) -> EioQueue:
         """A SendQueue holding what ``old`` (Engine.IO's fresh ``asyncio.Queue``: the OPEN packet
         and the like) holds, or ``old`` itself if anyone already waits on it."""
-        if type(old) is not asyncio.Queue or getattr(old, "_getters", None) or getattr(old, "_putters", None):
+        getters: object = getattr(old, "_getters", None)
+        putters: object = getattr(old, "_putters", None)
+        if type(old) is not asyncio.Queue or getters or putters:
             return old
         new = cls()
         while not old.empty():
@@ -407,7 +492,7 @@ class SendQueue:
     def qsize(self) -> int:
         return len(self._items)
 
-    def put_nowait(self, item: Any) -> None:
+    def put_nowait(self, item: EioPacket | None) -> None:
         self._items.append(item)
         self.nbytes += _size(item)
         self._unfinished += 1
@@ -415,17 +500,17 @@ class SendQueue:
         if ready is not None and not ready.done():
             ready.set_result(None)
 
-    async def put(self, item: Any) -> None:
+    async def put(self, item: EioPacket | None) -> None:
         self.put_nowait(item)
 
-    def get_nowait(self) -> Any:
+    def get_nowait(self) -> EioPacket | None:
         if not self._items:
             raise asyncio.QueueEmpty
         item = self._items.popleft()
         self.nbytes = max(0, self.nbytes - _size(item))
         return item
 
-    async def get(self) -> Any:
+    async def get(self) -> EioPacket | None:
         while not self._items:
             if self._ready is None or self._ready.done():
                 self._ready = asyncio.get_running_loop().create_future()
@@ -452,8 +537,14 @@ class SendQueue:
             await asyncio.shield(self._done)
 
 
-DirectHandler = Callable[..., Awaitable[Any]]
-DirectCall = tuple[DirectHandler, str, str, list[Any]]
+DirectHandler = Callable[..., Awaitable[object]]
+DirectCall = tuple[DirectHandler, str, str, list[object]]
+
+
+class SioPacket(Protocol):
+    """``socketio.packet.Packet``: text, or a list of text and binary attachments."""
+
+    def encode(self) -> str | list[str | bytes]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -491,8 +582,10 @@ class LiveSocketServer(socketio.AsyncServer):
       websocket when it is idle, else onto its send queue, within the client's send budget.
     """
 
-    def __init__(self, *args: Any, send_budget_bytes: int = 1 << 20, send_budget_messages: int = 1000,
-                 max_unauthenticated: int = 2000, handshake_timeout_s: float = 10.0, **kwargs: Any) -> None:
+    eio: EioServer
+
+    def __init__(self, *args: object, send_budget_bytes: int = 1 << 20, send_budget_messages: int = 1000,
+                 max_unauthenticated: int = 2000, handshake_timeout_s: float = 10.0, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
         self.max_unauthenticated = max_unauthenticated
         self.handshake_timeout_s = handshake_timeout_s
@@ -533,14 +626,14 @@ class LiveSocketServer(socketio.AsyncServer):
                 self.handshake_timeout_s, self._handshake_expired, eio_sid)
         return await super()._handle_eio_connect(eio_sid, environ)
 
-    async def _handle_connect(self, eio_sid: str, namespace: str | None, data: Any) -> None:
+    async def _handle_connect(self, eio_sid: str, namespace: str | None, data: object) -> None:
         await super()._handle_connect(eio_sid, namespace, data)
         if self.manager.sid_from_eio_sid(eio_sid, "/") is not None:
             timer = self.pending.pop(eio_sid, None)
             if timer is not None:
                 timer.cancel()
 
-    async def _handle_eio_disconnect(self, eio_sid: str, reason: Any = None) -> None:
+    async def _handle_eio_disconnect(self, eio_sid: str, reason: object = None) -> None:
         timer = self.pending.pop(eio_sid, None)
         if timer is not None:
             timer.cancel()
@@ -559,7 +652,7 @@ class LiveSocketServer(socketio.AsyncServer):
         sock = self.eio.sockets.get(eio_sid)
         if sock is None:
             return
-        sock.queue.put_nowait(eio_packet.Packet(eio_packet.CLOSE))  # wakes a pending long-poll
+        sock.queue.put_nowait(eio_pkt.Packet(eio_pkt.CLOSE))  # wakes a pending long-poll
         await sock.close(wait=False, abort=True, reason=self.eio.reason.SERVER_DISCONNECT)
         self.eio.sockets.pop(eio_sid, None)
 
@@ -580,7 +673,7 @@ class LiveSocketServer(socketio.AsyncServer):
         self.direct_events[event] = handler
         self.on(event, handler)
 
-    async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
+    async def _handle_eio_message(self, eio_sid: str, data: object) -> None:
         call = self.direct_call(eio_sid, data)
         if call is not None:
             await self.run_direct(eio_sid, call)
@@ -617,7 +710,7 @@ class LiveSocketServer(socketio.AsyncServer):
             return
         self.deliver_text(eio_sid, ack)
 
-    def direct_call(self, eio_sid: str, data: Any) -> DirectCall | Refusal | None:
+    def direct_call(self, eio_sid: str, data: object) -> DirectCall | Refusal | None:
         """``(handler, sid, ack id, args)`` when this Socket.IO packet can take the short path,
         a :class:`Refusal` when it carries an ack id but cannot be served, else None."""
         if (not self.fast.short_path or not self.direct_events or not isinstance(data, str)
@@ -646,7 +739,7 @@ class LiveSocketServer(socketio.AsyncServer):
             return Refusal(sid, ack_id, f"unknown event {parts[0][:64]!r}")
         return handler, sid, ack_id, parts[1:]
 
-    async def _send_packet(self, eio_sid: str, pkt: Any) -> None:
+    async def _send_packet(self, eio_sid: str, pkt: SioPacket) -> None:
         encoded = pkt.encode()
         if isinstance(encoded, str):
             self.deliver_text(eio_sid, encoded)
@@ -669,7 +762,8 @@ class LiveSocketServer(socketio.AsyncServer):
         ws = self.live_direct_ws.get(eio_sid) if self.fast.direct_write else None
         if ws is not None and ws.closed:
             return False
-        waiting = (ws.buffered() if ws is not None else 0) + getattr(queue, "nbytes", 0)
+        nbytes = cast(int, _get(queue, "nbytes", 0))  # a SendQueue keeps it
+        waiting = (ws.buffered() if ws is not None else 0) + nbytes
         if waiting + len(frame) > self.send_budget_bytes or queue.qsize() >= self.send_budget_messages:
             self.drop_slow_consumer(eio_sid, sock, ws, waiting, queue.qsize())
             return False
@@ -684,7 +778,7 @@ class LiveSocketServer(socketio.AsyncServer):
         self.stats.queued_frames += 1
         return True
 
-    def drop_slow_consumer(self, eio_sid: str, sock: Any, ws: DirectWebSocket | None, waiting: int,
+    def drop_slow_consumer(self, eio_sid: str, sock: EioSocket, ws: DirectWebSocket | None, waiting: int,
                            queued: int) -> None:
         """Disconnect a client that does not read what it is sent, and free what waits for it."""
         self.stats.slow_consumers_dropped += 1
@@ -706,8 +800,8 @@ class LiveSocketServer(socketio.AsyncServer):
 class EncodeOnceEmit(socketio.AsyncManager):
     """Local delivery of an emit: one encoding, no task per recipient."""
 
-    async def emit(self, event: str, data: Any, namespace: str, room: Any = None, skip_sid: Any = None,
-                   callback: Any = None, to: Any = None, **kwargs: Any) -> None:
+    async def emit(self, event: str, data: object, namespace: str, room: object = None, skip_sid: object = None,
+                   callback: object = None, to: object = None, **kwargs: object) -> None:
         room = to or room
         server = self.server
         if (callback is not None or not isinstance(server, LiveSocketServer) or not server.fast.encode_once
@@ -720,7 +814,7 @@ class EncodeOnceEmit(socketio.AsyncManager):
         if isinstance(encoded, list):  # binary attachments: the stock path knows how
             return await super().emit(event, data, namespace, room=room, skip_sid=skip_sid,
                                       **kwargs)
-        text = eio_packet.Packet(eio_packet.MESSAGE, encoded).encode()
+        text = cast(str, eio_pkt.Packet(eio_pkt.MESSAGE, encoded).encode())
         wire = _Encoded(text)
         frame = ws_frame(text.encode())
         skip = skip_sid if isinstance(skip_sid, list) else [skip_sid]

@@ -11,12 +11,15 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import orjson
 import socketio
+from prometheus_client import Counter as MetricCounter
+from prometheus_client import Histogram
 from pydantic import BaseModel, ValidationError
 
+from live.app.appkeys import ServicesRef
 from live.core import keys
 from live.core.auth import Principal
 from live.core.errors import (
@@ -33,6 +36,9 @@ from live.core.settings import Settings
 from live.transport.fanout import FanoutManager, FanoutRedisManager, FastPathCollector, LiveSocketServer
 from live.transport.http import check_storable, validation_message
 
+if TYPE_CHECKING:
+    from live.app.services import Services
+
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
 
@@ -41,11 +47,11 @@ class OrjsonShim:
     """python-socketio's JSON hook wants ``dumps`` to return ``str``."""
 
     @staticmethod
-    def dumps(obj: Any, *args: Any, **kwargs: Any) -> str:
+    def dumps(obj: object, *args: object, **kwargs: object) -> str:
         return orjson.dumps(obj).decode()
 
     @staticmethod
-    def loads(s: str | bytes, *args: Any, **kwargs: Any) -> Any:
+    def loads(s: str | bytes, *args: object, **kwargs: object) -> object:
         return orjson.loads(s)
 
 
@@ -54,7 +60,7 @@ def make_server(settings: Settings, redis_url: str | None) -> LiveSocketServer:
     manager: socketio.AsyncManager = FanoutManager()
     if redis_url:
         manager = FanoutRedisManager(redis_url, channel=f"{keys.PREFIX}:socketio")
-    origins: Any = [o.strip() for o in settings.cors_origins.split(",") if o.strip()] or None
+    origins: list[str] | None = [o.strip() for o in settings.cors_origins.split(",") if o.strip()] or None
     server = LiveSocketServer(
         async_mode="aiohttp",
         client_manager=manager,
@@ -82,7 +88,7 @@ Handler = Callable[[str, Principal, Any], Awaitable[dict[str, Any] | None]]
 class SocketApp:
     """Connections, their principals, and event registration with uniform acks."""
 
-    def __init__(self, sio: LiveSocketServer, ref: Any) -> None:
+    def __init__(self, sio: LiveSocketServer, ref: ServicesRef) -> None:
         self.sio = sio
         self._ref = ref
         self.users: dict[str, Principal] = {}
@@ -93,9 +99,9 @@ class SocketApp:
         sio.on("connect", self._connect)
         sio.on("disconnect", self._disconnect)
         # Hooks run once the services exist (bus subscriptions and the like).
-        self.on_start: list[Callable[[Any], Awaitable[None] | None]] = [self._start]
+        self.on_start: list[Callable[[Services], Awaitable[None] | None]] = [self._start]
 
-    def _start(self, svc: Any) -> None:
+    def _start(self, svc: Services) -> None:
         """Once per running app: metrics of the fast path and the limits, role-change notices."""
         self.sio.log_fast_path()
         svc.metrics.registry.register(FastPathCollector(self.sio))
@@ -121,16 +127,17 @@ class SocketApp:
         svc.closers.append(close)
 
     @property
-    def svc(self) -> Any:
+    def svc(self) -> Services:
         """The running app's services (see ``live.app.appkeys.ServicesRef``)."""
         return self._ref.get()
 
-    async def _connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
-        token = auth.get("token") if isinstance(auth, dict) else None
+    async def _connect(self, sid: str, environ: dict[str, object], auth: object = None) -> None:
+        token = cast(dict[str, object], auth).get("token") if isinstance(auth, dict) else None
+        # verify() refuses a token that is not a string (a client may send anything).
         svc = self.svc
         try:
             try:
-                who = await svc.auth.current(svc.auth.verify(token))
+                who = await svc.auth.current(svc.auth.verify(cast(str | None, token)))
             except Exception as e:
                 if backend_unavailable(e):
                     raise Unavailable(UNAVAILABLE_MESSAGE) from e
@@ -147,7 +154,7 @@ class SocketApp:
         await self.sio.enter_room(sid, user_channel(who.id))
         svc.metrics.connections.inc()
 
-    async def _disconnect(self, sid: str, *args: Any) -> None:
+    async def _disconnect(self, sid: str, *args: object) -> None:
         who = self.users.pop(sid, None)
         if who is not None:
             self.per_user[who.id] -= 1
@@ -171,9 +178,9 @@ class SocketApp:
         def deco(fn: Handler) -> Handler:
             self.events[name] = (model, (fn.__doc__ or name).strip().splitlines()[0])
             # Metric children per event, looked up once per running app (labels() is not free).
-            children: dict[int, tuple[Any, Any]] = {}
+            children: dict[int, tuple[MetricCounter, Histogram]] = {}
 
-            async def wrapped(sid: str, *args: Any) -> dict[str, Any]:
+            async def wrapped(sid: str, *args: object) -> dict[str, Any]:
                 t0 = time.perf_counter()
                 metrics = self.svc.metrics
                 mine = children.get(id(metrics))
@@ -192,7 +199,7 @@ class SocketApp:
                         raise Invalid("expected one payload object")
                     data = args[0] if args else None
                     check_storable(data, "payload")
-                    payload: Any = data
+                    payload: object = data
                     if model is not None:
                         if not isinstance(data, dict):
                             raise Invalid("expected a JSON object")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -10,6 +10,9 @@ from live.core import keys
 from live.core.auth import Principal
 from live.core.push import room_channel
 from live.transport.sio import SioPusher, SocketApp
+
+if TYPE_CHECKING:
+    from live.app.services import Services
 
 
 class RoomRef(BaseModel):
@@ -56,8 +59,8 @@ def register(app: SocketApp) -> None:
             await svc.presence.leave(room_id, sid)
             await sio.emit("room:kicked", {"room_id": room_id}, to=sid)
 
-    def start(svc: Any) -> None:
-        pusher: SioPusher = svc.pusher
+    def start(svc: Services) -> None:
+        pusher = cast(SioPusher, svc.pusher)  # the server's services push through Socket.IO
         pusher.kick_handler = kick
         svc.bus.subscribe(keys.CH_KICK, on_kick)
 
