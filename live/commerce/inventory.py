@@ -26,7 +26,7 @@ from live.core.ids import now_ms
 from live.core.scripts import Scripts
 
 log = logging.getLogger(__name__)
-SCRIPTS = ["buy", "release", "pay", "restock", "card_status", "card_fence", "card_rebuild"]
+SCRIPTS = ["buy", "release", "restock", "card_status", "card_fence", "card_rebuild"]
 STATE_FIELDS = ("status", "stock", "left", "limit", "price", "starts_ms", "ends_ms", "room", "seq", "fence")
 
 
@@ -209,12 +209,6 @@ class Inventory:
         code, raw, left, card_status = cast(tuple[str, str, int, str], await self._s.release(
             keys=[k[0], k[1], k[3], k[4], k[5]], args=[order_id, status, now_ms, user_id]))
         return Result(code, _order(raw), int(left), card_status)
-
-    async def pay(self, card_id: str, order_id: str, user_id: str, now_ms: int) -> Result:
-        k = card_keys(card_id)
-        code, raw = cast(tuple[str, str], await self._s.pay(
-            keys=[k[0], k[3], k[4], k[5]], args=[order_id, user_id, now_ms]))
-        return Result(code, _order(raw), 0)
 
     async def restock(self, card_id: str, add: int) -> tuple[str, int, int, str]:
         code, left, stock, status = cast(tuple[str, int, int, str], await self._s.restock(

@@ -201,26 +201,6 @@ class OrderService:
         return views
 
     # --- lifecycle ------------------------------------------------------------------------------
-    async def pay(self, who: Principal, order_id: str) -> dict[str, Any]:
-        card_id = card_of_order(order_id)
-        res = await self.inventory.pay(card_id, order_id, who.id, now_ms())
-        if res.code == "FENCED":
-            raise Unavailable(FENCED_MESSAGE)
-        if res.code == "NOT_FOUND":
-            raise NotFound("no such order")
-        if res.code == "FORBIDDEN":
-            raise NotFound("no such order")
-        if res.code == "DUE":
-            await self._release(card_id, order_id, "expired")
-            raise Conflict("the payment window has passed; the order expired", status="expired")
-        if res.code == "STATE":
-            assert res.order is not None
-            raise Conflict(f"order is {res.order['s']}", status=res.order["s"])
-        assert res.order is not None
-        view = order_view(card_id, res.order)
-        await self.svc.pusher.to_user(view["user_id"], "order:update", view)
-        return view
-
     async def cancel(self, who: Principal, order_id: str) -> dict[str, Any]:
         card_id = card_of_order(order_id)
         res = await self.inventory.release(card_id, order_id, "cancelled", now_ms(), who.id)
