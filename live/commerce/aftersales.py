@@ -28,7 +28,7 @@ from live.commerce.payments import Payments, payment_secret
 from live.commerce.postsale import PostSale, card_of_case, case_view
 from live.commerce.views import card_of_order, money, parse_case, parse_order
 from live.core.auth import Principal, load_or_create_secret
-from live.core.errors import Conflict, Forbidden, Invalid, NotFound, Unavailable
+from live.core.errors import Conflict, Forbidden, Invalid, NotFound, Unavailable, log_loop_error
 from live.core.ids import iso, now_ms
 from live.core.models import AfterSaleCase, AfterSaleStep, Order
 
@@ -227,16 +227,16 @@ class AfterSales:
                 rounds += 1
                 await self.sweep_once()
                 await self.post.clean_dirty()
-            except Exception:
-                log.exception("after-sales sweeper failed")
+            except Exception as e:
+                log_loop_error(log, "after-sales sweeper failed", e)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.settings.sweeper_interval_s)
 
     async def register_once(self, stop: asyncio.Event) -> None:
         try:
             await self.post.register_from_sql()
-        except Exception:
-            log.exception("registering after-sales cards from SQL failed")
+        except Exception as e:
+            log_loop_error(log, "registering after-sales cards from SQL failed", e)
 
 
 def install(svc: Services) -> None:

@@ -39,6 +39,7 @@ from live.core.errors import (
     RateLimited,
     SoldOut,
     Unavailable,
+    log_loop_error,
 )
 from live.core.ids import RANDOM, iso, new_id, now_ms, utcnow
 from live.core.models import Card, Room
@@ -490,8 +491,8 @@ class FlashService:
                         self._dirty.add(card_id)  # another push was within the interval: later
                 if self._dirty:
                     self._dirty_event.set()
-            except Exception:
-                log.exception("stock push failed")
+            except Exception as e:
+                log_loop_error(log, "stock push failed", e)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval)
 
@@ -514,8 +515,8 @@ class FlashService:
                         code, status = await self.inventory.set_status(card_id, target, now)
                         if code == "OK":
                             await self.status_changed(st.room_id, card_id, status)
-            except Exception:
-                log.exception("scheduler failed")
+            except Exception as e:
+                log_loop_error(log, "scheduler failed", e)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.25)
 

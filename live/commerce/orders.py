@@ -28,7 +28,7 @@ from live.commerce.postsale import compact_extra, holds_stock, holds_stock_sql
 from live.commerce.views import FENCED_MESSAGE, CompactOrder, card_of_order, money, order_view, parse_order
 from live.core import keys
 from live.core.auth import Principal
-from live.core.errors import Conflict, Forbidden, NotFound, Unavailable
+from live.core.errors import Conflict, Forbidden, NotFound, Unavailable, log_loop_error
 from live.core.ids import iso, new_id, now_ms, utcnow
 from live.core.models import Card, Order, Room
 from live.core.streams import Entry, StreamConsumer
@@ -245,8 +245,8 @@ class OrderService:
             try:
                 await self.sweep_once()
                 await self._retire_cards()
-            except Exception:
-                log.exception("sweeper failed")
+            except Exception as e:
+                log_loop_error(log, "sweeper failed", e)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.svc.settings.sweeper_interval_s)
 
@@ -331,8 +331,8 @@ class OrderService:
                 for r in await self.reconcile_all():
                     if not r["ok"] and r["pending_persist"] == 0:
                         log.error("reconcile: card %s: %s", r["card_id"], "; ".join(r["problems"]))
-            except Exception:
-                log.exception("reconcile failed")
+            except Exception as e:
+                log_loop_error(log, "reconcile failed", e)
 
     async def audit(self, who: Principal, card_id: str, order_ids: list[str]) -> dict[str, Any]:
         """The server's own verdict on a sale, for load testers (the card's streamer or a moderator)."""

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from live.core import keys
+from live.core.errors import log_loop_error
 from live.core.ids import now_ms
 
 log = logging.getLogger(__name__)
@@ -163,8 +164,8 @@ class Presence:
                 if self._rooms_gauge is not None:
                     self._rooms_gauge.set(len(local))
                 await self.push_counts(sorted(set(local) | set(extra)))
-            except Exception:
-                log.exception("presence loop error")
+            except Exception as e:
+                log_loop_error(log, "presence loop error", e)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval)
 

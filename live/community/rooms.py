@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from live.community.presence import Presence
 from live.core import keys
 from live.core.auth import Principal
-from live.core.errors import Conflict, Forbidden, NotFound
+from live.core.errors import Conflict, Forbidden, NotFound, log_loop_error
 from live.core.ids import iso, new_id, now_ms, utcnow
 from live.core.models import Room, User
 from live.core.push import Pusher
@@ -209,8 +209,8 @@ class RoomService:
             try:
                 await self.mark_hosts()
                 await self.end_idle()
-            except Exception:
-                log.exception("room idle loop error")
+            except Exception as e:
+                log_loop_error(log, "room idle loop error", e)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval)
 

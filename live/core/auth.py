@@ -226,6 +226,14 @@ class AuthService:
         if self.on_role_change is not None:
             await self.on_role_change(user_id)
 
+    async def _issued(self, user: User) -> dict[str, Any]:
+        """A token for ``user``, with its role written through to Redis: a client that signs in
+        and connects at once (a storm of new viewers) is authorised without asking SQL, so a
+        database outage right after sign-in does not refuse it."""
+        if self._redis is not None:
+            await self._redis.set(keys.user_role(user.id), user.role, nx=True, ex=ROLE_REDIS_TTL_S)
+        return self._result(user)
+
     def _result(self, user: User) -> dict[str, Any]:
         p = Principal(user.id, user.name, user.role)
         return {"token": self.issue(p), "user": p.public()}
@@ -241,7 +249,7 @@ class AuthService:
         user = User(id=new_id(), username=None, name=name, role="viewer", password_hash=None, created_at=utcnow())
         async with self._db() as s, s.begin():
             s.add(user)
-        return self._result(user)
+        return await self._issued(user)
 
     async def register(self, username: str, password: str, role: str) -> dict[str, Any]:
         if role not in ("viewer", "streamer"):
@@ -265,7 +273,7 @@ class AuthService:
                 s.add(user)
         except IntegrityError as e:
             raise Conflict("username taken") from e
-        return self._result(user)
+        return await self._issued(user)
 
     async def login(self, username: str, password: str) -> dict[str, Any]:
         async with self._db() as s:
@@ -283,7 +291,7 @@ class AuthService:
             await self.hash_pool.run(self._hasher.verify, user.password_hash, password)
         except (VerifyMismatchError, InvalidHashError) as e:
             raise Unauthorized("wrong username or password") from e
-        return self._result(user)
+        return await self._issued(user)
 
     async def get_user(self, user_id: str) -> User | None:
         async with self._db() as s:
@@ -323,4 +331,4 @@ class AuthService:
         user = await self.get_user(who.id)
         if user is None:
             raise Unauthorized("user gone")
-        return self._result(user)
+        return await self._issued(user)

@@ -6,6 +6,7 @@ places that turn them into HTTP JSON errors and Socket.IO acks.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -112,3 +113,12 @@ def backend_unavailable(exc: BaseException) -> bool:
 
 
 UNAVAILABLE_MESSAGE = "a backend is unavailable; retry"
+
+
+def log_loop_error(logger: logging.Logger, message: str, exc: BaseException) -> None:
+    """A background loop's round failed. A backend that is away (Redis or SQL down or slow) is one
+    warning line, the next round retries; anything else keeps its traceback."""
+    if backend_unavailable(exc):
+        logger.warning("%s: backend unavailable (%s); retrying", message, type(exc).__name__)
+    else:
+        logger.error(message, exc_info=exc)

@@ -28,7 +28,7 @@ from sqlalchemy import select, update
 
 from live.core import keys
 from live.core.auth import Principal
-from live.core.errors import Conflict, Forbidden, Invalid, NotEligible, NotFound
+from live.core.errors import Conflict, Forbidden, Invalid, NotEligible, NotFound, log_loop_error
 from live.core.ids import aware, iso, new_id, now_ms, utcnow
 from live.core.models import Card, LuckyBag, Order, User
 from live.fans.draw import commitment, draw_winners
@@ -197,8 +197,8 @@ class LuckyService:
                     due += await self._overdue_in_sql()
                 for bag_id in dict.fromkeys(due):
                     await self.draw(bag_id)
-            except Exception:
-                log.exception("lucky bag draw failed")
+            except Exception as e:
+                log_loop_error(log, "lucky bag draw failed", e)
             tick += 1
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.25)

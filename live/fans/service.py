@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from live.core import keys
 from live.core.auth import Principal
+from live.core.errors import log_loop_error
 from live.core.ids import iso
 from live.core.models import Card, Room, User
 from live.fans.follows import FollowService
@@ -84,8 +85,8 @@ class FansService:
         while not stop.is_set():
             try:
                 await self.regate_once()
-            except Exception:
-                log.exception("regate failed")
+            except Exception as e:
+                log_loop_error(log, "regate failed", e)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), REGATE_EVERY_S)
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from prometheus_client import Gauge
 
+from live.core.errors import log_loop_error
 from live.core.ids import utcnow
 from live.governance import findings
 from live.governance.service import Governance
@@ -47,8 +48,8 @@ def install(svc: Any) -> None:
                 if full:
                     last_full = time.monotonic()
                     unbalanced.set(await gov.ledger.unbalanced())
-            except Exception:
-                log.exception("ledger sweep failed")
+            except Exception as e:
+                log_loop_error(log, "ledger sweep failed", e)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), svc.settings.ledger_sweep_s)
 

@@ -49,7 +49,7 @@ from av.audio.frame import AudioFrame
 from av.frame import Frame
 from av.video.frame import VideoFrame
 
-from live.core.errors import Invalid, NotFound, Unavailable
+from live.core.errors import Invalid, NotFound, Unavailable, log_loop_error
 from live.core.metrics import Metrics
 from live.core.settings import Settings
 from live.media.hls import PLAYLIST, HlsEncoder, hls_file, remove_dir
@@ -380,8 +380,8 @@ class MediaService:
                 return
             try:
                 await self._sweep()
-            except Exception:
-                log.exception("media sweep failed")
+            except Exception as e:
+                log_loop_error(log, "media sweep failed", e)
 
     # --- internals -----------------------------------------------------------------------
     def _check_open(self) -> None:
