@@ -417,13 +417,12 @@ class OrderService:
             card = await s.get(Card, card_id)
             assert card is not None
             orders = list((await s.execute(select(Order).where(Order.card_id == card_id))).scalars())
+            streamer = (await s.execute(select(Room.streamer_id).where(Room.id == card.room_id))).scalar_one()
         data, left = self._redis_image(card, orders)
         fans = getattr(self.svc, "fans", None)  # None when that domain is not installed
         if card.audience == "followers" and fans is not None:
             # The followers-only gate (same hash tag, so lost with the rest) is back before the
             # fence lifts: a rebuilt card never sells to everyone, not even for a moment.
-            async with self.svc.db() as s:
-                streamer = (await s.execute(select(Room.streamer_id).where(Room.id == card.room_id))).scalar_one()
             await fans.gate_card(card_id, streamer)
         code, seq = await self.inventory.replace(card_id, token, max(card.seq, redis_seq, fence_min), data)
         if code != "OK":
