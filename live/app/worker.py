@@ -70,16 +70,25 @@ async def workers_alive(svc: Services) -> int:
     return int(await svc.redis.zcount(keys.WORKERS, since, "+inf"))
 
 
+async def beat(svc: Services) -> None:
+    now = int(time.time() * 1000)
+    await svc.redis.zadd(keys.PROCS, {svc.proc_id: now})
+    await svc.redis.zadd(keys.WORKERS, {svc.proc_id: now})
+    await svc.redis.zremrangebyscore(keys.WORKERS, "-inf", now - int(svc.settings.heartbeat_dead_after_s * 1000))
+
+
 async def heartbeat_loop(svc: Services, stop: asyncio.Event) -> None:
     """Say "alive" every ``heartbeat_interval_s``; forget workers silent past the dead-after
-    time (one ``kill -9``-ed); leave the set on a clean stop."""
+    time (one ``kill -9``-ed); leave the sets on a clean stop.
+
+    The heartbeat goes into ``live:procs`` too: the persisters count a stream consumer as alive
+    while its process is there, and claim the pending entries of the others at once — without
+    it, one worker would take a live worker's entries as a dead one's. (Presence reaps a dead
+    worker from it like any process; it held no viewers.)"""
     try:
         while not stop.is_set():
             try:
-                now = int(time.time() * 1000)
-                await svc.redis.zadd(keys.WORKERS, {svc.proc_id: now})
-                await svc.redis.zremrangebyscore(keys.WORKERS, "-inf",
-                                                 now - int(svc.settings.heartbeat_dead_after_s * 1000))
+                await beat(svc)
             except Exception as e:  # Redis away: the loops log it too; try again next beat
                 log.warning("worker heartbeat failed: %r", e)
             with contextlib.suppress(TimeoutError):
@@ -87,6 +96,7 @@ async def heartbeat_loop(svc: Services, stop: asyncio.Event) -> None:
     finally:
         with contextlib.suppress(Exception):
             await svc.redis.zrem(keys.WORKERS, svc.proc_id)
+            await svc.redis.zrem(keys.PROCS, svc.proc_id)
 
 
 def ops_app(svc: Services) -> web.Application:
@@ -137,6 +147,7 @@ async def run_worker(settings: Settings, domains: Domains, *, redis_url: str, ho
         async with open_services(settings, domains, redis_url=redis_url, role="worker", pusher=pusher) as svc:
             pusher.bus_publish = svc.bus.publish
             try:
+                await beat(svc)  # alive before the persisters look for dead consumers
                 specs = svc.run_loops(serving=False, background=True)
                 named = [("bus", svc.bus.run), *((s.name, s.run) for s in specs)]
                 tasks = [asyncio.create_task(run(stop), name=name) for name, run in named]
