@@ -8,7 +8,7 @@ With ``--workers N`` a supervisor starts the shared Redis (if embedded), migrate
 once, and runs N serving processes on the same port (SO_REUSEPORT) with no background loops,
 plus one ``live worker`` that runs them all (docs/operations.md, "Process roles"). It prints the
 banner once every child is ready, restarts a child that dies, and exits with one line if a child
-dies during start-up or keeps dying (5 times in a minute). ``--no-background`` runs one serving
+exits by itself during start-up or keeps dying (5 times in a minute). ``--no-background`` runs one serving
 process without background loops (a `live worker` elsewhere does that work).
 
 One instance per data dir: the server (or the supervisor) holds ``<data_dir>/live.lock`` for its
@@ -276,7 +276,7 @@ def supervise(settings: Settings, args: argparse.Namespace) -> int:
                 rc = c.proc.poll()
                 if rc is None:
                     continue
-                if not announced:
+                if not announced and rc >= 0:  # it gave up by itself (settings, a backend): it would again
                     print(f"live-server: a {c.kind} exited with code {rc} during start-up (its log is above); "
                           "stopping", file=sys.stderr, flush=True)
                     return 1

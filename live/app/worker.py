@@ -152,7 +152,6 @@ async def run_worker(settings: Settings, domains: Domains, *, redis_url: str, ho
                 named = [("bus", svc.bus.run), *((s.name, s.run) for s in specs)]
                 tasks = [asyncio.create_task(run(stop), name=name) for name, run in named]
                 tasks.append(asyncio.create_task(heartbeat_loop(svc, stop), name="worker-heartbeat"))
-                await asyncio.wait_for(svc.bus.ready.wait(), 10)
                 runner = web.AppRunner(ops_app(svc), access_log=None)
                 await runner.setup()
                 sock = socket.create_server((host, port))  # port 0: any free one, told in the ready line
