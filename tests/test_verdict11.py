@@ -19,6 +19,8 @@ import pytest
 
 from live.core.settings import SettingsError
 from live.integrations import signing
+from live.integrations.outbox import EVENTS
+from live.loadtest.receiver import EVENTS as RECEIVER_EVENTS
 from live.loadtest.receiver import WebhookReceiver
 from live.loadtest.verdict11 import CHECKS, Check, Scope, judge, passed
 from tests.aftersales_support import buy, eventually, new_sale
@@ -80,6 +82,10 @@ async def test_receiver_refuses_and_counts_unknown_webhooks_and_events(receiver:
         assert await post(empty.url, EVENT, signed(EVENT)) == 404
         assert empty.counts.unknown == 1
     assert receiver.counts.unknown == 3 and not receiver.counts.delivered
+
+
+def test_receiver_knows_every_event_type_the_server_emits() -> None:
+    assert RECEIVER_EVENTS == EVENTS
 
 
 async def test_receiver_counts_duplicates_once_delivered(receiver: WebhookReceiver) -> None:
