@@ -173,7 +173,7 @@ async def test_the_verdict_fails_when_the_server_loses_an_order(settings_factory
     monkeypatch.setenv("LIVE_TEST_FAULTS", "1")
     async with WebhookReceiver() as rec, run_app(settings_factory(**QUICK, fault_injection="lose_order")) as srv:
         scope = await rehearse(srv, rec)
-        got = by_name(await judge(scope, rec, timeout=6))
+        got = by_name(await judge(scope, rec, timeout=4))
     lost = got["orders"].detail["cards"][scope.card_ids[0]]
     assert not got["orders"].ok and lost["missing_ids"] == [scope.acked_order_ids[scope.card_ids[0]][0]]
     assert not got["stock_invariant"].ok  # SQL holds one unit less than Redis sold
@@ -185,7 +185,7 @@ async def test_the_verdict_fails_when_a_deadline_fires_twice(settings_factory: A
     monkeypatch.setenv("LIVE_TEST_FAULTS", "1")
     async with WebhookReceiver() as rec, run_app(settings_factory(**QUICK, fault_injection="double_deadline")) as srv:
         scope = await rehearse(srv, rec)
-        got = by_name(await judge(scope, rec, timeout=6))
+        got = by_name(await judge(scope, rec, timeout=4))
     d = got["deadlines"].detail
     assert not got["deadlines"].ok and d["double_fired"] == 1 and d["fired"] == 2
     assert d["double_fired_steps"][0]["after"] == "refunded"

@@ -7,10 +7,10 @@ Each section answers one question the verdict asks, from the records the server 
   and ``refunded_amount_cents``) next to the shop ledger's ``sale`` and ``refund`` entries of
   those orders, and the orders where the two differ;
 - ``deadlines``: every after-sales deadline that fired (a case step ``by = "system"``), the ones
-  that fired twice, early, or not at all (docs/after-sales.md: a deadline is set when a case enters
-  ``requested``, ``rejected``, ``awaiting_return`` or ``returned`` and fires at most once, as the
-  very next step; a ``system`` step after any other status fired a deadline that was already
-  spent);
+  that fired twice, early, or not at all, and shipped orders left past their auto-confirm time
+  (docs/after-sales.md: a deadline is set when a case enters ``requested``, ``rejected``,
+  ``awaiting_return`` or ``returned`` and fires at most once, as the very next step; a ``system``
+  step after any other status fired a deadline that was already spent);
 - ``webhooks``: per webhook, the events the server emitted to it since the window opened (the
   outbox rows its subscription matches), how many are not yet fanned out, and its deliveries by
   status;
@@ -152,6 +152,16 @@ class Audit:
                     early.append({"case_id": c.id, "seq": step.seq, "due": iso(due), "at": iso(_aware(step.at))})
             if c.status in DEADLINE_OF and c.deadline is not None and _aware(c.deadline) + grace < now:
                 missed.append({"case_id": c.id, "status": c.status, "deadline": iso(_aware(c.deadline))})
+        # Auto-confirm (a shipped order completes ``auto_confirm_s`` after shipping) is a deadline
+        # too; its fire is ``completed_at``, set once. An order that ever had a case is left out:
+        # an open case pushes its deadline back (after-sales.md), so only the case's steps tell.
+        overdue = now - timedelta(seconds=st.auto_confirm_s) - grace
+        async with self.svc.db() as s:
+            unconfirmed = list((await s.execute(select(Order.id, Order.shipped_at).where(
+                Order.card_id.in_(card_ids), Order.status == "shipped", Order.after_sale_id.is_(None),
+                Order.shipped_at < overdue))).all()) if card_ids else []
+        missed += [{"order_id": r.id, "status": "shipped", "deadline":
+                    iso(_aware(r.shipped_at) + timedelta(seconds=st.auto_confirm_s))} for r in unconfirmed]
         return {"cases": len(cases), "fired": fired, "double_fired": len(double), "early": len(early),
                 "missed": len(missed), "double_fired_steps": double[:LIST_MAX], "early_steps": early[:LIST_MAX],
                 "missed_cases": missed[:LIST_MAX], "grace_s": grace.total_seconds()}
