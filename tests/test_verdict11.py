@@ -190,3 +190,17 @@ async def test_the_verdict_fails_when_a_deadline_fires_twice(settings_factory: A
     assert not got["deadlines"].ok and d["double_fired"] == 1 and d["fired"] == 2
     assert d["double_fired_steps"][0]["after"] == "refunded"
     assert got["orders"].ok and got["stock_invariant"].ok and got["money"].ok
+
+
+async def test_the_window_audit_is_for_moderators_and_validates_its_input(api: Api, server: RunningServer) -> None:
+    viewer = await api.guest("curious")
+    status, res = await api.post("/api/audit/window", json={"since": 0}, token=viewer["token"])
+    assert status == 403 and res["error"]["code"] == "FORBIDDEN"
+    admin = server.settings.admin_token
+    for bad in ({}, {"since": "yesterday"}, {"since": -1}, {"since": 0, "sections": ["gossip"]},
+                {"since": 0, "card_ids": ["x" * 81]}):
+        status, res = await api.post("/api/audit/window", json=bad, token=admin)
+        assert status in (400, 422) and res["error"]["code"] == "INVALID", (bad, res)
+    empty = await api.ok("POST", "/api/audit/window", json={"since": int(time.time())}, token=admin)
+    assert empty["money"]["shops"] == {} and empty["deadlines"]["cases"] == 0 and empty["webhooks"] == {}
+    assert empty["chat"]["private_trading_blocked"] == 0
