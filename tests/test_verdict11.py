@@ -204,3 +204,37 @@ async def test_the_window_audit_is_for_moderators_and_validates_its_input(api: A
     empty = await api.ok("POST", "/api/audit/window", json={"since": int(time.time())}, token=admin)
     assert empty["money"]["shops"] == {} and empty["deadlines"]["cases"] == 0 and empty["webhooks"] == {}
     assert empty["chat"]["private_trading_blocked"] == 0
+
+
+async def test_the_deadlines_audit_names_missed_and_early_fires(api: Api, server: RunningServer) -> None:
+    """Records as a broken sweeper would leave them: a case whose reply deadline passed a minute
+    ago without a step, and one approved by ``system`` long before its deadline."""
+    from datetime import timedelta
+
+    from live.core.ids import utcnow
+    from live.core.models import AfterSaleCase, AfterSaleStep
+
+    now = utcnow()
+    reply = timedelta(seconds=server.settings.after_sales_reply_s)
+    card = "auditcard" + str(int(time.time() * 1000))
+
+    def case(cid: str, status: str, opened: Any, deadline: Any) -> AfterSaleCase:
+        return AfterSaleCase(id=cid, order_id=cid[:-3], card_id=card, user_id="u", streamer_id="s",
+                             kind="refund_only", status=status, reason="r", amount_cents=100, deadline=deadline,
+                             created_at=opened, version=1)
+
+    async with server.services.db() as s, s.begin():
+        s.add_all([case(f"{card}-o1-c1", "requested", now - reply - timedelta(seconds=60),
+                        now - timedelta(seconds=60)),
+                   AfterSaleStep(case_id=f"{card}-o1-c1", seq=0, status="requested", by="u",
+                                 at=now - reply - timedelta(seconds=60), note=""),
+                   case(f"{card}-o2-c1", "refunded", now - timedelta(seconds=10), None),
+                   AfterSaleStep(case_id=f"{card}-o2-c1", seq=0, status="requested", by="u",
+                                 at=now - timedelta(seconds=10), note=""),
+                   AfterSaleStep(case_id=f"{card}-o2-c1", seq=1, status="refunded", by="system",
+                                 at=now - timedelta(seconds=9), note="deadline")])
+    got = await api.ok("POST", "/api/audit/window", token=server.settings.admin_token,
+                       json={"since": 0, "card_ids": [card], "sections": ["deadlines"]})
+    d = got["deadlines"]
+    assert (d["cases"], d["fired"], d["missed"], d["early"], d["double_fired"]) == (2, 1, 1, 1, 0)
+    assert d["missed_cases"][0]["case_id"] == f"{card}-o1-c1" and d["early_steps"][0]["case_id"] == f"{card}-o2-c1"
