@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import aiohttp
 import orjson
 import pytest
 
+from live.core.ids import new_id, utcnow
+from live.core.models import AfterSaleCase, AfterSaleStep, LedgerEntry
 from live.core.settings import SettingsError
 from live.integrations import signing
 from live.integrations.outbox import EVENTS
@@ -155,6 +158,12 @@ async def test_the_verdict_passes_on_a_clean_server(settings_factory: Any) -> No
     async with WebhookReceiver() as rec, run_app(settings_factory(**QUICK)) as srv:
         scope = await rehearse(srv, rec)
         checks = await judge(scope, rec, timeout=30)
+        # A ledger that moves money no order explains: the money check names the order.
+        paid_order = scope.acked_order_ids[scope.card_ids[0]][1]
+        async with srv.services.db() as s, s.begin():
+            s.add(LedgerEntry(id=new_id(), user_id=scope.shop_ids[0], kind="sale", bucket="balance",
+                              amount_cents=500, source=f"test:{paid_order}", order_id=paid_order, at=utcnow()))
+        skewed = by_name(await judge(scope, rec, timeout=2))
     assert [c.name for c in checks] == list(CHECKS)
     assert passed(checks), [c.to_dict() for c in checks if not c.ok]
     got = by_name(checks)
@@ -166,6 +175,8 @@ async def test_the_verdict_passes_on_a_clean_server(settings_factory: Any) -> No
     hook = got["webhooks"].detail["webhooks"][scope.webhook_ids[0]]
     assert hook["emitted"] >= 7 and hook["received_events"] == hook["emitted"]  # 3 created, 2 paid, refund, steps
     assert got["private_trading"].detail["server_blocked_chat"] == 1
+    assert not skewed["money"].ok and skewed["money"].detail["mismatched"][0]["order_id"] == paid_order
+    assert all(c.ok for c in skewed.values() if c.name != "money")
 
 
 async def test_the_verdict_fails_when_the_server_loses_an_order(settings_factory: Any,
@@ -209,11 +220,6 @@ async def test_the_window_audit_is_for_moderators_and_validates_its_input(api: A
 async def test_the_deadlines_audit_names_missed_and_early_fires(api: Api, server: RunningServer) -> None:
     """Records as a broken sweeper would leave them: a case whose reply deadline passed a minute
     ago without a step, and one approved by ``system`` long before its deadline."""
-    from datetime import timedelta
-
-    from live.core.ids import utcnow
-    from live.core.models import AfterSaleCase, AfterSaleStep
-
     now = utcnow()
     reply = timedelta(seconds=server.settings.after_sales_reply_s)
     card = "auditcard" + str(int(time.time() * 1000))
