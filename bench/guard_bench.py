@@ -10,6 +10,9 @@ processes on a shared box) and this thread's CPU time (``thread_time_ns``, the w
 A third line, "cpu/msg", is the percentiles over messages of each message's median CPU time
 across its rounds: what a message costs, with the rare call slowed by another process's cache
 and interrupt traffic taken out. It is reported next to the per-call figures, never instead.
+A last line, "noise", times a fixed pure-Python loop of about the guard's median cost the same
+way: on a quiet machine its p99 is close to its p50; how far apart they are says how much of
+the guard's tail is the machine's.
 
 The default texts are the tuning sets (corpus and tuning file), not the held-out sets: speed
 is profiled on these, and a held-out set is kept out of every kind of tuning.
@@ -51,6 +54,33 @@ def measure(guard: Guard, texts: list[str], rounds: int, clock: Callable[[], int
     return samples
 
 
+def _fixed_work(n: int) -> int:
+    total = 0
+    for i in range(n):
+        total += i
+    return total
+
+
+def noise(target_ns: int, calls: int) -> list[int]:
+    """CPU time of ``calls`` runs of a fixed loop sized to take about ``target_ns``."""
+    n = 100
+    t0 = time.thread_time_ns()
+    for _ in range(100):
+        _fixed_work(n)
+    per = max(1, (time.thread_time_ns() - t0) // 100)
+    n = max(1, n * target_ns // per)
+    samples = []
+    gc.disable()
+    try:
+        for _ in range(calls):
+            t0 = time.thread_time_ns()
+            _fixed_work(n)
+            samples.append(time.thread_time_ns() - t0)
+    finally:
+        gc.enable()
+    return samples
+
+
 def summary(name: str, samples: list[int], unit: str) -> str:
     samples = sorted(samples)
 
@@ -87,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         if name == "cpu":
             medians = [int(statistics.median(per_text)) for per_text in zip(*rounds, strict=True)]
             print(summary("cpu/msg", medians, f"{len(texts)} messages, median of {args.rounds} rounds each"))
+            print(summary("noise", noise(int(statistics.median(medians)), len(texts) * args.rounds),
+                          "a fixed loop of the guard's median cost, same number of calls"))
     return 0
 
 
