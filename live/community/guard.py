@@ -386,14 +386,14 @@ def _by_weight(item: tuple[str, tuple[float, str]]) -> float:
     return item[1][0]
 
 
+_LUHN_DOUBLE = str.maketrans("0123456789", "0246813579")  # each digit doubled, its digits summed
+
+
 def _luhn(number: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(number)):
-        d = ord(ch) - 48
-        if i % 2:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return total % 10 == 0
+    digits = number[::-1]
+    # Every second digit from the right is doubled; the digits of each product are summed.
+    doubled = digits[1::2].translate(_LUHN_DOUBLE)
+    return (sum(map(int, digits[::2])) + sum(map(int, doubled))) % 10 == 0
 
 
 def _split_mobile(norm: str) -> str | None:
@@ -482,10 +482,11 @@ class Guard:
         for chars, j in sets.items():
             for ch in chars:
                 set_gates[ch] = set_gates.get(ch, 0) | 1 << j
-        # Per character: the rules to look at, and the required sets it is in. A text's masks
-        # are ORed at C level (reduce over map), one pass each over its gate characters.
-        self._rule_gates = {ch: rule_gates.get(ch, 0) for ch in set_gates}
-        self._set_gates = set_gates
+        # Per character, one int: the required sets it is in, shifted above the rules to look at.
+        # A text ORs them at C level (reduce over map) in one pass over its gate characters.
+        self._n_rules = len(self._rules)
+        self._rule_bits = (1 << self._n_rules) - 1
+        self._gates = {ch: bits << self._n_rules | rule_gates.get(ch, 0) for ch, bits in set_gates.items()}
         self._gate_keys = frozenset(set_gates)
         # NANP-shaped numbers ("(415) 555-2671") are only recognisable by their grouping, which
         # the normaliser strips, so this one runs on the folded text before stripping.
@@ -602,8 +603,9 @@ class Guard:
 
         chars = frozenset(norm)
         gated = chars & self._gate_keys  # C-level intersection: only the characters that matter
-        mask = functools.reduce(operator.or_, map(self._rule_gates.__getitem__, gated), self._always)
-        sat = functools.reduce(operator.or_, map(self._set_gates.__getitem__, gated), 0)
+        both = functools.reduce(operator.or_, map(self._gates.__getitem__, gated), self._always)
+        mask = both & self._rule_bits
+        sat = both >> self._n_rules
         # Two cheap facts some rules need, as pseudo-sets: a run of 7+ digits (phones, cards)
         # and another platform's name (handles after it). Each is one scan, shared.
         long_digits = not _DIGITS.isdisjoint(chars) and _LONG_DIGITS.search(norm) is not None
@@ -675,8 +677,8 @@ class Guard:
         if found.keys().isdisjoint(_CONCRETE) and _WARNING.search(norm):
             score *= _WARNING_FACTOR  # "别加什么微信，都是骗子" warns against, it does not steer
         action: Action = "block" if score >= BLOCK_AT else "hold" if score >= HOLD_AT else "allow"
-        ranked = sorted(found.items(), key=_by_weight, reverse=True)
-        return Verdict(action, round(score, 4), tuple((kind, match) for kind, (_, match) in ranked))
+        ranked = sorted(found.items(), key=_by_weight, reverse=True) if len(found) > 1 else found.items()
+        return Verdict(action, round(score, 4), tuple([(kind, match) for kind, (_, match) in ranked]))
 
     def verdict_with(self, text: str, context: list[str]) -> Verdict:
         """``verdict`` of ``text`` read together with what came just before it (the same
