@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from live.community.guard import Guard
     from live.community.moderation import ModerationService
     from live.fans.service import FansService
+    from live.governance.audit import Audit
     from live.governance.service import Governance
     from live.integrations.webhooks import WebhookService
     from live.media.images import ImagePipeline
@@ -123,6 +124,7 @@ class Services:
     aftersales: AfterSales = field(init=False)
     webhooks: WebhookService = field(init=False)
     governance: Governance = field(init=False)
+    audit: Audit = field(init=False)
     # Background loops, tagged with the side they belong to; ``run_loops`` picks this role's.
     loops: list[LoopSpec] = field(default_factory=list)
     # Called, newest first, when the services close (after loops are stopped).
