@@ -9,6 +9,7 @@ import pytest
 
 from bench.guard_eval import load
 from bench.guard_train import fit
+from bench.guard_train_data import expand
 from live.community.guard_model import T_BLOCK, T_HOLD, NgramModel, combine, features, normalise
 
 DATA = Path(__file__).parent / "data"
@@ -92,3 +93,14 @@ def test_training_is_reproducible() -> None:
     assert a.bias == b.bias
     assert a.weights == b.weights
     assert a.score("加我微信 abc123") > 0.5 > a.score("扣1")
+
+
+def test_training_set_is_what_its_generator_writes_and_covers_every_family() -> None:
+    rows = load(DATA / "guard_train_2026-11c.tsv")
+    assert [(r.label, r.family, r.text) for r in rows] == [(lab, fam, txt) for lab, fam, txt, _ in expand()]
+    assert len(rows) >= 1200
+    families = {(r.label, r.family) for r in rows}
+    for fam in ("phone", "bank_card", "homophone", "obfuscation", "pinyin", "platform", "intent"):
+        assert ("pos", fam) in families
+    for fam in ("ordinary", "hard_courier", "hard_kou", "hard_cs", "hard_warn", "hard_price", "hard_other"):
+        assert ("neg", fam) in families
