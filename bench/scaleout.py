@@ -1,0 +1,172 @@
+"""Scale-out on one machine: ``live-server --workers N`` for several N under the same buy load.
+
+``python -m bench.scaleout [--workers 1,2] [--viewers 1000] [--taps 10] [--procs 1]
+[--database postgres|sqlite] [--json FILE]``
+
+For each N: a private ``redis-server`` and a fresh database (PostgreSQL by default, a database
+of its own on ``postgres@127.0.0.1:5432``: several processes writing one SQLite file is not how
+one scales out), the project started as ``run_server.py --workers N`` (N > 1: the supervisor and
+its N processes on one port), then the buy load of ``python -m bench``: ``--viewers`` viewers ×
+``--taps`` taps on a card with stock for all, every tap a new order (``live.loadtest flash``,
+``--procs`` load-generator processes).
+
+Reported per N: acks/s, p50/p99, the audit verdict; the server's CPU per ack (the supervisor and
+every process under it, ``/proc``), Redis's CPU per ack, and the **load generator's own CPU** per
+ack (``time.process_time`` of its processes while it ran, from its report) — all of them share
+the machine's cores, so acks/s alone would credit the server with what the cores it could not
+have did. The load average is recorded before and after each run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+
+from bench.procs import ROOT, Proc, Stack, cpu_seconds, free_port, machine, wait_http
+from live.loadtest import Hooks, LoadConfig, run
+from live.loadtest.worker import raise_fd_limit
+
+PG = "postgresql://postgres@127.0.0.1:5432"
+
+
+def tree(pid: int) -> list[int]:
+    """``pid`` and every process under it (``/proc/PID/task/TID/children``)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for tid in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{tid}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+        except OSError:
+            continue
+    return out
+
+
+def tree_cpu(pid: int) -> float:
+    total = 0.0
+    for p in tree(pid):
+        try:
+            total += cpu_seconds(p)
+        except OSError:
+            continue
+    return total
+
+
+def loadavg() -> list[str]:
+    return Path("/proc/loadavg").read_text().split()[:3]
+
+
+def start_server(stack: Stack, redis_url: str, workers: int, db_url: str) -> Proc:
+    """``run_server.py --workers N`` as ``Stack.start_project`` starts one process."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVE_")}
+    env.update({"LIVE_REDIS_URL": redis_url, "LIVE_DATA_DIR": str(stack.dir / f"data-{port}"),
+                "LIVE_LOG_LEVEL": "WARNING", "LIVE_DATABASE_URL": db_url,
+                "LIVE_GUEST_RATE_PER_S": "1000000", "LIVE_GUEST_RATE_BURST": "1000000"})
+    log = stack.dir / f"project-{port}.log"
+    cmd = [sys.executable, str(ROOT / "run_server.py"), "--port", str(port)]
+    if workers > 1:
+        cmd += ["--workers", str(workers)]
+    p = subprocess.Popen(cmd, env=env, cwd=str(ROOT), stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    proc = Proc(f"project×{workers}", p, f"http://127.0.0.1:{port}", log)
+    stack.procs.append(proc)
+    wait_http(proc.url, 120, p)
+    return proc
+
+
+async def one(workers: int, args: argparse.Namespace) -> dict[str, Any]:
+    stack = Stack()
+    db = f"live_scaleout_bench_{workers}"
+    admin = None
+    if args.database == "postgres":
+        admin = await asyncpg.connect(f"{PG}/postgres")
+        await admin.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+        await admin.execute(f"CREATE DATABASE {db}")
+        db_url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{db}"
+    else:
+        db_url = f"sqlite+aiosqlite:///{stack.dir / 'live.db'}"
+    marks: dict[str, tuple[float, float]] = {}
+    try:
+        with stack.running():
+            redis_url = stack.start_redis()
+            redis_pid = stack.procs[0].pid
+            srv = start_server(stack, redis_url, workers, db_url)
+            await asyncio.sleep(2.0)  # every process up and heartbeating
+
+            def mark(name: str) -> None:
+                marks[name] = (tree_cpu(srv.pid), cpu_seconds(redis_pid))
+
+            async def joined() -> None:
+                await asyncio.sleep(0.5)
+                mark("join")
+
+            async def ran() -> None:
+                mark("run")
+
+            before = loadavg()
+            cfg = LoadConfig(url=srv.url, scenario="flash", viewers=args.viewers, stock=args.viewers * args.taps,
+                             taps=args.taps, limit=args.taps, procs=args.procs, progress=False, audit_timeout=120)
+            report = await run(cfg, Hooks(after_join=joined, after_run=ran))
+            mark("audit")
+            processes = len(tree(srv.pid))
+    finally:
+        if admin is not None:
+            await admin.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+            await admin.close()
+    d = report.data
+    acks = int(d["acks"]) or 1
+    c = d["client"]
+    client_run_s = (c.get("cpu_us_per_message") or 0) * (c.get("frames") or 0) / 1e6
+
+    def per_ack(a: str, b: str, i: int) -> float:
+        return round((marks[b][i] - marks[a][i]) / acks * 1e6, 1)
+
+    return {
+        "workers": workers, "server_processes": processes, "database": args.database,
+        "viewers": args.viewers, "taps": args.taps, "load_procs": args.procs,
+        "acks": d["acks"], "buys_per_s": d["buys_per_s"], "latency_ms": d["latency_ms"], "verdict": d.get("verdict"),
+        "sold": d["sold"], "errors": d["errors"],
+        "server_cpu_us_per_ack": per_ack("join", "run", 0),
+        "server_cpu_us_per_ack_incl_persist": per_ack("join", "audit", 0),
+        "redis_cpu_us_per_ack": per_ack("join", "run", 1),
+        "redis_cpu_us_per_ack_incl_persist": per_ack("join", "audit", 1),
+        "load_generator_cpu_us_per_ack": round(client_run_s / acks * 1e6, 1),
+        "loadavg_before": before, "loadavg_after": loadavg(),
+    }
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    raise_fd_limit()
+    runs = [await one(int(n), args) for n in args.workers.split(",")]
+    return {"runs": runs, "machine": machine()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.scaleout", description=(__doc__ or "").split("\n\n")[0])
+    p.add_argument("--workers", default="1,2", help="comma-separated process counts")
+    p.add_argument("--viewers", type=int, default=1000)
+    p.add_argument("--taps", type=int, default=10)
+    p.add_argument("--procs", type=int, default=1, help="load-generator processes")
+    p.add_argument("--database", choices=["postgres", "sqlite"], default="postgres")
+    p.add_argument("--json", type=Path)
+    args = p.parse_args(argv)
+    out = asyncio.run(main_async(args))
+    text = orjson.dumps(out, option=orjson.OPT_INDENT_2).decode()
+    print(text)
+    if args.json:
+        args.json.write_text(text)
+    return 0 if all(r["verdict"] == "ok" for r in out["runs"]) else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
