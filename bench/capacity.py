@@ -181,6 +181,14 @@ def run(orders: int, batches: list[int], aof: bool) -> dict[str, Any]:
             phases[f"buy_batch_{b}"]["redis_bytes_per_order"] = round(
                 (int(r.client.info("memory")["used_memory"]) - mem0) / orders)
             expect(r, card, "pending_payment", orders, f"buy batch {b}")
+        # 1b. the refusal a sold-out card's taps meet in Redis (when no process knew it yet)
+        so = "cap-soldout"
+        put_card(r, so)
+        r.client.hset(keys.card_state(so), mapping={"left": 0, "status": "sold_out"})
+        phases[f"buy_sold_out_batch_{batches[-1]}"] = pipe(
+            r, buy_calls(sha["buy"], so, order_ids(so, orders), batches[-1], now), orders, "soldout")
+        if r.client.hlen(keys.card_orders(so)):
+            raise RuntimeError("a sold-out card sold")
         card = f"cap-b{batches[-1]}"
         oids = order_ids(card, orders)
         ck = pay_keys(card)
