@@ -11,7 +11,8 @@ its N processes on one port), then the buy load of ``python -m bench``: ``--view
 ``--procs`` load-generator processes).
 
 Reported per N: acks/s, p50/p99, the audit verdict; the server's CPU per ack (the supervisor and
-every process under it, ``/proc``), Redis's CPU per ack, and the **load generator's own CPU** per
+every process under it, ``/proc``), also net of what the same span costs idle (measured for
+``--idle-s`` before the load), Redis's CPU per ack, and the **load generator's own CPU** per
 ack (``time.process_time`` of its processes while it ran, from its report) — all of them share
 the machine's cores, so acks/s alone would credit the server with what the cores it could not
 have did. The load average is recorded before and after each run.
@@ -24,6 +25,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +97,7 @@ async def one(workers: int, args: argparse.Namespace) -> dict[str, Any]:
         db_url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{db}"
     else:
         db_url = f"sqlite+aiosqlite:///{stack.dir / 'live.db'}"
-    marks: dict[str, tuple[float, float]] = {}
+    marks: dict[str, tuple[float, float, float]] = {}
     try:
         with stack.running():
             redis_url = stack.start_redis()
@@ -104,7 +106,13 @@ async def one(workers: int, args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.sleep(2.0)  # every process up and heartbeating
 
             def mark(name: str) -> None:
-                marks[name] = (tree_cpu(srv.pid), cpu_seconds(redis_pid))
+                marks[name] = (tree_cpu(srv.pid), cpu_seconds(redis_pid), time.monotonic())
+
+            # What the processes' own loops (heartbeats, persister polls, sweepers) cost with
+            # nothing to do: N processes poll N times; a slow run pays it for longer.
+            mark("idle0")
+            await asyncio.sleep(args.idle_s)
+            mark("idle1")
 
             async def joined() -> None:
                 await asyncio.sleep(0.5)
@@ -131,6 +139,14 @@ async def one(workers: int, args: argparse.Namespace) -> dict[str, Any]:
     def per_ack(a: str, b: str, i: int) -> float:
         return round((marks[b][i] - marks[a][i]) / acks * 1e6, 1)
 
+    idle_s = marks["idle1"][2] - marks["idle0"][2]
+    idle = [(marks["idle1"][i] - marks["idle0"][i]) / idle_s for i in (0, 1)]  # CPU s per s
+
+    def net_per_ack(a: str, b: str, i: int) -> float:
+        """Per ack, less what the same span would have cost idle."""
+        span = marks[b][2] - marks[a][2]
+        return round((marks[b][i] - marks[a][i] - idle[i] * span) / acks * 1e6, 1)
+
     return {
         "workers": workers, "server_processes": processes, "database": args.database,
         "viewers": args.viewers, "taps": args.taps, "load_procs": args.procs,
@@ -140,6 +156,10 @@ async def one(workers: int, args: argparse.Namespace) -> dict[str, Any]:
         "server_cpu_us_per_ack_incl_persist": per_ack("join", "audit", 0),
         "redis_cpu_us_per_ack": per_ack("join", "run", 1),
         "redis_cpu_us_per_ack_incl_persist": per_ack("join", "audit", 1),
+        "server_idle_cpu_per_s": round(idle[0], 4), "redis_idle_cpu_per_s": round(idle[1], 4),
+        "server_cpu_us_per_ack_net_of_idle": net_per_ack("join", "run", 0),
+        "server_cpu_us_per_ack_incl_persist_net_of_idle": net_per_ack("join", "audit", 0),
+        "run_s": round(marks["run"][2] - marks["join"][2], 2),
         "load_generator_cpu_us_per_ack": round(client_run_s / acks * 1e6, 1),
         "loadavg_before": before, "loadavg_after": loadavg(),
     }
@@ -158,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--taps", type=int, default=10)
     p.add_argument("--procs", type=int, default=1, help="load-generator processes")
     p.add_argument("--database", choices=["postgres", "sqlite"], default="postgres")
+    p.add_argument("--idle-s", type=float, default=5.0, help="idle span measured before the load")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     out = asyncio.run(main_async(args))
