@@ -1,21 +1,22 @@
 """Scale-out on one machine: ``live-server --workers N`` for several N under the same buy load.
 
-``python -m bench.scaleout [--workers 1,2] [--viewers 1000] [--taps 10] [--procs 1]
+``python -m bench.scaleout [--workers single,1,2] [--viewers 1000] [--taps 10] [--procs 1]
 [--database postgres|sqlite] [--json FILE]``
 
 For each N: a private ``redis-server`` and a fresh database (PostgreSQL by default, a database
 of its own on ``postgres@127.0.0.1:5432``: several processes writing one SQLite file is not how
-one scales out), the project started as ``run_server.py --workers N`` (N > 1: the supervisor and
-its N processes on one port), then the buy load of ``python -m bench``: ``--viewers`` viewers ×
-``--taps`` taps on a card with stock for all, every tap a new order (``live.loadtest flash``,
-``--procs`` load-generator processes).
+one scales out), the project started as ``run_server.py --workers N`` (the supervisor and its
+processes on one port; ``single``: one process without ``--workers``), then the buy load of
+``python -m bench``: ``--viewers`` viewers × ``--taps`` taps on a card with stock for all, every
+tap a new order (``live.loadtest flash``, ``--procs`` load-generator processes).
 
 Reported per N: acks/s, p50/p99, the audit verdict; the server's CPU per ack (the supervisor and
 every process under it, ``/proc``), also net of what the same span costs idle (measured for
 ``--idle-s`` before the load), Redis's CPU per ack, and the **load generator's own CPU** per
 ack (``time.process_time`` of its processes while it ran, from its report) — all of them share
 the machine's cores, so acks/s alone would credit the server with what the cores it could not
-have did. The load average is recorded before and after each run.
+have did. Server CPU is also given per role (supervisor, serving processes, background worker),
+told apart by their command lines. The load average is recorded before and after each run.
 """
 
 from __future__ import annotations
@@ -54,14 +55,31 @@ def tree(pid: int) -> list[int]:
     return out
 
 
-def tree_cpu(pid: int) -> float:
-    total = 0.0
+def role(pid: int) -> str:
+    """What a process of the server is, from its command line."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().decode(errors="replace").split("\0")
+    except OSError:
+        return "gone"
+    if "live.ops.cli" in argv and "worker" in argv:
+        return "background worker"
+    if "live.app.main" in argv and "--worker" in argv:
+        return "serving process"
+    return "supervisor or single process"
+
+
+def tree_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds so far of ``pid`` and every process under it, summed by role."""
+    out: dict[str, float] = {}
     for p in tree(pid):
         try:
-            total += cpu_seconds(p)
+            cpu = cpu_seconds(p)
         except OSError:
             continue
-    return total
+        r = role(p)
+        out[r] = out.get(r, 0.0) + cpu
+    return out
 
 
 def loadavg() -> list[str]:
@@ -77,10 +95,10 @@ def start_server(stack: Stack, redis_url: str, workers: int, db_url: str) -> Pro
                 "LIVE_GUEST_RATE_PER_S": "1000000", "LIVE_GUEST_RATE_BURST": "1000000"})
     log = stack.dir / f"project-{port}.log"
     cmd = [sys.executable, str(ROOT / "run_server.py"), "--port", str(port)]
-    if workers > 1:
+    if workers:  # 0: one process that does everything (no supervisor)
         cmd += ["--workers", str(workers)]
     p = subprocess.Popen(cmd, env=env, cwd=str(ROOT), stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    proc = Proc(f"project×{workers}", p, f"http://127.0.0.1:{port}", log)
+    proc = Proc(f"project --workers {workers}" if workers else "project", p, f"http://127.0.0.1:{port}", log)
     stack.procs.append(proc)
     wait_http(proc.url, 120, p)
     return proc
@@ -98,6 +116,7 @@ async def one(workers: int, args: argparse.Namespace) -> dict[str, Any]:
     else:
         db_url = f"sqlite+aiosqlite:///{stack.dir / 'live.db'}"
     marks: dict[str, tuple[float, float, float]] = {}
+    by_role: dict[str, dict[str, float]] = {}
     try:
         with stack.running():
             redis_url = stack.start_redis()
@@ -106,7 +125,8 @@ async def one(workers: int, args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.sleep(2.0)  # every process up and heartbeating
 
             def mark(name: str) -> None:
-                marks[name] = (tree_cpu(srv.pid), cpu_seconds(redis_pid), time.monotonic())
+                by_role[name] = tree_cpu(srv.pid)
+                marks[name] = (sum(by_role[name].values()), cpu_seconds(redis_pid), time.monotonic())
 
             # What the processes' own loops (heartbeats, persister polls, sweepers) cost with
             # nothing to do: N processes poll N times; a slow run pays it for longer.
@@ -160,6 +180,10 @@ async def one(workers: int, args: argparse.Namespace) -> dict[str, Any]:
         "server_cpu_us_per_ack_net_of_idle": net_per_ack("join", "run", 0),
         "server_cpu_us_per_ack_incl_persist_net_of_idle": net_per_ack("join", "audit", 0),
         "run_s": round(marks["run"][2] - marks["join"][2], 2),
+        # Per role, from all viewers joined until the audit is clean (orders persisted).
+        "cpu_us_per_ack_by_role_incl_persist": {
+            r: round((by_role["audit"].get(r, 0.0) - by_role["join"].get(r, 0.0)) / acks * 1e6, 1)
+            for r in sorted(by_role["audit"])},
         "load_generator_cpu_us_per_ack": round(client_run_s / acks * 1e6, 1),
         "loadavg_before": before, "loadavg_after": loadavg(),
     }
@@ -167,13 +191,14 @@ async def one(workers: int, args: argparse.Namespace) -> dict[str, Any]:
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     raise_fd_limit()
-    runs = [await one(int(n), args) for n in args.workers.split(",")]
+    runs = [await one(0 if n == "single" else int(n), args) for n in args.workers.split(",")]
     return {"runs": runs, "machine": machine()}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.scaleout", description=(__doc__ or "").split("\n\n")[0])
-    p.add_argument("--workers", default="1,2", help="comma-separated process counts")
+    p.add_argument("--workers", default="single,1,2",
+                   help="comma-separated: 'single' (one process, no --workers) or N for --workers N")
     p.add_argument("--viewers", type=int, default=1000)
     p.add_argument("--taps", type=int, default=10)
     p.add_argument("--procs", type=int, default=1, help="load-generator processes")
