@@ -172,6 +172,9 @@ async def one(workers: int, args: argparse.Namespace) -> dict[str, Any]:
         "viewers": args.viewers, "taps": args.taps, "load_procs": args.procs,
         "acks": d["acks"], "buys_per_s": d["buys_per_s"], "latency_ms": d["latency_ms"], "verdict": d.get("verdict"),
         "sold": d["sold"], "errors": d["errors"],
+        # What the verdict rests on (the server's audit), so a bad one can be told apart from a slow one.
+        "audit": d.get("audit"), "lost_orders": d.get("lost_orders"), "oversold": d.get("oversold"),
+        "duplicate_orders": d.get("duplicate_orders"), "over_limit_users": d.get("over_limit_users"),
         "server_cpu_us_per_ack": per_ack("join", "run", 0),
         "server_cpu_us_per_ack_incl_persist": per_ack("join", "audit", 0),
         "redis_cpu_us_per_ack": per_ack("join", "run", 1),
