@@ -245,7 +245,9 @@ def table(out: dict[str, Any], emit: Callable[[str], None] = print) -> None:
     emit("| phase | calls | Redis CPU µs/op | ops/s per Redis core | ops/s wall | evalsha µs/call (INFO) |")
     emit("|---|---|---|---|---|---|")
     for name, p in out["phases"].items():
-        emit(f"| {name} | {p['calls']:,} | {p['redis_cpu_us_per_op']} | {p['ops_per_s_per_redis_core']:,} | "
+        per_core = p["ops_per_s_per_redis_core"]  # None: too few ops for one CPU tick (10 ms)
+        core = "–" if per_core is None else f"{per_core:,}"
+        emit(f"| {name} | {p['calls']:,} | {p['redis_cpu_us_per_op']} | {core} | "
              f"{p['ops_per_s_wall']:,} | {p['evalsha_usec_per_call'] or '–'} |")
 
 
