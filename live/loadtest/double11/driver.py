@@ -18,7 +18,9 @@ import os
 import queue
 import random
 import secrets
+import shutil
 import signal
+import socket
 import string
 import subprocess
 import sys
@@ -132,9 +134,9 @@ class OwnServer:
         self.url = ""
 
     async def __aenter__(self) -> OwnServer:
-        from bench.procs import free_port
-
-        port = free_port()
+        with socket.socket() as sk:
+            sk.bind(("127.0.0.1", 0))
+            port = int(sk.getsockname()[1])
         self.url = f"http://127.0.0.1:{port}"
         args = [sys.executable, "-m", "live.app.main", "--port", str(port)]
         if self.workers > 1:
@@ -162,8 +164,6 @@ class OwnServer:
             except subprocess.TimeoutExpired:
                 p.kill()
                 await asyncio.to_thread(p.wait)
-        import shutil
-
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
