@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import hashlib
+import hmac
 import multiprocessing as mp
 import os
 import queue
@@ -36,7 +38,6 @@ from typing import Any
 import aiohttp
 import orjson
 
-from live.commerce.payments import sign
 from live.loadtest import stats
 from live.loadtest.api import Backend, HttpError, tiny_png
 from live.loadtest.client import LeanSocket, make_session
@@ -115,6 +116,13 @@ class Result:
     samples: list[dict[str, Any]]
 
 
+def sign(secret: str, body: bytes, t: int | None = None) -> str:
+    """``X-Live-Signature`` of a provider callback, as the contract writes it (the load tester
+    is a client of the wire and imports nothing of the server)."""
+    t = int(time.time()) if t is None else t
+    return f"t={t},v1=" + hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+
+
 class OwnServer:
     """``live-server`` in a process of its own (embedded Redis, SQLite in a temp dir), with the
     timeline's short deadlines; stopped (Ctrl-C, then kill) on exit."""
@@ -141,12 +149,17 @@ class OwnServer:
         args = [sys.executable, "-m", "live.app.main", "--port", str(port)]
         if self.workers > 1:
             args += ["--workers", str(self.workers)]
-        self.proc = await asyncio.to_thread(subprocess.Popen, args, env=self.env, cwd=str(self.dir))
+        # Its banner would come before the verdict on stdout: both of its streams go to a log.
+        log = (self.dir / "server.log").open("wb")
+        self.proc = await asyncio.to_thread(subprocess.Popen, args, env=self.env, cwd=str(self.dir),
+                                            stdout=log, stderr=subprocess.STDOUT)
+        log.close()
         deadline = time.monotonic() + 60
         async with aiohttp.ClientSession() as s:
             while True:
                 if self.proc.poll() is not None:
-                    raise RuntimeError(f"the server exited with {self.proc.returncode} at start")
+                    tail = (self.dir / "server.log").read_text(errors="replace")[-2000:]
+                    raise RuntimeError(f"the server exited with {self.proc.returncode} at start:\n{tail}")
                 with contextlib.suppress(aiohttp.ClientError, TimeoutError):
                     async with s.get(self.url + "/healthz", timeout=aiohttp.ClientTimeout(total=1)) as r:
                         if r.status == 200:
