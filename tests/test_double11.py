@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
 import pytest
 
 from live.loadtest.__main__ import main
@@ -75,6 +76,22 @@ def test_the_shipped_timeline_is_valid_and_covers_every_phase_kind() -> None:
     after = next(p for p in tl.phases if p.kind == "after_sales")
     assert set(after.params["paths"]) == set(PATHS)
     assert tl.server_env(0.5)["LIVE_PAYMENT_TIMEOUT_S"] == "6.0"
+
+
+@pytest.mark.slow
+def test_cli_starts_its_own_server_and_spreads_viewers_over_processes(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "d11.json"
+    page = tmp_path / "d11.html"
+    code = main(["double11", "--timeline", str(SMALL), "--procs", "2", "--json", str(out), "--html", str(page),
+                 "--no-progress"])
+    d = orjson.loads(out.read_bytes())
+    assert code == 0, d["failed_checks"]
+    assert d["verdict"] == "ok" and d["procs"] == 2 and d["connected"] == 24
+    # The verdict comes first on stdout (the server's banner went to its log).
+    printed = capsys.readouterr().out
+    assert printed.index("verdict") < printed.index("phase 1:follow")
+    assert page.read_text(encoding="utf-8").index("Verdict: OK") < page.read_text(encoding="utf-8").index("Timeline")
 
 
 def test_cli_refuses_a_bad_timeline_with_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -83,6 +83,8 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--payment-secret", default=os.environ.get("LIVE_PAYMENT_SECRET", ""),
                    help="payment callback key of --url (default: $LIVE_PAYMENT_SECRET)")
     d.add_argument("--server-workers", type=int, default=1, help="--workers of the server it starts itself")
+    d.add_argument("--server-env", action="append", default=[], metavar="LIVE_NAME=VALUE",
+                   help="a setting of the server it starts itself, e.g. LIVE_DATABASE_URL=postgresql+asyncpg://…")
     d.add_argument("--timeout", type=float, default=30.0, help="seconds for each connect/ack")
     d.add_argument("--judge-timeout", type=float, default=60.0, help="seconds the judge may wait for the records")
     d.add_argument("--seed", type=int, default=11, help="random seed of who does what")
@@ -113,7 +115,12 @@ def double11_main(a: argparse.Namespace) -> int:
         print("--url needs --admin-token and --payment-secret (or LIVE_ADMIN_TOKEN, LIVE_PAYMENT_SECRET)",
               file=sys.stderr)
         return 2
-    cfg = Double11Config(timeline=timeline, url=a.url, admin_token=a.admin_token, payment_secret=a.payment_secret,
+    server_env = dict(kv.split("=", 1) for kv in a.server_env if "=" in kv)
+    if len(server_env) != len(a.server_env) or any(not k.startswith("LIVE_") for k in server_env):
+        print("--server-env takes LIVE_NAME=VALUE", file=sys.stderr)
+        return 2
+    cfg = Double11Config(timeline=timeline, server_env=server_env,
+                         url=a.url, admin_token=a.admin_token, payment_secret=a.payment_secret,
                          viewers=a.viewers or 0, procs=a.procs, time_factor=a.time_factor, timeout=a.timeout,
                          judge_timeout=a.judge_timeout, server_workers=a.server_workers, seed=a.seed,
                          progress=not (a.no_progress or a.quiet))

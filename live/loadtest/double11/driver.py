@@ -75,6 +75,7 @@ class Double11Config:
     tick_s: float = 0.5
     progress: bool = True
     server_workers: int = 1
+    server_env: dict[str, str] = field(default_factory=dict)  # more LIVE_* for the server it starts
     seed: int = 11
 
 
@@ -127,7 +128,8 @@ class OwnServer:
     """``live-server`` in a process of its own (embedded Redis, SQLite in a temp dir), with the
     timeline's short deadlines; stopped (Ctrl-C, then kill) on exit."""
 
-    def __init__(self, timeline: Timeline, time_factor: float, workers: int = 1) -> None:
+    def __init__(self, timeline: Timeline, time_factor: float, workers: int = 1,
+                 env: dict[str, str] | None = None) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="live-double11-"))
         self.admin_token = "d11-admin-" + secrets.token_hex(12)
         self.payment_secret = "d11-pay-" + secrets.token_hex(12)
@@ -137,6 +139,7 @@ class OwnServer:
                          "LIVE_ROOM_IDLE_END_S": "86400", "LIVE_LOG_LEVEL": "WARNING",
                          "LIVE_SECRET": "d11-secret-" + secrets.token_hex(16), "LIVE_SWEEPER_INTERVAL_S": "0.5"})
         self.env.update(timeline.server_env(time_factor))
+        self.env.update(env or {})
         self.workers = workers
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
@@ -513,14 +516,26 @@ class Show:
         got = await self.http(phase, "GET", f"/api/orders/{o.id}", self.tokens[o.viewer])
         return str(got.get("status")) if isinstance(got, dict) else ""
 
+    def setting_s(self, name: str) -> float | None:
+        """A deadline of the server, scaled, when this run knows it (its own server); else None."""
+        if self.cfg.url or name not in self.tl.server:
+            return None
+        return self.scaled(float(self.tl.server[name]))
+
+    async def poll_pause(self) -> None:
+        """Between two polls of one order or case: a second, jittered (hundreds of them poll at
+        once in a big run; they must not become the load)."""
+        await asyncio.sleep(1.0 + self.rng.random() * 0.5)
+
     async def _wait_order(self, phase: str, o: OrderRec, statuses: tuple[str, ...], timeout: float) -> str:
         deadline = time.monotonic() + timeout
+        await asyncio.sleep(self.setting_s("payment_timeout_s") or 0.0)  # nothing can change before
         while True:
             st = await self._order_status(phase, o)
             if st in statuses or time.monotonic() > deadline:
                 o.status = st or o.status
                 return st
-            await asyncio.sleep(0.5)
+            await self.poll_pause()
 
     async def phase_pay(self, ph: Phase) -> dict[str, Any]:
         on_time = self._pick("paid", "pending_payment", float(ph.params["on_time"]))
@@ -617,9 +632,18 @@ class Show:
                                         (buyer, "return", {"carrier": "SF", "tracking_no": f"RT{o.id[-10:]}"})],
                 "withdrawn": [(buyer, "withdraw", {"note": "changed my mind"})],
             }[path]
+            end = str(case.get("status"))
             for token, step, body in steps:
-                if await self.http(phase, "POST", f"/api/after-sales/{cid}/{step}", token, json=body) is None:
+                got = await self.http(phase, "POST", f"/api/after-sales/{cid}/{step}", token, json=body)
+                if not isinstance(got, dict):
+                    end = "error"
                     return
+                end = str(got.get("status"))
+            if end in ("refunded", "closed"):
+                return
+            waits_for = {"refund_by_deadline": "after_sales_reply_s", "return_not_shipped": "return_ship_s",
+                         "return_not_received": "return_receive_s"}.get(path)
+            await asyncio.sleep(self.setting_s(waits_for) or 0.0 if waits_for else 0.0)
             # The rest is the server's: a deadline, or nothing left to do.
             deadline = time.monotonic() + self.scaled(float(self.tl.server.get("after_sales_reply_s", 60))
                                                       + float(self.tl.server.get("return_ship_s", 60))
@@ -629,7 +653,7 @@ class Show:
                 end = str(got.get("status")) if isinstance(got, dict) else "error"
                 if end in ("refunded", "closed") or time.monotonic() > deadline:
                     return
-                await asyncio.sleep(0.5)
+                await self.poll_pause()
         finally:
             self.paths.setdefault(path, Counter())[end] += 1
 
@@ -656,7 +680,7 @@ class Show:
                     self.lucky[bag_id] = {"entrants": len(b.get("entrants") or []),
                                           "winners": len(b.get("winners") or [])}
                     return
-                await asyncio.sleep(0.5)
+                await self.poll_pause()
             self.lucky[bag_id] = {"status": "not drawn in time"}
 
         self.background += [asyncio.create_task(drawn(b)) for b in bags.values()]
@@ -823,7 +847,7 @@ async def server_for(cfg: Double11Config) -> AsyncIterator[tuple[str, str, str]]
     if cfg.url:
         yield cfg.url, cfg.admin_token, cfg.payment_secret
         return
-    async with OwnServer(cfg.timeline, cfg.time_factor, cfg.server_workers) as srv:
+    async with OwnServer(cfg.timeline, cfg.time_factor, cfg.server_workers, cfg.server_env) as srv:
         yield srv.url, srv.admin_token, srv.payment_secret
 
 
