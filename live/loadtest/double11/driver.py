@@ -581,7 +581,9 @@ class Show:
         for o, r in zip(unpaid + paid, res, strict=True):
             if isinstance(r, dict):
                 o.status = str(r.get("status", r.get("order", {}).get("status", o.status)))
-                ended[f"{o.fate}→{o.status}"] += 1
+            else:  # refused (CONFLICT: it expired first, say): what the server holds now
+                o.status = await self._order_status(ph.label, o) or o.status
+            ended[f"{o.fate}→{o.status}"] += 1
         return {"cancel_unpaid": len(unpaid), "cancel_paid": len(paid), "ended": dict(ended)}
 
     async def phase_after_sales(self, ph: Phase) -> dict[str, Any]:

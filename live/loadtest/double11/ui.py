@@ -15,7 +15,7 @@ from live.loadtest.double11.timeline import Timeline
 class PhaseUi:
     def __init__(self, timeline: Timeline, enabled: bool = True) -> None:
         self.timeline = timeline
-        self.console = Console(stderr=True)
+        self.console = Console(stderr=True, log_path=False)
         self.enabled = enabled
         self.progress: Progress | None = None
         self.task: TaskID | None = None
