@@ -153,8 +153,15 @@ class Crowd:
         async def viewer(k: int, sock: LeanSocket, room_id: str) -> None:
             for card_id in cards_by_room.get(room_id, []):
                 for _ in range(taps):
-                    ack = await self._call(sock, "flash:buy", {"card_id": card_id, "qty": 1,
-                                                              "request_id": uuid.uuid4().hex}, s)
+                    tap = {"card_id": card_id, "qty": 1, "request_id": uuid.uuid4().hex}
+                    ack = await self._call(sock, "flash:buy", tap, s)
+                    for backoff in (0.5, 1.0, 2.0):
+                        # As the app does: UNAVAILABLE is "not now", and the same request_id
+                        # can never make a second order.
+                        if _code(ack) != "UNAVAILABLE":
+                            break
+                        await asyncio.sleep(backoff)
+                        ack = await self._call(sock, "flash:buy", tap, s)
                     if isinstance(ack, dict) and ack.get("ok") and isinstance(ack.get("order"), dict):
                         o = ack["order"]
                         s.orders.append((str(o["id"]), card_id, self.plan.first + k, str(o.get("amount", "")),
@@ -176,6 +183,13 @@ class Crowd:
                 text = self.rng.choice(PRIVATE_TEXTS).format(n=f"d11x{n:05d}", d=f"{n % 100000000:08d}")
                 s.chat_private_sent += 1
                 ack = await self._call(sock, "chat:send", {"room_id": room_id, "text": text}, s)
+                for backoff in (1.0, 2.0, 4.0):
+                    # UNAVAILABLE: the server did nothing with it (a client would send it again);
+                    # the guard must still see it, or the blocked count cannot match what was sent.
+                    if _code(ack) != "UNAVAILABLE":
+                        break
+                    await asyncio.sleep(backoff)
+                    ack = await self._call(sock, "chat:send", {"room_id": room_id, "text": text}, s)
                 err = ack.get("error") if isinstance(ack, dict) else None
                 if isinstance(err, dict) and err.get("code") == "BLOCKED" and err.get("reason") == "private_trading":
                     s.chat_private_blocked += 1
