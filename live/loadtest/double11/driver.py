@@ -612,6 +612,7 @@ class Show:
                 if await self.http(phase, "POST", f"/api/orders/{o.id}/ship", shop.token,
                                    json={"carrier": "SF", "tracking_no": f"SF{o.id[-10:]}"}) is None:
                     return
+                o.status = "shipped"
             case = await self.http(phase, "POST", f"/api/orders/{o.id}/after-sales", buyer,
                                    json={"kind": kind, "reason": "双十一 rehearsal"})
             if not isinstance(case, dict):
@@ -660,6 +661,8 @@ class Show:
                 await self.poll_pause()
         finally:
             self.paths.setdefault(path, Counter())[end] += 1
+            if end == "refunded":  # the order follows its case (the driver's view of it, for the report)
+                o.status = "refunded"
 
     def cards_room(self, card_id: str) -> str:
         return next(str(c["room_id"]) for c in self.cards.values() if str(c["id"]) == card_id)
