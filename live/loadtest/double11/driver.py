@@ -283,7 +283,8 @@ class Show:
         self.orders: dict[str, OrderRec] = {}
         self.acked: dict[str, list[str]] = {}
         self.webhook_ids: list[str] = []
-        self.chat_private = 0
+        self.chat_private = 0  # private-trading lines answered BLOCKED (private_trading)
+        self.chat_private_sent = 0
         self.errors: dict[str, Counter[str]] = {}
         self.background: list[asyncio.Task[None]] = []
         self.paths: dict[str, Counter[str]] = {}  # path → end status counts
@@ -698,7 +699,9 @@ class Show:
         messages = int(ph.params["messages"])
         s = await self._crowd_phase(ph, "chat", ph.label, messages, float(ph.params["private"]), interval,
                                     timeout=self.cfg.timeout * (messages + 2) + interval * (messages + 2) + 30)
-        self.chat_private += s.chat_private_sent
+        # The judge compares the refusals the server recorded with those the clients were told of.
+        self.chat_private += s.chat_private_blocked
+        self.chat_private_sent += s.chat_private_sent
         return {"sent": len(s.sent), "ordinary_ok": s.chat_ordinary_ok, "private_sent": s.chat_private_sent,
                 "private_blocked": s.chat_private_blocked, "latency_ms": stats.summary_ms(self.phase_lat[ph.label]),
                 "errors": dict(s.errors)}
@@ -838,7 +841,8 @@ class Show:
             "orders": len(self.orders), "orders_by_status": dict(statuses),
             "orders_by_fate": dict(Counter(o.fate or "none" for o in self.orders.values())),
             "after_sales_paths": {p: dict(c) for p, c in self.paths.items()},
-            "late_payments": dict(self.late), "lucky_bags": self.lucky, "chat_private_sent": self.chat_private,
+            "late_payments": dict(self.late), "lucky_bags": self.lucky, "chat_private_sent": self.chat_private_sent,
+            "chat_private_blocked": self.chat_private,
             "webhook_deliveries": len(self.receiver.counts.delivered) if self.receiver else 0,
             "latency_ms": stats.summary_ms(self.latencies),
             "acks_per_second": stats.timeline([t + self.t0 for t in self.ack_times], self.t0, 1.0),

@@ -40,7 +40,7 @@ def render(data: dict[str, Any], ack_times: Sequence[float], latencies: Sequence
     summary = [(k.replace("_", " "), data[k]) for k in (
         "viewers", "connected", "shops", "procs", "time_factor", "timeline", "started_at", "duration_s", "orders",
         "orders_by_status", "orders_by_fate", "after_sales_paths", "late_payments", "lucky_bags",
-        "chat_private_sent", "webhook_deliveries", "latency_ms", "connect_ms") if k in data]
+        "chat_private_sent", "chat_private_blocked", "webhook_deliveries", "latency_ms", "connect_ms") if k in data]
     parts += ["<h2>Summary</h2>", _kv_table(summary)]
     lat_rows = [(p["label"], p["summary"]["latency_ms"]) for p in data.get("phases") or []
                 if isinstance(p.get("summary", {}).get("latency_ms"), dict)]

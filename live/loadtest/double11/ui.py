@@ -73,7 +73,7 @@ def render_verdict(data: dict[str, Any], console: Console) -> None:
     for p in data.get("phases") or []:
         t.add_row(f"phase {p['label']} @{p['at_s']}s", ("ok " if p["ok"] else "FAILED ") + _short(p["summary"]))
     for k in ("viewers", "connected", "orders", "orders_by_status", "after_sales_paths", "late_payments",
-              "chat_private_sent", "webhook_deliveries", "latency_ms", "errors", "duration_s"):
+              "chat_private_sent", "chat_private_blocked", "webhook_deliveries", "latency_ms", "errors", "duration_s"):
         if k in data:
             t.add_row(k, _short(data[k]))
     console.print(t)
