@@ -25,7 +25,7 @@ async def test_small_rehearsal_passes_its_own_verdict(settings_factory) -> None:
     async with run_app(settings) as srv:
         res = await run(Double11Config(load(SMALL), url=srv.url, admin_token=settings.admin_token,
                                        payment_secret=PAY_SECRET, time_factor=1.0, progress=False,
-                                       judge_timeout=30))
+                                       judge_timeout=30, phase_judge_timeout=30))
     d = res.data
     assert d["verdict"] == "ok", d["failed_checks"]
     assert d["connected"] == 24 and not d["failed_checks"]

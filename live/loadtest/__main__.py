@@ -86,7 +86,10 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--server-env", action="append", default=[], metavar="LIVE_NAME=VALUE",
                    help="a setting of the server it starts itself, e.g. LIVE_DATABASE_URL=postgresql+asyncpg://…")
     d.add_argument("--timeout", type=float, default=30.0, help="seconds for each connect/ack")
-    d.add_argument("--judge-timeout", type=float, default=60.0, help="seconds the judge may wait for the records")
+    d.add_argument("--judge-timeout", type=float, default=60.0,
+                   help="seconds the final judge may wait for the server's records to converge")
+    d.add_argument("--phase-judge-timeout", type=float, default=30.0,
+                   help="the same after each phase (short: a failing check must not hold up the show)")
     d.add_argument("--seed", type=int, default=11, help="random seed of who does what")
     d.add_argument("--json", type=Path, default=None, help="write the report as JSON here")
     d.add_argument("--html", type=Path, default=None, help="write a self-contained HTML report here")
@@ -122,7 +125,8 @@ def double11_main(a: argparse.Namespace) -> int:
     cfg = Double11Config(timeline=timeline, server_env=server_env,
                          url=a.url, admin_token=a.admin_token, payment_secret=a.payment_secret,
                          viewers=a.viewers or 0, procs=a.procs, time_factor=a.time_factor, timeout=a.timeout,
-                         judge_timeout=a.judge_timeout, server_workers=a.server_workers, seed=a.seed,
+                         judge_timeout=a.judge_timeout, phase_judge_timeout=a.phase_judge_timeout,
+                         server_workers=a.server_workers, seed=a.seed,
                          progress=not (a.no_progress or a.quiet))
     ui = PhaseUi(timeline, enabled=cfg.progress)
     try:

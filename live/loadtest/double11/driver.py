@@ -71,7 +71,9 @@ class Double11Config:
     timeout: float = 30.0
     concurrency: int = 100
     http_concurrency: int = 32
-    judge_timeout: float = 60.0
+    judge_timeout: float = 60.0  # the final verdict: the server may take this long to converge
+    phase_judge_timeout: float = 30.0  # mid-show: shorter, so a check that cannot converge while the
+    # show goes on (a webhook backlog, say) does not hold the show up for long
     tick_s: float = 0.5
     progress: bool = True
     server_workers: int = 1
@@ -782,7 +784,7 @@ class Show:
                     summary = await getattr(self, f"phase_{ph.kind}")(ph)
                     if ph.kind == "chat":
                         await asyncio.sleep(0)
-                    checks = await judge(self.scope(), self.receiver, ph.label, self.cfg.judge_timeout)
+                    checks = await judge(self.scope(), self.receiver, ph.label, self.cfg.phase_judge_timeout)
                     checks += self.own_checks(ph.label)
                     phases.append(PhaseResult(ph.label, ph.kind, round(start - self.t0, 2),
                                               round(time.monotonic() - start, 2), summary, checks))
