@@ -80,7 +80,7 @@ def test_the_shipped_timeline_is_valid_and_covers_every_phase_kind() -> None:
                                            "lucky_bag", "chat", "settle"}
     after = next(p for p in tl.phases if p.kind == "after_sales")
     assert set(after.params["paths"]) == set(PATHS)
-    assert tl.server_env(0.5)["LIVE_PAYMENT_TIMEOUT_S"] == "30.0"
+    assert tl.server_env(0.5)["LIVE_PAYMENT_TIMEOUT_S"] == "90.0"
 
 
 @pytest.mark.slow

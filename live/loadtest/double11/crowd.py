@@ -126,10 +126,11 @@ class Crowd:
         await asyncio.gather(*(one(k, tok, room) for k, (tok, room) in enumerate(self.plan.viewers)))
         return out
 
-    async def _call(self, sock: LeanSocket, event: str, data: dict[str, Any], s: PhaseSamples) -> Any:
+    async def _call(self, sock: LeanSocket, event: str, data: dict[str, Any], s: PhaseSamples,
+                    patience: float = 1.0) -> Any:
         t0 = time.monotonic()
         try:
-            ack = await sock.call(event, data, timeout=self.plan.timeout)
+            ack = await sock.call(event, data, timeout=self.plan.timeout * patience)
         except TimeoutError:
             s.errors["TIMEOUT"] += 1
             self.bump(ERRORS)
@@ -182,14 +183,17 @@ class Crowd:
                 n = self.plan.first + k
                 text = self.rng.choice(PRIVATE_TEXTS).format(n=f"d11x{n:05d}", d=f"{n % 100000000:08d}")
                 s.chat_private_sent += 1
-                ack = await self._call(sock, "chat:send", {"room_id": room_id, "text": text}, s)
+                # Waited for four times as long as other calls: the judge compares the refusals the
+                # server recorded with those the clients were told of, so an answer lost to a
+                # client-side timeout (the guard refused it, nobody heard) would read as a fault.
+                ack = await self._call(sock, "chat:send", {"room_id": room_id, "text": text}, s, patience=4)
                 for backoff in (1.0, 2.0, 4.0):
                     # UNAVAILABLE: the server did nothing with it (a client would send it again);
                     # the guard must still see it, or the blocked count cannot match what was sent.
                     if _code(ack) != "UNAVAILABLE":
                         break
                     await asyncio.sleep(backoff)
-                    ack = await self._call(sock, "chat:send", {"room_id": room_id, "text": text}, s)
+                    ack = await self._call(sock, "chat:send", {"room_id": room_id, "text": text}, s, patience=4)
                 err = ack.get("error") if isinstance(ack, dict) else None
                 if isinstance(err, dict) and err.get("code") == "BLOCKED" and err.get("reason") == "private_trading":
                     s.chat_private_blocked += 1

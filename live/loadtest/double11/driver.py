@@ -700,7 +700,7 @@ class Show:
         interval = float(ph.params["interval_s"])
         messages = int(ph.params["messages"])
         s = await self._crowd_phase(ph, "chat", ph.label, messages, float(ph.params["private"]), interval,
-                                    timeout=self.cfg.timeout * (messages + 2) + interval * (messages + 2) + 30)
+                                    timeout=self.cfg.timeout * (messages + 6) + interval * (messages + 2) + 30)
         # The judge compares the refusals the server recorded with those the clients were told of.
         self.chat_private += s.chat_private_blocked
         self.chat_private_sent += s.chat_private_sent
