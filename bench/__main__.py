@@ -33,7 +33,7 @@ from rich.table import Table
 from bench import ceiling
 from bench.inflight import buys_inflight
 from bench.loadbench import buys, fanout
-from bench.procs import Proc, Stack, machine
+from bench.procs import Proc, Stack, machine, worker_role_available
 from live.loadtest.worker import raise_fd_limit
 
 TARGET_BUY_RATIO = 1.0       # project acks/s ÷ Node's, at least
@@ -61,6 +61,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="LIVE_SOCKETIO_REDIS_MANAGER of the project (auto = on, since LIVE_REDIS_URL is set)")
     p.add_argument("--server-env", action="append", default=[], metavar="LIVE_X=VALUE",
                    help="extra setting for the project server (repeatable), e.g. LIVE_EVENT_LOOP=asyncio")
+    p.add_argument("--split", default="auto", choices=["auto", "on", "off"],
+                   help="on: the project serves with LIVE_BACKGROUND_LOOPS=false beside a `live worker` whose CPU "
+                        "is measured apart; auto = on when this checkout has the worker role")
     p.add_argument("--skip-node", action="store_true")
     p.add_argument("--skip-ceiling", action="store_true")
     p.add_argument("--skip-buys", action="store_true")
@@ -215,6 +218,8 @@ async def main_async(a: argparse.Namespace, console: Console) -> dict[str, Any]:
     res: dict[str, Any] = {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "machine": machine(),
                            "command": "python -m bench " + " ".join(sys.argv[1:]), "manager": a.manager,
                            "server_env": server_env(a.server_env)}
+    split = a.split == "on" or (a.split == "auto" and worker_role_available())
+    res["split"] = split
     stack = Stack(manager=a.manager)
     with stack.running():
         redis_url = stack.start_redis()
@@ -224,7 +229,7 @@ async def main_async(a: argparse.Namespace, console: Console) -> dict[str, Any]:
             res["ceiling"] = await asyncio.to_thread(ceiling.run, stack.redis_port, a.ceiling_requests)
             console.log(res["ceiling"])
         def start(name: str) -> Proc:
-            srv = (stack.start_project(redis_url, **server_env(a.server_env)) if name == "project"
+            srv = (stack.start_project(redis_url, split, **server_env(a.server_env)) if name == "project"
                    else stack.start_node(redis_url))
             console.log(f"{name} on {srv.url} (pid {srv.pid})")
             return srv
@@ -243,6 +248,8 @@ async def main_async(a: argparse.Namespace, console: Console) -> dict[str, Any]:
                     b = await buys(srv, a.buy_viewers, a.taps, 1)
                 console.log(b)
                 res["buys"].append(b)
+                if b.get("worker_cpu_us_per_order") is not None:
+                    res["worker"] = {"cpu_us_per_order": b["worker_cpu_us_per_order"]}
             by = {b["server"]: b for b in res["buys"]}
             if "node" in by and by["node"]["buys_per_s"]:
                 res["buy_ratio"] = by["project"]["buys_per_s"] / by["node"]["buys_per_s"]

@@ -147,7 +147,10 @@ async def buys_inflight(proc: Proc, clients: int = 100, inflight: int = 4, cards
         # Start when the server is idle: what setting up left behind (the cards' image checks
         # run in a thread) must not run during the buys nor be counted against them.
         settled = await until_idle(proc.pid)
+        if proc.worker is not None:
+            await until_idle(proc.worker.pid)
         cpu0 = cpu_seconds(proc.pid)
+        wcpu0 = cpu_seconds(proc.worker.pid) if proc.worker is not None else 0.0
         go.set()
         results = []
         for _ in workers:
@@ -156,6 +159,11 @@ async def buys_inflight(proc: Proc, clients: int = 100, inflight: int = 4, cards
                 raise RuntimeError(f"load process: {payload}")
             results.append(payload)
         cpu1 = cpu_seconds(proc.pid)
+        worker_cpu = None
+        if proc.worker is not None:
+            # The worker persists what the buys left in Redis: its CPU until it is idle again.
+            await until_idle(proc.worker.pid, timeout_s=120)
+            worker_cpu = cpu_seconds(proc.worker.pid) - wcpu0
     finally:
         for w in workers:
             w.join(10)
@@ -176,6 +184,7 @@ async def buys_inflight(proc: Proc, clients: int = 100, inflight: int = 4, cards
         "server_cpu_us_per_ack": round((cpu1 - cpu0) / acks * 1e6, 1) if acks else None,
         "client_cpu_us_per_ack": round(client_cpu / acks * 1e6, 1) if acks else None,
         "seconds": round(span, 3), "errors": dict(errors), "settled_s": settled,
+        "worker_cpu_us_per_order": round(worker_cpu / acks * 1e6, 1) if worker_cpu is not None and acks else None,
     }
 
 

@@ -57,6 +57,13 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
+def worker_role_available() -> bool:
+    """Whether this checkout has the ``live worker`` role (serving processes without loops)."""
+    from live.core.settings import Settings
+
+    return "background_loops" in Settings.model_fields
+
+
 def machine() -> dict[str, str | int | float]:
     """nproc, CPU model, RAM, kernel, Python, Node and Redis versions."""
     model = ""
@@ -90,12 +97,15 @@ class Proc:
     popen: subprocess.Popen[bytes]
     url: str
     log: Path
+    # The project's background worker (``live worker``) serving this process's orders, if any.
+    worker: Proc | None = None
 
     @property
     def pid(self) -> int:
         return self.popen.pid
 
     def stop(self) -> None:
+        """SIGINT, then SIGKILL after 15 s (this process only)."""
         if self.popen.poll() is None:
             self.popen.send_signal(signal.SIGINT)
             try:
@@ -147,8 +157,14 @@ class Stack:
             time.sleep(0.05)
         raise RuntimeError("redis-server did not start")
 
-    def start_project(self, redis_url: str, **env: str) -> Proc:
-        """``run_server.py`` on a free port with ``LIVE_REDIS_URL`` and a temp ``LIVE_DATA_DIR``."""
+    def start_project(self, redis_url: str, split: bool = False, **env: str) -> Proc:
+        """``run_server.py`` on a free port with ``LIVE_REDIS_URL`` and a temp ``LIVE_DATA_DIR``.
+
+        ``split``: the serving process runs no background loop (``LIVE_BACKGROUND_LOOPS=false``)
+        and a ``live worker`` on the same Redis and data does that work (its own process, whose
+        CPU is read apart: ``Proc.worker``)."""
+        if split:
+            env = {**env, "LIVE_BACKGROUND_LOOPS": "false"}
         port = free_port()
         data = self.dir / f"data-{port}"
         full = {k: v for k, v in os.environ.items() if not k.startswith("LIVE_")}
@@ -165,6 +181,16 @@ class Stack:
         proc = Proc("project", p, f"http://127.0.0.1:{port}", log)
         self.procs.append(proc)
         wait_http(proc.url, 90, p)
+        if split:
+            wport = free_port()
+            wlog = self.dir / f"worker-{port}.log"
+            wenv = {k: v for k, v in full.items() if k != "LIVE_BACKGROUND_LOOPS"}
+            w = subprocess.Popen([sys.executable, "-m", "live.ops.cli", "worker", "--host", "127.0.0.1", "--port",
+                                  str(wport)], env=wenv, cwd=str(ROOT), stdout=wlog.open("wb"),
+                                 stderr=subprocess.STDOUT)
+            proc.worker = Proc("worker", w, f"http://127.0.0.1:{wport}", wlog)
+            self.procs.append(proc.worker)
+            wait_http(proc.worker.url, 90, w)
         return proc
 
     def start_node(self, redis_url: str) -> Proc:
@@ -188,9 +214,11 @@ class Stack:
         return proc
 
     def stop(self, proc: Proc) -> None:
-        proc.stop()
-        if proc in self.procs:
-            self.procs.remove(proc)
+        for p in (proc, proc.worker):
+            if p is not None:
+                p.stop()
+                if p in self.procs:
+                    self.procs.remove(p)
 
     def close(self) -> None:
         for p in reversed(self.procs):
