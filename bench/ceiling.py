@@ -53,7 +53,8 @@ def run(port: int, requests: int = 100_000, clients: int = 50) -> dict[str, Any]
     r.hset(keys.card_state(CARD), mapping={"status": "on_sale", "stock": 10**9, "left": 10**9, "limit": 10**9,
                                           "price": 1990, "starts_ms": 0, "ends_ms": 0, "room": "bench"})
     our_keys = [keys.card_state(CARD), keys.card_bought(CARD), keys.card_requests(CARD), keys.card_orders(CARD),
-                keys.card_deadlines(CARD), keys.card_stream(CARD)]
+                keys.card_deadlines(CARD), keys.card_stream(CARD),
+                keys.card_fans(CARD)]  # the 7th: the card's audience gate (fans), as Inventory passes it
     # buy.lua takes a batch: now, pay_by, seq floor, then (user, qty, request, order) per tap; one tap here.
     our_args = ["EVALSHA", sha, str(len(our_keys)), *our_keys, str(now), str(now + 900_000), "0",
                 "u__rand_int__", "1", "r__rand_int__", "o__rand_int__"]
