@@ -174,7 +174,10 @@ class Stack:
                      "LIVE_GUEST_RATE_PER_S": "1000000", "LIVE_GUEST_RATE_BURST": "1000000",
                      # A bench client taps far faster than a thumb: the per-user tap limit still runs
                      # on every tap (its CPU is measured) but never refuses one.
-                     "LIVE_BUY_RATE_PER_S": "1000000", "LIVE_BUY_RATE_BURST": "1000000", **env})
+                     "LIVE_BUY_RATE_PER_S": "1000000", "LIVE_BUY_RATE_BURST": "1000000",
+                     # Joining 10,000 viewers on a busy box can take minutes: the room, whose
+                     # streamer holds no socket here, must not end as idle meanwhile.
+                     "LIVE_ROOM_IDLE_END_S": "3600", **env})
         log = self.dir / f"project-{port}.log"
         p = subprocess.Popen([sys.executable, str(ROOT / "run_server.py"), "--port", str(port)], env=full,
                              cwd=str(ROOT), stdout=log.open("wb"), stderr=subprocess.STDOUT)
