@@ -178,11 +178,18 @@ def verdicts(res: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append(_row("buy ack p50 ms", pv, nv, "(reported)", None))
     fo: dict[int, dict[str, dict[str, Any]]] = {}
     for f in res.get("fanout", []):
-        if "error" not in f:
-            fo.setdefault(f["viewers"], {})[f["server"]] = f
+        fo.setdefault(f["viewers"], {})[f["server"]] = f
     for viewers, row in sorted(fo.items()):
         fp, fn = row.get("project"), row.get("node")
+        if fn is not None and "error" in fn:
+            fn = None
         if fp is None:
+            continue
+        if "error" in fp:  # a size the run could not measure counts as not met
+            limit = TARGET_FANOUT_LAST_MS.get(viewers)
+            rows.append(_row(f"fan-out to {viewers:,} (failed: {fp['error'][:80]})", None,
+                             fn["fanout_ms"]["max"] if fn else None,
+                             f"≤ {limit:.0f} ms" if limit else "(reported)", False))
             continue
         kb_p = fp.get("kb_per_viewer_incl_session")
         kb_n = fn.get("kb_per_viewer_incl_session") if fn else None
