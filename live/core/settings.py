@@ -41,6 +41,9 @@ class Settings(BaseModel):
     redis_appendfsync: Literal["everysec", "always"] = "everysec"
     database_url: str = ""
     socketio_redis_manager: Literal["auto", "on", "off"] = "auto"
+    # false: a serving process runs no background loop (persisters, sweepers, ...): a `live worker`
+    # does (docs/operations.md, "Process roles").
+    background_loops: bool = True
     socket_ping_interval_s: float = Field(20.0, gt=0)
     socket_ping_timeout_s: float = Field(20.0, gt=0)
 
@@ -171,6 +174,7 @@ class Settings(BaseModel):
     # --- guard (private trading, docs/guard.md) ---
     guard_window_messages: int = Field(3, ge=0, le=20)  # a user's last N messages read with the next one
     guard_window_s: int = Field(60, ge=1, le=3600)  # ... if sent within this many seconds
+    guard_model: bool = True  # the n-gram model as one more chat signal (docs/guard.md, "The learned signal")
     guard_hold_expiry_s: float = Field(4 * 3600.0, gt=0)  # a held message no moderator decided is dropped
     guard_hold_sweep_s: float = Field(30.0, gt=0)  # how often held messages are checked for expiry
     ocr_enabled: bool = True  # read the text in product photos and run the guard on it
@@ -221,7 +225,8 @@ class Settings(BaseModel):
     def use_redis_manager(self) -> bool:
         """Whether Socket.IO fan-out goes through Redis pub/sub (needed across processes)."""
         if self.socketio_redis_manager == "auto":
-            return bool(self.redis_url) or self.workers > 1
+            # A serving process without background loops hears the pushes of a `live worker`.
+            return bool(self.redis_url) or self.workers > 1 or not self.background_loops
         return self.socketio_redis_manager == "on"
 
     def __repr__(self) -> str:  # secrets never reach a log line
