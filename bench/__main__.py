@@ -64,6 +64,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--split", default="auto", choices=["auto", "on", "off"],
                    help="on: the project serves with LIVE_BACKGROUND_LOOPS=false beside a `live worker` whose CPU "
                         "is measured apart; auto = on when this checkout has the worker role")
+    p.add_argument("--pause-worker", action="store_true",
+                   help="with --split: stop the worker (SIGSTOP) while the buys run and let it drain after, so "
+                        "the serving process is measured alone on the box (runs under heartbeat_dead_after_s)")
     p.add_argument("--skip-node", action="store_true")
     p.add_argument("--skip-ceiling", action="store_true")
     p.add_argument("--skip-buys", action="store_true")
@@ -249,7 +252,8 @@ async def main_async(a: argparse.Namespace, console: Console) -> dict[str, Any]:
                 if a.buy_mode == "inflight":
                     console.log(f"buys: {srv.name}, {a.clients} clients × {a.inflight} in flight, {a.cards} cards, "
                                 f"{a.client_taps} taps each …")
-                    b = await buys_inflight(srv, a.clients, a.inflight, a.cards, a.client_taps, a.load_procs)
+                    b = await buys_inflight(srv, a.clients, a.inflight, a.cards, a.client_taps, a.load_procs,
+                                            pause_worker=a.pause_worker)
                 else:
                     console.log(f"buys: {srv.name}, {a.buy_viewers} viewers × {a.taps} taps …")
                     b = await buys(srv, a.buy_viewers, a.taps, 1)

@@ -16,6 +16,7 @@ import asyncio
 import math
 import multiprocessing as mp
 import os
+import signal
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -104,7 +105,7 @@ def client_main(plan: Plan, ready: Any, go: Any, out: Any) -> None:
 
 
 async def buys_inflight(proc: Proc, clients: int = 100, inflight: int = 4, cards: int = 8, taps: int = 200,
-                        procs: int = 2, timeout: float = 30.0) -> dict[str, Any]:
+                        procs: int = 2, timeout: float = 30.0, pause_worker: bool = False) -> dict[str, Any]:
     """Run the workload against ``proc`` and return its figures (see the module docstring)."""
     per_card = math.ceil(taps / cards)  # the most taps one client makes on one card
     session = make_session()
@@ -151,6 +152,10 @@ async def buys_inflight(proc: Proc, clients: int = 100, inflight: int = 4, cards
             await until_idle(proc.worker.pid)
         cpu0 = cpu_seconds(proc.pid)
         wcpu0 = cpu_seconds(proc.worker.pid) if proc.worker is not None else 0.0
+        if proc.worker is not None and pause_worker:
+            # The serving process alone: orders wait in the Redis stream (as with no worker
+            # running) and the worker drains them once the buys are in, on its own CPU.
+            os.kill(proc.worker.pid, signal.SIGSTOP)
         go.set()
         results = []
         for _ in workers:
@@ -161,6 +166,8 @@ async def buys_inflight(proc: Proc, clients: int = 100, inflight: int = 4, cards
         cpu1 = cpu_seconds(proc.pid)
         worker_cpu = None
         if proc.worker is not None:
+            if pause_worker:
+                os.kill(proc.worker.pid, signal.SIGCONT)
             # The worker persists what the buys left in Redis: its CPU until it is idle again.
             await until_idle(proc.worker.pid, timeout_s=120)
             worker_cpu = cpu_seconds(proc.worker.pid) - wcpu0
@@ -184,6 +191,7 @@ async def buys_inflight(proc: Proc, clients: int = 100, inflight: int = 4, cards
         "server_cpu_us_per_ack": round((cpu1 - cpu0) / acks * 1e6, 1) if acks else None,
         "client_cpu_us_per_ack": round(client_cpu / acks * 1e6, 1) if acks else None,
         "seconds": round(span, 3), "errors": dict(errors), "settled_s": settled,
+        "worker_paused_during_buys": pause_worker and proc.worker is not None,
         "worker_cpu_us_per_order": round(worker_cpu / acks * 1e6, 1) if worker_cpu is not None and acks else None,
     }
 
