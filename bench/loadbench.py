@@ -80,12 +80,16 @@ async def fanout(proc: Proc, viewers: int, procs: int) -> dict[str, Any]:
     d = report.data
     joined = int(d["connected"])
     rss_delta = sampler.rss["after_join"] - sampler.rss["after_guests"]
+    # With the guest sessions the server made for them (the measure: a viewer signs in,
+    # then connects): from before the first guest was made.
+    rss_delta_session = sampler.rss["after_join"] - sampler.rss["before_connect"]
     return {
         "server": proc.name, "viewers": viewers, "connected": joined, "fanout_ms": d["fanout_ms"],
         "card_create_ms": d.get("card_create_ms"),
         "rss_mb_before": round(sampler.rss["after_guests"] / 2**20, 1),
         "rss_mb_joined": round(sampler.rss["after_join"] / 2**20, 1),
         "kb_per_viewer": round(rss_delta / joined / 1024, 1) if joined else None,
+        "kb_per_viewer_incl_session": round(rss_delta_session / joined / 1024, 1) if joined else None,
         "server_cpu_s_connect": round(sampler.cpu["after_join"] - sampler.cpu["after_guests"], 2),
         "errors": d["errors"], "verdict": d.get("verdict"), "sold": d["sold"],
         "client_cpu_us_per_connection": d["client"]["cpu_us_per_connection"],

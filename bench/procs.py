@@ -19,7 +19,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-NODE_SRC = ROOT.parent / "shared" / "peers" / "node-socketio"
+
+def _node_src() -> Path:
+    """``shared/peers/node-socketio`` beside the checkout, or beside the folder holding it (a
+    git worktree sits one level deeper than the main checkout)."""
+    for base in ROOT.parents:
+        candidate = base / "shared" / "peers" / "node-socketio"
+        if candidate.is_dir():
+            return candidate
+    return ROOT.parent / "shared" / "peers" / "node-socketio"
+
+
+NODE_SRC = _node_src()
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -44,6 +55,13 @@ def rss_bytes(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     return 0
+
+
+def worker_role_available() -> bool:
+    """Whether this checkout has the ``live worker`` role (serving processes without loops)."""
+    from live.core.settings import Settings
+
+    return "background_loops" in Settings.model_fields
 
 
 def machine() -> dict[str, str | int | float]:
@@ -79,12 +97,15 @@ class Proc:
     popen: subprocess.Popen[bytes]
     url: str
     log: Path
+    # The project's background worker (``live worker``) serving this process's orders, if any.
+    worker: Proc | None = None
 
     @property
     def pid(self) -> int:
         return self.popen.pid
 
     def stop(self) -> None:
+        """SIGINT, then SIGKILL after 15 s (this process only)."""
         if self.popen.poll() is None:
             self.popen.send_signal(signal.SIGINT)
             try:
@@ -136,21 +157,43 @@ class Stack:
             time.sleep(0.05)
         raise RuntimeError("redis-server did not start")
 
-    def start_project(self, redis_url: str, **env: str) -> Proc:
-        """``run_server.py`` on a free port with ``LIVE_REDIS_URL`` and a temp ``LIVE_DATA_DIR``."""
+    def start_project(self, redis_url: str, split: bool = False, **env: str) -> Proc:
+        """``run_server.py`` on a free port with ``LIVE_REDIS_URL`` and a temp ``LIVE_DATA_DIR``.
+
+        ``split``: the serving process runs no background loop (``LIVE_BACKGROUND_LOOPS=false``)
+        and a ``live worker`` on the same Redis and data does that work (its own process, whose
+        CPU is read apart: ``Proc.worker``)."""
+        if split:
+            env = {**env, "LIVE_BACKGROUND_LOOPS": "false"}
         port = free_port()
         data = self.dir / f"data-{port}"
         full = {k: v for k, v in os.environ.items() if not k.startswith("LIVE_")}
         full.update({"LIVE_REDIS_URL": redis_url, "LIVE_DATA_DIR": str(data), "LIVE_LOG_LEVEL": "WARNING",
                      "LIVE_SOCKETIO_REDIS_MANAGER": self.manager,
                      # One load-test address mints every viewer: the per-address guest limit is off.
-                     "LIVE_GUEST_RATE_PER_S": "1000000", "LIVE_GUEST_RATE_BURST": "1000000", **env})
+                     "LIVE_GUEST_RATE_PER_S": "1000000", "LIVE_GUEST_RATE_BURST": "1000000",
+                     # A bench client taps far faster than a thumb: the per-user tap limit still runs
+                     # on every tap (its CPU is measured) but never refuses one.
+                     "LIVE_BUY_RATE_PER_S": "1000000", "LIVE_BUY_RATE_BURST": "1000000",
+                     # Joining 10,000 viewers on a busy box can take minutes: the room, whose
+                     # streamer holds no socket here, must not end as idle meanwhile.
+                     "LIVE_ROOM_IDLE_END_S": "3600", **env})
         log = self.dir / f"project-{port}.log"
         p = subprocess.Popen([sys.executable, str(ROOT / "run_server.py"), "--port", str(port)], env=full,
                              cwd=str(ROOT), stdout=log.open("wb"), stderr=subprocess.STDOUT)
         proc = Proc("project", p, f"http://127.0.0.1:{port}", log)
         self.procs.append(proc)
         wait_http(proc.url, 90, p)
+        if split:
+            wport = free_port()
+            wlog = self.dir / f"worker-{port}.log"
+            wenv = {k: v for k, v in full.items() if k != "LIVE_BACKGROUND_LOOPS"}
+            w = subprocess.Popen([sys.executable, "-m", "live.ops.cli", "worker", "--host", "127.0.0.1", "--port",
+                                  str(wport)], env=wenv, cwd=str(ROOT), stdout=wlog.open("wb"),
+                                 stderr=subprocess.STDOUT)
+            proc.worker = Proc("worker", w, f"http://127.0.0.1:{wport}", wlog)
+            self.procs.append(proc.worker)
+            wait_http(proc.worker.url, 90, w)
         return proc
 
     def start_node(self, redis_url: str) -> Proc:
@@ -174,9 +217,11 @@ class Stack:
         return proc
 
     def stop(self, proc: Proc) -> None:
-        proc.stop()
-        if proc in self.procs:
-            self.procs.remove(proc)
+        for p in (proc, proc.worker):
+            if p is not None:
+                p.stop()
+                if p in self.procs:
+                    self.procs.remove(p)
 
     def close(self) -> None:
         for p in reversed(self.procs):

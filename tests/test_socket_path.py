@@ -103,6 +103,32 @@ async def test_pipelined_taps_are_each_answered_once_and_in_order(api: Api, serv
     assert (await api.ok("GET", f"/api/cards/{card['id']}"))["left"] == 3
 
 
+async def test_taps_beyond_the_in_flight_bound_wait_and_an_ordered_event_waits_for_them(
+        settings_factory: Callable[..., Settings]) -> None:
+    # Buys of one connection run side by side, at most socket_inflight_per_connection; past it
+    # reading waits. Every tap is still answered once and in order, and an event that is not
+    # concurrent (room:join) is served only after the buys sent before it.
+    settings = settings_factory(socket_inflight_per_connection=3)
+    async with run_app(settings) as srv, Api(srv.url) as api, aiohttp.ClientSession() as session:
+        _, room, card = await setup_sale(api, stock=6, limit_per_user=10)
+        sock = await RawSocket.open(session, srv.url, (await api.guest())["token"])
+        try:
+            for i in range(10):
+                await sock.send(buy_frame(100 + i, card["id"]))
+            await sock.send(f'42200["room:join",{{"room_id":"{room["id"]}"}}]')
+            acks = await sock.wait_acks(11)
+            assert [i for i, _ in acks] == [*range(100, 110), 200]
+            bodies = [a[0] for _, a in acks]
+            assert [b["ok"] for b in bodies[:10]] == [True] * 6 + [False] * 4
+            assert [b["left"] for b in bodies[:6]] == [5, 4, 3, 2, 1, 0]
+            assert {b["error"]["code"] for b in bodies[6:10]} == {"SOLD_OUT"}
+            assert bodies[10]["ok"]
+            await asyncio.sleep(0.2)
+            assert len(sock.acks) == 11  # nothing answered twice
+        finally:
+            await sock.close()
+
+
 async def test_frames_the_short_path_does_not_take_still_work_and_bad_ones_change_nothing(
         api: Api, server: RunningServer, caplog: pytest.LogCaptureFixture) -> None:
     s, room, card = await setup_sale(api, stock=5)

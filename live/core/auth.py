@@ -158,6 +158,8 @@ class AuthService:
         self._redis = redis
         self._role_cache_s = role_cache_s
         self._roles: dict[str, tuple[float, str]] = {}  # user id -> (valid until, role or "" if gone)
+        # Loads under way: a user's taps in flight that all find the role expired share one read.
+        self._loading: dict[str, asyncio.Future[str]] = {}
         self.on_role_change: Callable[[str], Any] | None = None  # publishes CH_ROLE; set by the app
         self.name_guard: Any = None  # callable(text) -> None or raise Blocked; set by the app
 
@@ -192,7 +194,7 @@ class AuthService:
         now = time.monotonic()
         hit = self._roles.get(who.id)
         if hit is None or hit[0] < now:
-            role = await self._load_role(who.id)
+            role = await self._load_role_once(who.id)
             if len(self._roles) >= ROLE_CACHE_MAX:
                 self._roles.clear()
             hit = self._roles[who.id] = (now + self._role_cache_s, role)
@@ -204,6 +206,29 @@ class AuthService:
     def forget_role(self, user_id: str) -> None:
         """Drop this process's cached role of ``user_id`` (a ``CH_ROLE`` notice)."""
         self._roles.pop(user_id, None)
+
+    async def _load_role_once(self, user_id: str) -> str:
+        """:meth:`_load_role`, one read per user at a time: concurrent callers wait for it."""
+        pending = self._loading.get(user_id)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._loading[user_id] = fut
+        try:
+            role = await self._load_role(user_id)
+        except BaseException as e:
+            if isinstance(e, asyncio.CancelledError):
+                fut.cancel()
+            else:
+                fut.set_exception(e)
+                fut.exception()  # retrieved here: the waiters (if any) get it raised
+            raise
+        else:
+            fut.set_result(role)
+            return role
+        finally:
+            if self._loading.get(user_id) is fut:
+                del self._loading[user_id]
 
     async def _load_role(self, user_id: str) -> str:
         if self._redis is not None:

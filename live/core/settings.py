@@ -158,6 +158,7 @@ class Settings(BaseModel):
     socket_max_per_user: int = Field(16, ge=1)
     socket_max_unauthenticated: int = Field(2000, ge=1)
     socket_handshake_timeout_s: float = Field(10.0, gt=0)
+    socket_inflight_per_connection: int = Field(16, ge=1, le=256)
     http_body_timeout_s: float = Field(30.0, gt=0)
     guest_rate_per_s: float = Field(0.5, gt=0)
     guest_rate_burst: int = Field(20, ge=1)

@@ -290,14 +290,17 @@ class DirectWebSocket(EngineIOWebSocket):
     draining the socket's queue, reader until close or silence, then Engine.IO's own close),
     reading with aiohttp's receive timeout and a plain ``queue.get``. For a short-path event the
     handler runs right where the frame was read and its ack is written, then reading goes on; so
-    one connection's short-path events are served one at a time, in the order sent (a client
-    waiting for each ack, as every tapping viewer does, sees no difference; one that pipelines
-    gets its acks in order). Other frames go to Engine.IO's ``receive`` unchanged.
+    one connection's short-path events are served one at a time, in the order sent — except
+    events registered ``concurrent`` (buys): those run in a task each, up to the server's
+    ``inflight_per_socket``, so a client with several taps in flight has them served together
+    and acked as each finishes (as Node's Socket.IO does). Other frames go to Engine.IO's
+    ``receive`` unchanged.
     """
 
     transport: asyncio.Transport | None = None
     server: EioServer
     _eio_socket: EioSocket | None
+    _inflight: deque[asyncio.Task[str | None]] | None = None  # concurrent events, in arrival order
 
     async def __call__(self, environ: dict[str, object]) -> web.WebSocketResponse:
         request = cast(web.Request, environ["aiohttp.request"])
@@ -361,7 +364,51 @@ class DirectWebSocket(EngineIOWebSocket):
             call = sio.direct_call(eio_socket.sid, data[1:])
             if call is None:
                 return data
-            await sio.run_direct(eio_socket.sid, call)
+            if type(call) is tuple and call[0] in sio.concurrent_handlers and sio.inflight_per_socket > 1:
+                await self._start_concurrent(sio, eio_socket.sid, call)
+            else:
+                if self._inflight:
+                    await self._drain_inflight()  # in order after the concurrent ones before it
+                await sio.run_direct(eio_socket.sid, call)
+
+    async def _start_concurrent(self, sio: LiveSocketServer, eio_sid: str, call: DirectCall) -> None:
+        """Serve an event registered as concurrent (a buy) in its own task, so the next frame is
+        read at once: a client's taps in flight are served together (and batched per card)
+        rather than one Redis round trip after another. Acks still leave in the order the
+        events came (each waits for those before it). At most ``inflight_per_socket`` per
+        connection; past that, reading waits (the client is pushed back, nothing piles up)."""
+        tasks = self._inflight
+        if tasks is None:
+            tasks = self._inflight = deque()  # only on connections that tap: idle ones pay nothing
+        while len(tasks) >= sio.inflight_per_socket:
+            await asyncio.wait((tasks[0],))
+        task = asyncio.get_running_loop().create_task(sio.answer(eio_sid, call))
+        tasks.append(task)
+        task.add_done_callback(self._flush_acks)
+
+    def _flush_acks(self, _done: object) -> None:
+        """Deliver the acks of the finished events at the head of the line, in arrival order."""
+        tasks = self._inflight
+        eio_socket = self._eio_socket
+        if eio_socket is None:
+            return
+        sio: LiveSocketServer = self.server.live_sio
+        eio_sid = eio_socket.sid
+        while tasks and tasks[0].done():
+            task = tasks.popleft()
+            if task.cancelled():
+                continue
+            if task.exception() is None:
+                ack = task.result()
+                if ack is not None:
+                    sio.deliver_text(eio_sid, ack)
+
+    async def _drain_inflight(self) -> None:
+        """Wait for the events still being served (at a close their acks go nowhere; their
+        effects stand)."""
+        tasks = self._inflight
+        while tasks:
+            await asyncio.wait(tuple(tasks))
 
     async def _upgrade(self, s: EioSocket) -> bool:
         """Engine.IO's upgrade of a long-polling socket: PING "probe" → PONG "probe", then UPGRADE.
@@ -417,6 +464,8 @@ class DirectWebSocket(EngineIOWebSocket):
                 break
             except Exception as e:  # a malformed frame: one line, the connection goes on
                 log.warning("engine.io frame refused (%s): %s", s.sid, _short(e))
+        if self._inflight:
+            await self._drain_inflight()
         await s.queue.put(None)  # let the writer finish
         await writer_task
         await s.close(wait=False, abort=True, reason=s.server.reason.TRANSPORT_CLOSE)
@@ -585,8 +634,12 @@ class LiveSocketServer(socketio.AsyncServer):
     eio: EioServer
 
     def __init__(self, *args: object, send_budget_bytes: int = 1 << 20, send_budget_messages: int = 1000,
-                 max_unauthenticated: int = 2000, handshake_timeout_s: float = 10.0, **kwargs: object) -> None:
+                 max_unauthenticated: int = 2000, handshake_timeout_s: float = 10.0, inflight_per_socket: int = 16,
+                 **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
+        # Events of one connection registered concurrent=True served at once, at most (1: in turn).
+        self.inflight_per_socket = inflight_per_socket
+        self.concurrent_handlers: set[DirectHandler] = set()
         self.max_unauthenticated = max_unauthenticated
         self.handshake_timeout_s = handshake_timeout_s
         # Engine.IO sessions not yet connected to Socket.IO's "/" -> the timer that closes them.
@@ -668,9 +721,15 @@ class LiveSocketServer(socketio.AsyncServer):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def on_direct(self, event: str, handler: DirectHandler) -> None:
-        """Serve ``event`` on the short path (and on the stock one, for frames it does not take)."""
+    def on_direct(self, event: str, handler: DirectHandler, concurrent: bool = False) -> None:
+        """Serve ``event`` on the short path (and on the stock one, for frames it does not take).
+
+        ``concurrent``: a connection's events of this kind may be served side by side, acked as
+        each finishes (for events whose handlers need no order between them, such as a buy:
+        its script is atomic and idempotent). Others are served one at a time, in order."""
         self.direct_events[event] = handler
+        if concurrent:
+            self.concurrent_handlers.add(handler)
         self.on(event, handler)
 
     async def _handle_eio_message(self, eio_sid: str, data: object) -> None:
@@ -689,12 +748,18 @@ class LiveSocketServer(socketio.AsyncServer):
 
     async def run_direct(self, eio_sid: str, call: DirectCall | Refusal) -> None:
         """Run a short-path event's handler and send its ack (or refuse the frame)."""
+        ack = await self.answer(eio_sid, call)
+        if ack is not None:
+            self.deliver_text(eio_sid, ack)
+
+    async def answer(self, eio_sid: str, call: DirectCall | Refusal) -> str | None:
+        """Run a short-path event's handler; its ack packet (``3<id>[…]``) for the caller to
+        deliver, or None when it was sent already (a result python-socketio must encode)."""
         if isinstance(call, Refusal):
             self.stats.refused_frames += 1
             log.warning("socket.io frame refused (%s): %s", call.sid, call.message)
-            self.deliver_text(eio_sid, f"3{call.ack_id}" + orjson.dumps(
-                [{"ok": False, "error": {"code": "INVALID", "message": call.message}}]).decode())
-            return
+            return f"3{call.ack_id}" + orjson.dumps(
+                [{"ok": False, "error": {"code": "INVALID", "message": call.message}}]).decode()
         self.stats.short_path_events += 1
         handler, sid, ack_id, args = call
         try:
@@ -703,12 +768,11 @@ class LiveSocketServer(socketio.AsyncServer):
             log.exception("short-path event failed")
             result = {"ok": False, "error": {"code": "INTERNAL", "message": "internal error"}}
         try:
-            ack = f"3{ack_id}" + orjson.dumps([] if result is None else [result]).decode()
+            return f"3{ack_id}" + orjson.dumps([] if result is None else [result]).decode()
         except TypeError:  # not plain JSON: let python-socketio encode it
             await super()._send_packet(eio_sid, self.packet_class(
                 sio_packet.ACK, namespace="/", id=int(ack_id), data=[result]))
-            return
-        self.deliver_text(eio_sid, ack)
+            return None
 
     def direct_call(self, eio_sid: str, data: object) -> DirectCall | Refusal | None:
         """``(handler, sid, ack id, args)`` when this Socket.IO packet can take the short path,

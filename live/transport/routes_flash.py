@@ -287,7 +287,7 @@ async def media(request: web.Request) -> web.StreamResponse:
 def setup(app: web.Application, socket_app: SocketApp) -> None:
     app.router.add_routes(routes)
 
-    @socket_app.event("flash:buy", BuyIn)
+    @socket_app.event("flash:buy", BuyIn, concurrent=True)
     async def sio_buy(sid: str, who: Principal, p: BuyIn) -> dict[str, Any]:
         """Buy (one tap); the ack carries the order and the stock left."""
         return await socket_app.svc.flash.buy(who, p.card_id, p.qty, p.request_id)

@@ -78,6 +78,7 @@ def make_server(settings: Settings, redis_url: str | None) -> LiveSocketServer:
         send_budget_messages=settings.socket_send_budget_messages,
         max_unauthenticated=settings.socket_max_unauthenticated,
         handshake_timeout_s=settings.socket_handshake_timeout_s,
+        inflight_per_socket=settings.socket_inflight_per_connection,
     )
     return server
 
@@ -169,11 +170,12 @@ class SocketApp:
             except Exception:
                 log.exception("disconnect hook failed")
 
-    def event(self, name: str, model: type[M] | None = None) -> Callable[[Handler], Handler]:
+    def event(self, name: str, model: type[M] | None = None, concurrent: bool = False) -> Callable[[Handler], Handler]:
         """Register ``handler(sid, principal, payload) -> dict`` for event ``name``.
 
         The ack is ``{"ok": true, **result}`` or ``{"ok": false, "error": {...}}``; a bad
-        payload is ``INVALID`` and never drops the connection.
+        payload is ``INVALID`` and never drops the connection. ``concurrent``: one connection's
+        events of this kind may be served side by side (see ``LiveSocketServer.on_direct``).
         """
         def deco(fn: Handler) -> Handler:
             self.events[name] = (model, (fn.__doc__ or name).strip().splitlines()[0])
@@ -226,7 +228,7 @@ class SocketApp:
                 finally:
                     mine[1].observe(time.perf_counter() - t0)
 
-            self.sio.on_direct(name, wrapped)
+            self.sio.on_direct(name, wrapped, concurrent=concurrent)
             return fn
 
         return deco
