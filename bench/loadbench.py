@@ -85,6 +85,7 @@ async def fanout(proc: Proc, viewers: int, procs: int) -> dict[str, Any]:
     rss_delta_session = sampler.rss["after_join"] - sampler.rss["before_connect"]
     return {
         "server": proc.name, "viewers": viewers, "connected": joined, "fanout_ms": d["fanout_ms"],
+        "fanout_after_listing_ms": d.get("fanout_after_listing_ms"),
         "card_create_ms": d.get("card_create_ms"),
         "rss_mb_before": round(sampler.rss["after_guests"] / 2**20, 1),
         "rss_mb_joined": round(sampler.rss["after_join"] / 2**20, 1),

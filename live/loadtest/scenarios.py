@@ -335,6 +335,9 @@ async def _drive(cfg: LoadConfig, hooks: Hooks, backend: Backend, fleet: Fleet, 
             "stock": cfg.stock, "card_id": card_id,
             "card_create_ms": round((created.t_done - created.t_sent) * 1000, 2),
             "fanout_ms": {**stats.summary_ms(raw.fanout, ("p50", "p99", "max")), "received": len(s.card_rx)},
+            # From the moment the server answered the listing (it pushes the card just before it
+            # answers): the delivery alone, without the photo checks (QR, OCR) of the listing.
+            "fanout_after_listing_ms": stats.summary_ms([t - created.t_done for t in s.card_rx], ("p50", "p99", "max")),
         })
     if cfg.scenario == "flash":
         data.update({"taps": cfg.taps, "limit": cfg.limit})
