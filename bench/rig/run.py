@@ -79,11 +79,12 @@ class Timeline:
 
 @contextlib.contextmanager
 def _signals_raise() -> Iterator[None]:
-    """SIGTERM and SIGHUP end the run like Ctrl-C does, so the teardown runs."""
+    """SIGINT, SIGTERM and SIGHUP end the run with the teardown (SIGINT too: a shell starting the
+    rig in the background makes it ignore SIGINT, and ``kill -INT`` must still stop it)."""
     def stop(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
-    old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP)}
+    old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
     finally:
