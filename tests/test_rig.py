@@ -70,7 +70,7 @@ def test_load_generator_reaches_only_the_balancer() -> None:
     net = Network(prefix=f"rig{os.getpid()}")
     servers: list[subprocess.Popen[bytes]] = []
     try:
-        net.up({"lb": 10, "app1": 11, "load": 100}, only={"load": "lb"})
+        net.up({"lb": 10, "app1": 11, "load": 100}, only={"load": ["lb"]})
         for name in ("lb", "app1"):
             h = net.hosts[name]
             servers.append(subprocess.Popen(["ip", "netns", "exec", h.ns, sys.executable, "-m", "http.server",

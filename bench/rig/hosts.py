@@ -88,6 +88,7 @@ class Services:
     admin_token: str = field(default_factory=lambda: "rig-admin-" + os.urandom(12).hex())
     payment_secret: str = field(default_factory=lambda: "rig-pay-" + os.urandom(12).hex())
     started: dict[str, Service] = field(default_factory=dict)
+    extra_env: dict[str, str] = field(default_factory=dict)  # settings the scenario needs on every host
 
     def _spawn(self, name: str, host: Host, cmd: list[str], env: dict[str, str] | None = None,
                cwd: Path | None = None) -> Service:
@@ -194,6 +195,7 @@ class Services:
             # The load generator mints every viewer from one address: the per-address guest limit is off.
             "LIVE_GUEST_RATE_PER_S": "1000000", "LIVE_GUEST_RATE_BURST": "1000000",
             "PYTHONPATH": str(ROOT),
+            **self.extra_env,
         })
         return env
 

@@ -90,7 +90,7 @@ class Host:
     name: str
     ns: str
     addr: str
-    only_to: str | None = None  # reach only this address (the load generator → the balancer)
+    only_to: list[str] = field(default_factory=list)  # reach only these (the load generator → the balancer)
 
 
 @dataclass
@@ -105,11 +105,11 @@ class Network:
     def bridge_ns(self) -> str:
         return f"{self.prefix}-br"
 
-    def up(self, layout: dict[str, int], only: dict[str, str] | None = None) -> None:
+    def up(self, layout: dict[str, int], only: dict[str, list[str]] | None = None) -> None:
         """Create the bridge and one namespace per ``name → last octet`` of ``layout``.
 
-        ``only`` maps a host to the one host it may reach: it gets a /32 address and a single
-        route, so nothing else on the bridge is reachable from it.
+        ``only`` maps a host to the hosts it may reach: it gets a /32 address and one route per
+        host named, so nothing else on the bridge is reachable from it.
         """
         only = only or {}
         self._add_ns(self.bridge_ns)
@@ -126,13 +126,13 @@ class Network:
             addr = f"{SUBNET}.{octet}"
             inside = ("netns", "exec", ns, "ip")
             ip(*inside, "link", "set", "lo", "up")
-            target = only.get(name)
-            ip(*inside, "addr", "add", f"{addr}/32" if target else f"{addr}/24", "dev", "eth0")
+            targets = only.get(name, [])
+            ip(*inside, "addr", "add", f"{addr}/32" if targets else f"{addr}/24", "dev", "eth0")
             ip(*inside, "link", "set", "eth0", "up")
             host = Host(name, ns, addr)
-            if target:
-                host.only_to = f"{SUBNET}.{layout[target]}"
-                ip(*inside, "route", "add", f"{host.only_to}/32", "dev", "eth0")
+            for target in targets:
+                host.only_to.append(f"{SUBNET}.{layout[target]}")
+                ip(*inside, "route", "add", f"{host.only_to[-1]}/32", "dev", "eth0")
             self.hosts[name] = host
 
     def _add_ns(self, ns: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import importlib
 import os
 import shutil
 import signal
@@ -117,6 +118,32 @@ class LoadProcess:
         self._reader.join(10)
 
 
+def _option(args: list[str], name: str) -> str | None:
+    """The value of ``name`` in ``args`` (``--x V`` or ``--x=V``), or None."""
+    for i, a in enumerate(args):
+        if a == name and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith(name + "="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def scenario_env(cfg: RigConfig) -> dict[str, str]:
+    """Settings the scenario needs on every app host. ``double11`` against ``--url`` does not set
+    its timeline's ``[server]`` settings (deadlines in seconds, scaled by ``--time-factor``) on
+    the server, so the rig does, as the scenario does on a server it starts itself."""
+    if cfg.scenario != "double11":
+        return {}
+    try:  # imported by name: a checkout without the scenario still runs the other ones
+        timeline: Any = importlib.import_module("live.loadtest.double11.timeline")
+    except ImportError:
+        raise RigError("this checkout has no double11 scenario") from None
+    path = _option(cfg.load_args, "--timeline")
+    factor = float(_option(cfg.load_args, "--time-factor") or 1.0)
+    env: dict[str, str] = timeline.load(Path(path) if path else None).server_env(factor)
+    return {"LIVE_ROOM_IDLE_END_S": "86400", "LIVE_SWEEPER_INTERVAL_S": "0.5", **env}
+
+
 def loadavg() -> list[float]:
     with open("/proc/loadavg") as f:
         return [float(x) for x in f.read().split()[:3]]
@@ -145,12 +172,14 @@ def run_rig(cfg: RigConfig, say: Callable[[str], None] = print) -> dict[str, Any
             if cfg.kill not in apps:
                 raise RigError(f"--kill {cfg.kill}: no such app host (have {', '.join(apps)})")
             layout = {"redis": 2, "pg": 3, "lb": 10, **{a: 10 + i for i, a in enumerate(apps, 1)}, "load": 100}
-            net.up(layout, only={"load": "lb"})
+            # double11's webhook receiver runs in the load generator: the app hosts must reach it back.
+            back = apps if cfg.scenario == "double11" else []
+            net.up(layout, only={"load": ["lb", *back]})
             record["topology"] = {h.name: {"namespace": h.ns, "addr": h.addr, **({"reaches_only": h.only_to}
                                                                                   if h.only_to else {})}
                                   for h in net.hosts.values()}
             tl("network up", bridge=net.bridge_ns, hosts=len(net.hosts))
-            svc = Services(work, tools, net.hosts, workers=cfg.workers)
+            svc = Services(work, tools, net.hosts, workers=cfg.workers, extra_env=scenario_env(cfg))
             svc.start_redis()
             tl("redis up", url=svc.redis_url, aof="everysec")
             svc.start_pg()
