@@ -255,13 +255,20 @@ def _drive(cfg: RigConfig, svc: Services, tl: Timeline, record: dict[str, Any], 
         record["problems"].append("faults not injected before the load ended: " + ", ".join(w for _, w in pending)
                                   + " (lengthen the run or move them earlier)")
     if code != 0:
-        record["problems"].append(f"load exit code {code}")
+        why = next((ln for ln in reversed(tail(load.log, 25).splitlines()) if "failed" in ln), "")
+        record["problems"].append(f"load exit code {code}" + (f": {why[:300]}" if why else ""))
     if report.get("verdict") != "ok":
         record["problems"].append(f"scenario verdict {report.get('verdict')!r}: {report.get('verdict_source', '')}")
-    record["reconcile"] = _reconcile(cfg, svc, tl)
-    if record["reconcile"]["exit_code"] != 0:
-        record["problems"].append(f"live reconcile exit code {record['reconcile']['exit_code']}")
-    violated = code == 1 or report.get("verdict") == "violated" or record["reconcile"]["exit_code"] == 1
+    rec = record["reconcile"] = _reconcile(cfg, svc, tl)
+    bad_cards = [r for r in rec.get("report", []) if not r.get("ok")]
+    if "report" not in rec:
+        record["problems"].append(f"live reconcile did not report (exit code {rec['exit_code']})")
+    elif bad_cards:
+        record["problems"].append("live reconcile: " + "; ".join(f"card {r['card_id']}: {', '.join(r['problems'])}"
+                                                                  for r in bad_cards))
+    # Violated: the server's own records say something is wrong. Anything else not green is a
+    # failed run (the rig, the load or a check could not finish), which proves nothing either way.
+    violated = report.get("verdict") == "violated" or bool(bad_cards)
     record["verdict"] = "ok" if not record["problems"] else ("violated" if violated else "failed")
     tl("verdict", verdict=record["verdict"], sold=report.get("sold"), lost=report.get("lost_orders"),
        duplicates=report.get("duplicate_orders"), oversold=report.get("oversold"))
