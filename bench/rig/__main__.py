@@ -27,6 +27,8 @@ def parser() -> argparse.ArgumentParser:
                    help="seconds after the traffic began (default: 60%% of --duration)")
     p.add_argument("--redis-down", type=float, default=1.0, help="seconds Redis stays stopped")
     p.add_argument("--revive-after", type=float, default=None, help="restart the killed host this long after the kill")
+    p.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
+                   help="an environment variable for every app host, e.g. LIVE_ORDER_DURABILITY=disk (repeatable)")
     p.add_argument("--load-timeout", type=float, default=600.0, help="give up on the load after this many seconds")
     p.add_argument("--record", type=Path, default=Path("var/rig/rig-record.json"), help="the JSON record of the run")
     p.add_argument("--keep", action="store_true", help="keep the work dir (logs, AOF, PostgreSQL data)")
@@ -43,10 +45,14 @@ def main(argv: list[str] | None = None) -> int:
     if a.viewers < 1 or a.apps < 2 or a.workers < 1 or a.duration <= 0:
         print("viewers and workers must be ≥ 1, apps ≥ 2 (one is killed), duration > 0", file=sys.stderr)
         return 2
+    server_env = dict(kv.split("=", 1) for kv in a.server_env if "=" in kv)
+    if len(server_env) != len(a.server_env):
+        print("--server-env takes NAME=VALUE", file=sys.stderr)
+        return 2
     cfg = RigConfig(scenario=a.scenario, viewers=a.viewers, duration=a.duration, apps=a.apps, workers=a.workers,
                     kill=a.kill, kill_at=a.kill_at, redis_restart_at=a.redis_restart_at, redis_down_s=a.redis_down,
-                    revive_after=a.revive_after, load_args=extra, load_timeout=a.load_timeout, record=a.record,
-                    keep=a.keep)
+                    revive_after=a.revive_after, load_args=extra, server_env=server_env,
+                    load_timeout=a.load_timeout, record=a.record, keep=a.keep)
     record = run_rig(cfg)
     print(f"rig: verdict {record['verdict']}" + "".join(f"\n  - {p}" for p in record["problems"])
           + f"\nrig: record written to {cfg.record}", flush=True)

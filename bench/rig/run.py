@@ -45,6 +45,7 @@ class RigConfig:
     redis_down_s: float = 1.0
     revive_after: float | None = None  # restart the killed host this long after the kill
     load_args: list[str] = field(default_factory=list)
+    server_env: dict[str, str] = field(default_factory=dict)  # more settings on every app host
     load_timeout: float = 600.0
     record: Path = Path("rig-record.json")
     keep: bool = False
@@ -179,7 +180,8 @@ def run_rig(cfg: RigConfig, say: Callable[[str], None] = print) -> dict[str, Any
                                                                                   if h.only_to else {})}
                                   for h in net.hosts.values()}
             tl("network up", bridge=net.bridge_ns, hosts=len(net.hosts))
-            svc = Services(work, tools, net.hosts, workers=cfg.workers, extra_env=scenario_env(cfg))
+            env = {**scenario_env(cfg), **cfg.server_env}
+            svc = Services(work, tools, net.hosts, workers=cfg.workers, extra_env=env)
             svc.start_redis()
             tl("redis up", url=svc.redis_url, aof="everysec")
             svc.start_pg()
