@@ -3,15 +3,18 @@ them from outside (every probe runs inside a namespace with ``ip netns exec``)."
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.procs import cpu_seconds
 from bench.rig.net import Host, kill_all, pids_in
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -29,8 +32,10 @@ def ensure_tools() -> dict[str, str]:
     (the Debian package; its system service is left disabled — the rig runs its own nginx)."""
     if os.geteuid() != 0:
         raise RigError("the rig needs root (ip netns, veth, running PostgreSQL as its user)")
-    if shutil.which("ip") is None:
-        raise RigError("`ip` (iproute2) is not installed")
+    for tool, package in (("ip", "iproute2"), ("curl", "curl"), ("redis-cli", "redis-tools"),
+                          ("runuser", "util-linux")):
+        if shutil.which(tool) is None:
+            raise RigError(f"`{tool}` is not installed (Debian package {package})")
     if shutil.which("nginx") is None:
         print("rig: nginx is missing; installing the Debian package (apt-get install -y nginx)", flush=True)
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
@@ -101,10 +106,10 @@ class Services:
         self.started[name] = svc
         return svc
 
-    def _wait(self, what: str, ok: object, svc: Service | None, timeout_s: float) -> None:
+    def _wait(self, what: str, ok: Callable[[], bool], svc: Service | None, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if callable(ok) and ok():
+            if ok():
                 return
             if svc is not None and not svc.running():
                 raise RigError(f"{what} exited with {svc.popen.returncode}; last lines:\n{tail(svc.log)}")
@@ -227,6 +232,18 @@ class Services:
             time.sleep(0.05)
         self.started[name].popen.poll()
         return pids
+
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds (user + system) of the processes alive in each host's namespace now; a
+        killed host's processes are gone with their counts, a restarted one counts from its start."""
+        out = {}
+        for name, h in self.hosts.items():
+            total = 0.0
+            for pid in pids_in(h.ns):
+                with contextlib.suppress(OSError):
+                    total += cpu_seconds(pid)
+            out[name] = round(total, 2)
+        return out
 
     # --- the balancer ----------------------------------------------------------------------
     @property

@@ -246,6 +246,7 @@ def _drive(cfg: RigConfig, svc: Services, tl: Timeline, record: dict[str, Any], 
         load.wait_output()
     code = load.popen.returncode
     tl("load finished", exit_code=code)
+    record["cpu_s_at_end"] = svc.cpu()
     report: dict[str, Any] = {}
     with contextlib.suppress(OSError, orjson.JSONDecodeError):
         report = orjson.loads(load_json.read_bytes())
