@@ -41,6 +41,7 @@ DOMAINS: list[tuple[str, str]] = [
     ("live.commerce.aftersales", "live.transport.routes_aftersales"),
     ("live.integrations.webhooks", "live.transport.routes_webhooks"),
     ("live.governance", "live.transport.routes_governance"),
+    ("live.governance.audit", "live.transport.routes_audit"),
 ]
 
 

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from live.community.guard import Guard
     from live.community.moderation import ModerationService
     from live.fans.service import FansService
+    from live.governance.audit import Audit
     from live.governance.service import Governance
     from live.integrations.webhooks import WebhookService
     from live.media.images import ImagePipeline
@@ -108,6 +109,7 @@ class Services:
     aftersales: AfterSales = field(init=False)
     webhooks: WebhookService = field(init=False)
     governance: Governance = field(init=False)
+    audit: Audit = field(init=False)
     # Background loops to run while the app serves: (name, loop(stop_event)).
     loops: list[tuple[str, Loop]] = field(default_factory=list)
     # Called, newest first, when the services close (after loops are stopped).

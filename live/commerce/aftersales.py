@@ -29,7 +29,8 @@ from live.commerce.postsale import PostSale, card_of_case, case_view
 from live.commerce.views import card_of_order, money, parse_case, parse_order
 from live.core.auth import Principal, load_or_create_secret
 from live.core.errors import Conflict, Forbidden, Invalid, NotFound, Unavailable, log_loop_error
-from live.core.ids import iso, now_ms
+from live.core.faults import Faults
+from live.core.ids import iso, now_ms, utcnow
 from live.core.models import AfterSaleCase, AfterSaleStep, Order
 
 if TYPE_CHECKING:
@@ -57,6 +58,7 @@ class AfterSales:
         self.fulfilment = Fulfilment(self.post, svc.orders)
         secret = load_or_create_secret(self.settings.secret, self.settings.data_dir)
         self.payments = Payments(self.post, payment_secret(self.settings.payment_secret, secret))
+        self.faults = Faults(self.settings.fault_injection)  # test-only (live.core.faults)
 
     def _ms(self, seconds: float) -> int:
         return int(seconds * 1000)
@@ -126,12 +128,24 @@ class AfterSales:
     async def due(self, card_id: str, case_id: str) -> bool:
         """The deadline's step on a case (the sweeper); True if this call took it."""
         try:
-            await self._run(card_id, case_id, "due", "system")
+            case = await self._run(card_id, case_id, "due", "system")
         except (Conflict, NotFound):
             return False
         except Unavailable:  # the card is fenced for a rebuild: the deadline stays due, next round
             return False
+        if self.faults.take("double_deadline"):
+            await self._fire_again(case)
         return True
+
+    async def _fire_again(self, case: dict[str, Any]) -> None:
+        """Test-only fault: record the deadline just fired a second time, as a double fire would
+        show in SQL (a second ``system`` step after it). The case's own steps reach SQL through
+        the after-sales stream; this row takes the next step number."""
+        last = case["history"][-1]
+        async with self.svc.db() as s, s.begin():
+            s.add(AfterSaleStep(case_id=case["id"], seq=len(case["history"]), status=last["status"], by="system",
+                                at=utcnow(), note="deadline"))
+        log.error("fault injection: deadline of case %s fired twice", case["id"])
 
     # --- reading ----------------------------------------------------------------------------
     async def get(self, who: Principal, case_id: str) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from live.commerce.views import FENCED_MESSAGE, CompactOrder, card_of_order, mon
 from live.core import keys
 from live.core.auth import Principal
 from live.core.errors import Conflict, Forbidden, NotFound, Unavailable, log_loop_error
+from live.core.faults import Faults
 from live.core.ids import iso, new_id, now_ms, utcnow
 from live.core.models import Card, Order, Room
 from live.core.streams import Entry, StreamConsumer
@@ -62,6 +63,7 @@ class OrderService:
         self._rebuilds: dict[str, asyncio.Future[bool]] = {}
         self._recheck = asyncio.Event()  # set on a Redis connection failure: check fences at reconnect
         self.last_rebuild: dict[str, Any] = {}  # what the last rebuild found and made (for `live rebuild`)
+        self.faults = Faults(s.fault_injection)  # test-only (live.core.faults); empty in production
 
     # --- persistence ----------------------------------------------------------------------
     async def _live_processes(self) -> set[str]:
@@ -90,6 +92,9 @@ class OrderService:
             t = f.get("t")
             if t == "created":
                 o = parse_order(f["o"])
+                if self.faults.take("lose_order"):  # test-only: the verdict must see a lost order
+                    log.error("fault injection: order %s dropped by the persister", o["id"])
+                    continue
                 creates[o["id"]] = o
                 if f.get("left") == "0":  # named by the card's seq (never reused), else the entry
                     sell_outs.append(f"s{f['seq']}" if f.get("seq") else eid)

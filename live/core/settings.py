@@ -140,6 +140,9 @@ class Settings(BaseModel):
         12: "no_scheduled_sales", 24: "no_listing", 36: "no_live", 48: "shop_closed"})
     # How often each process turns paid and refunded orders into ledger entries.
     ledger_sweep_s: float = Field(2.0, gt=0)
+    # TEST ONLY: comma-separated faults the server injects once per process so that a verdict can
+    # be shown to fail (live.core.faults). Refused unless LIVE_TEST_FAULTS=1 is in the environment.
+    fault_injection: str = ""
 
     log_level: str = "INFO"
     # "uvloop" (libuv's event loop: cheaper socket I/O, tasks and timers on the buy path) or
@@ -178,6 +181,16 @@ class Settings(BaseModel):
         if v and not v.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return v
+
+    @field_validator("fault_injection")
+    @classmethod
+    def _faults(cls, v: str) -> str:
+        from live.core.faults import parse_faults
+
+        names = parse_faults(v)  # unknown names raise ValueError
+        if names and os.environ.get("LIVE_TEST_FAULTS") != "1":
+            raise ValueError("test-only: set LIVE_TEST_FAULTS=1 in the environment to inject faults")
+        return ",".join(sorted(names))
 
     @field_validator("penalties")
     @classmethod
