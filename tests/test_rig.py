@@ -66,6 +66,22 @@ def test_rig_keeps_the_verdict_through_a_host_kill_and_a_redis_restart(tmp_path:
     assert not {ns for ns in namespaces() if ns.startswith(f"rig{os.getpid()}-")}
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(bool(os.environ.get("LIVE_TEST_DATABASE_URL")),
+                    reason="the rig runs its own PostgreSQL: the SQLite pass of the suite already ran it")
+def test_rig_goes_red_when_the_servers_lose_an_order(tmp_path: Path) -> None:
+    cfg = RigConfig(scenario="soak", viewers=12, duration=10, apps=2, workers=1, record=tmp_path / "rig.json",
+                    server_env={"LIVE_TEST_FAULTS": "1", "LIVE_FAULT_INJECTION": "lose_order"})
+    record = run_rig(cfg, say=lambda line: None)
+
+    assert record["verdict"] == "violated", (record["problems"], record.get("log_tails"))
+    report = record["load"]["report"]
+    assert record["load"]["exit_code"] == 1 and report["verdict"] == "violated"
+    assert report["lost_orders"] >= 1
+    assert any("missing in sql" in p for p in record["problems"]), record["problems"]  # live reconcile agrees
+    assert not {ns for ns in namespaces() if ns.startswith(f"rig{os.getpid()}-")}
+
+
 def test_load_generator_reaches_only_the_balancer() -> None:
     net = Network(prefix=f"rig{os.getpid()}")
     servers: list[subprocess.Popen[bytes]] = []
