@@ -208,7 +208,7 @@ class Services:
         """The load generator's environment: the deployment's moderator and payment keys."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("LIVE_")}
         env.update({"LIVE_ADMIN_TOKEN": self.admin_token, "LIVE_PAYMENT_SECRET": self.payment_secret,
-                    "PYTHONPATH": str(ROOT)})
+                    "PYTHONPATH": str(ROOT), "RIG_HOOK_HOST": self.hosts["load"].addr})
         return env
 
     def app_url(self, name: str) -> str:
