@@ -252,8 +252,14 @@ def _drive(cfg: RigConfig, svc: Services, tl: Timeline, record: dict[str, Any], 
         report = orjson.loads(load_json.read_bytes())
     keys = ("verdict", "verdict_source", "sold", "oversold", "lost_orders", "duplicate_orders", "over_limit_users",
             "acks", "connected", "errors", "latency_ms", "acks_per_second", "server_card", "client_view", "audit")
-    record["load"] = {"exit_code": code, "report": {k: report[k] for k in keys if k in report},
-                      "output_tail": tail(load.log, 25)}
+    summary = {k: report[k] for k in keys if k in report}
+    # double11: which of the judge's checks held, the orders' fates and the webhook deliveries.
+    if isinstance(report.get("checks"), list):
+        summary["checks"] = {str(c.get("name")): c.get("ok") for c in report["checks"] if isinstance(c, dict)}
+    for k in ("failed_checks", "orders", "orders_by_status", "webhook_deliveries"):
+        if k in report:
+            summary[k] = report[k]
+    record["load"] = {"exit_code": code, "report": summary, "output_tail": tail(load.log, 25)}
     if pending:
         record["problems"].append("faults not injected before the load ended: " + ", ".join(w for _, w in pending)
                                   + " (lengthen the run or move them earlier)")
