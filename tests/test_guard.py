@@ -14,14 +14,16 @@ import pytest
 import segno
 import zxingcpp
 from PIL import Image
+from sqlalchemy import select
 
 from bench.guard_labels import labelled_rows
 from live.community.guard import Finding, Guard
 from live.core.errors import Blocked, Invalid
+from live.core.models import Violation
 from live.media.ocr import FrameSampler, TextReader
 from live.media.qr import find_qr_codes
 from tests.flash_support import list_card
-from tests.support import Api, RunningServer
+from tests.support import Api, RunningServer, run_app
 from tests.test_chat import Room, room, send
 
 __all__ = ["room"]  # the fixture, shared with test_chat
@@ -600,6 +602,72 @@ async def test_two_moderators_deciding_at_once_make_exactly_one_decision(room: R
             await bob.wait_for("chat:message", where=lambda m, i=held["id"]: m["id"] == i)
         else:
             assert shown == []
+
+
+async def test_a_held_message_nobody_decides_expires_unseen_and_unlabelled(settings_factory) -> None:  # type: ignore[no-untyped-def]
+    settings = settings_factory(guard_hold_expiry_s=0.5, guard_hold_sweep_s=0.1)
+    async with run_app(settings) as srv, Api(srv.url) as api:
+        room = await Room(srv, api).open()
+        try:
+            alice, alice_user = await room.viewer("alice")
+            bob, _ = await room.viewer("bob")
+            admin = srv.settings.admin_token
+            held = (await send(alice, room.id, "蓝色那件想要的私聊"))["message"]
+            assert held["held"] is True
+            # The loop resolves it and tells its author; a moderator can no longer act on it.
+            assert (await alice.wait_for("chat:held", where=lambda d: d["id"] == held["id"]))["status"] == "expired"
+            assert [h["id"] for h in await api.ok("GET", "/api/moderation/held?status=expired", token=admin)] \
+                == [held["id"]]
+            assert all(h["id"] != held["id"] for h in await api.ok("GET", "/api/moderation/held", token=admin))
+            status, body = await api.post(f"/api/moderation/held/{held['id']}/approve", token=admin)
+            assert status == 409 and body["error"]["code"] == "CONFLICT"
+            # Never shown, no penalty for its author, and not a moderator's label.
+            _, late = await room.join((await api.guest("late"))["token"])
+            assert all(m["id"] != held["id"] for m in [*late["chat"], *bob.received("chat:message")])
+            async with srv.services.db() as s:
+                mine = select(Violation).where(Violation.user_id == alice_user["user"]["id"])
+                assert (await s.execute(mine)).all() == []
+            assert all(held["text"] not in line for line in await labelled_rows(srv.services.db))
+            # A message held after that is held afresh (the loop keeps running).
+            carol, _ = await room.viewer("carol")
+            again = (await send(carol, room.id, "vx"))["message"]
+            assert (await carol.wait_for("chat:held", where=lambda d: d["id"] == again["id"]))["status"] == "expired"
+        finally:
+            await room.close()
+
+
+async def test_expiry_racing_a_moderator_makes_exactly_one_outcome(settings_factory) -> None:  # type: ignore[no-untyped-def]
+    # The loop sweeps once at start-up and then not for an hour: this test does the sweeping.
+    settings = settings_factory(guard_hold_expiry_s=0.2, guard_hold_sweep_s=3600)
+    async with run_app(settings) as srv, Api(srv.url) as api:
+        room = await Room(srv, api).open()
+        try:
+            bob, _ = await room.viewer("bob")
+            admin = srv.settings.admin_token
+            for i in range(6):
+                carol, _ = await room.viewer("carol" + "abcdef"[i])  # no digit: a name is read with the text
+                held = (await send(carol, room.id, "vx"))["message"]
+                await asyncio.sleep(0.3)  # past its expiry, not yet swept
+                verb = "approve" if i % 2 else "reject"
+                (status, body), expired = await asyncio.gather(
+                    api.post(f"/api/moderation/held/{held['id']}/{verb}", token=admin),
+                    srv.services.moderation.expire_held())
+                assert (status, expired) in {(200, 0), (409, 1)}, (status, body, expired)
+                row = next(h for h in await api.ok("GET", "/api/moderation/held?status=all", token=admin)
+                           if h["id"] == held["id"])
+                outcome = body["status"] if status == 200 else "expired"
+                assert row["status"] == outcome
+                told = await carol.wait_for("chat:held", where=lambda d, i=held["id"]: d["id"] == i)
+                assert told["status"] == outcome
+                await asyncio.sleep(0.1)
+                assert len([d for d in carol.received("chat:held") if d["id"] == held["id"]]) == 1
+                if outcome == "approved":
+                    await bob.wait_for("chat:message", where=lambda m, i=held["id"]: m["id"] == i)
+                else:
+                    assert all(m["id"] != held["id"] for m in bob.received("chat:message"))
+            assert await srv.services.moderation.expire_held() == 0  # nothing left to expire
+        finally:
+            await room.close()
 
 
 async def test_a_doubtful_message_is_refused_when_the_review_queue_is_unavailable(room: Room,

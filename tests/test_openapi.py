@@ -64,7 +64,7 @@ async def test_documents_are_valid(api: Api) -> None:
     decide = doc["paths"]["/api/moderation/applications/{app_id}/{decision}"]["post"]["parameters"]
     assert {p["name"]: p["schema"] for p in decide}["decision"] == {"enum": ["approve", "reject"]}
     held = {p["name"]: p for p in doc["paths"]["/api/moderation/held"]["get"]["parameters"]}
-    assert held["status"]["schema"]["enum"] == ["held", "approved", "rejected", "all"]
+    assert held["status"]["schema"]["enum"] == ["held", "approved", "rejected", "expired", "all"]
 
     aa = await api.ok("GET", "/api/asyncapi.json")
     assert aa["asyncapi"] == "3.0.0"

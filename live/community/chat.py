@@ -322,7 +322,8 @@ def install(svc: Services) -> None:
     chat_log = ChatLog(svc.redis, svc.db, history=s.chat_history, dialect=svc.engine.dialect.name)
     moderation = ModerationService(redis=svc.redis, scripts=svc.scripts, db=svc.db, pusher=svc.pusher,
                                    auth=svc.auth, rooms=svc.rooms, ratelimit=svc.ratelimit, metrics=svc.metrics,
-                                   penalties=s.penalties, log=chat_log)
+                                   penalties=s.penalties, log=chat_log, hold_expiry_s=s.guard_hold_expiry_s,
+                                   hold_sweep_s=s.guard_hold_sweep_s)
     chat = ChatService(settings=s, log=chat_log, moderation=moderation, guard=guard, presence=svc.presence,
                        ratelimit=svc.ratelimit, rooms=svc.rooms, pusher=svc.pusher, metrics=svc.metrics)
     svc.guard, svc.chat, svc.moderation = guard, chat, moderation
@@ -344,4 +345,5 @@ def install(svc: Services) -> None:
         batch=s.persister_batch, claim_idle_ms=s.persister_claim_idle_ms, max_deliveries=s.persister_max_deliveries,
         gather_s=s.persister_gather_ms / 1000)
     svc.loops.append(("chat-persister", consumer.run))
+    svc.loops.append(("guard-hold-expiry", moderation.expiry_loop))
     svc.closers.append(moderation.close)

@@ -13,9 +13,11 @@ the report queue, the audit log and the statistics. Moderator rights come from t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Literal, Protocol
 
 from sqlalchemy import Select, func, select, update
@@ -24,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from live.community.rooms import RoomService
 from live.core import keys
 from live.core.auth import AuthService, Principal
-from live.core.errors import Conflict, Forbidden, Invalid, Muted, NotFound, RateLimited
+from live.core.errors import Conflict, Forbidden, Invalid, Muted, NotFound, RateLimited, log_loop_error
 from live.core.ids import iso, iso_ms, new_id, now_ms, utcnow
 from live.core.metrics import Metrics
 from live.core.models import Card, ChatMessage, HeldMessage, ModerationAction, Report, Room, User, Violation
@@ -36,7 +38,8 @@ log = logging.getLogger(__name__)
 ReportTarget = Literal["message", "room", "card", "user"]
 ReportAction = Literal["dismiss", "delete", "mute", "ban"]
 HeldDecision = Literal["approve", "reject"]
-HeldStatus = Literal["held", "approved", "rejected", "all"]
+HeldStatus = Literal["held", "approved", "rejected", "expired", "all"]
+EXPIRE_BATCH = 500  # held messages expired per statement
 DEFAULT_MUTE_S = 600  # a report resolved with "mute" and no duration
 MAX_MUTE_S = 30 * 86400
 REPORT_RATE_PER_S = 0.2  # reports are cheap to send and costly to review
@@ -85,7 +88,8 @@ def penalty_for(penalties: list[str], n: int) -> str:
 class ModerationService:
     def __init__(self, *, redis: Any, scripts: Any, db: async_sessionmaker[AsyncSession], pusher: Pusher,
                  auth: AuthService, rooms: RoomService, ratelimit: RateLimiter, metrics: Metrics,
-                 penalties: list[str], log: MessageLog) -> None:
+                 penalties: list[str], log: MessageLog, hold_expiry_s: float = 4 * 3600.0,
+                 hold_sweep_s: float = 30.0) -> None:
         self._redis = redis
         self._scripts = scripts
         self._db = db
@@ -96,6 +100,8 @@ class ModerationService:
         self._metrics = metrics
         self._penalties = list(penalties)
         self._log = log
+        self._hold_expiry_s = hold_expiry_s
+        self._hold_sweep_s = hold_sweep_s
         # Fire-and-forget bookkeeping from synchronous hooks (title/name guards), kept so
         # that shutdown can wait for it instead of leaving orphan tasks.
         self._tasks: set[asyncio.Task[None]] = set()
@@ -272,6 +278,43 @@ class ModerationService:
         await self._pusher.to_user(row.user_id, "chat:held", {"id": held_id, "room_id": row.room_id, "status": new})
         await self.audit(who, f"held_{decision}", room_id=row.room_id, target_id=held_id, target_user_id=row.user_id)
         return render_held(row)
+
+    async def expire_held(self) -> int:
+        """Resolve the held messages no moderator decided within ``hold_expiry_s`` as ``expired``:
+        never shown, no violation, and not a label (only a moderator's decision is one). The
+        number expired here.
+
+        One conditional UPDATE ``… WHERE status = 'held' AND created_at < cutoff RETURNING``, the
+        same ``status = 'held'`` guard a moderator's decision uses: when both race, whichever
+        commits first is the only outcome (the other matches no row; the moderator gets
+        CONFLICT), also with several processes sweeping.
+        """
+        now = utcnow()
+        cutoff = now - timedelta(seconds=self._hold_expiry_s)
+        async with self._db() as s, s.begin():
+            due = (select(HeldMessage.id).where(HeldMessage.status == "held", HeldMessage.created_at < cutoff)
+                   .order_by(HeldMessage.created_at).limit(EXPIRE_BATCH).scalar_subquery())
+            res = await s.execute(update(HeldMessage)
+                                  .where(HeldMessage.id.in_(due), HeldMessage.status == "held")
+                                  .values(status="expired", decided_by=None, decided_at=now)
+                                  .returning(HeldMessage.id, HeldMessage.room_id, HeldMessage.user_id)
+                                  .execution_options(synchronize_session=False))
+            expired = res.all()
+        for held_id, room_id, user_id in expired:
+            self._metrics.blocked.labels("chat", "held_expired").inc()
+            await self._pusher.to_user(user_id, "chat:held", {"id": held_id, "room_id": room_id, "status": "expired"})
+        return len(expired)
+
+    async def expiry_loop(self, stop: asyncio.Event) -> None:
+        """Background loop: expire undecided held messages every ``hold_sweep_s``."""
+        while not stop.is_set():
+            try:
+                while await self.expire_held() >= EXPIRE_BATCH:
+                    pass
+            except Exception as e:
+                log_loop_error(log, "expiring held messages failed", e)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self._hold_sweep_s)
 
     # --- room moderation ------------------------------------------------------------------------
     async def mute(self, who: Principal, room_id: str, user_id: str, seconds: int) -> dict[str, Any]:

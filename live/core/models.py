@@ -262,7 +262,7 @@ class HeldMessage(Base):
     message: Mapped[dict] = mapped_column(JSON)  # the chat message as it will be shown if approved
     score: Mapped[float] = mapped_column(Float)
     signals: Mapped[list] = mapped_column(JSON)  # [[kind, fragment], ...] strongest first
-    status: Mapped[str] = mapped_column(String(16), index=True)  # held | approved | rejected
+    status: Mapped[str] = mapped_column(String(16), index=True)  # held | approved | rejected | expired
     decided_by: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -170,6 +170,8 @@ class Settings(BaseModel):
     # --- guard (private trading, docs/guard.md) ---
     guard_window_messages: int = Field(3, ge=0, le=20)  # a user's last N messages read with the next one
     guard_window_s: int = Field(60, ge=1, le=3600)  # ... if sent within this many seconds
+    guard_hold_expiry_s: float = Field(4 * 3600.0, gt=0)  # a held message no moderator decided is dropped
+    guard_hold_sweep_s: float = Field(30.0, gt=0)  # how often held messages are checked for expiry
     ocr_enabled: bool = True  # read the text in product photos and run the guard on it
     ocr_max_side_px: int = Field(1280, ge=128, le=4096)  # photos are scaled down to this before OCR
     ocr_frame_interval_s: float = Field(0.0, ge=0)  # read a frame of each live room this often; 0 = off

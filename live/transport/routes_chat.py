@@ -57,7 +57,7 @@ class ResolveIn(_In):
 
 
 class HeldQuery(_In):
-    status: Literal["held", "approved", "rejected", "all"] = "held"
+    status: Literal["held", "approved", "rejected", "expired", "all"] = "held"
     limit: int = Field(100, ge=1, le=500, strict=False)  # query strings are text
 
 

@@ -395,16 +395,40 @@ async function loadOrders() {
 function renderMessage(m) {
   if (!m?.id || el.chatList.querySelector(`[data-id="${CSS.escape(m.id)}"]`)) return;
   const mine = m.user?.id === state.sess.user.id;
-  const li = h("li", { class: `msg role-${m.user?.role ?? "viewer"}${mine ? " mine" : ""}`, testid: "chat-message",
-    dataset: { id: m.id } },
+  const held = mine && m.held ? " held" : "";
+  const li = h("li", { class: `msg role-${m.user?.role ?? "viewer"}${mine ? " mine" : ""}${held}`, testid: "chat-message",
+    dataset: m.held && mine ? { id: m.id, held: "held" } : { id: m.id } },
     h("span", { class: "who" }, m.user?.name ?? "?"),
     h("span", { class: "text" }, m.text),
+    mine && m.held ? heldBadge("held") : null,
     mine ? null : h("button", { class: "report", type: "button", "aria-label": `${t("chat.report")}: ${m.user?.name ?? ""}`,
       dataset: { i18n: "chat.report", who: m.user?.name ?? "" }, onclick: () => report(m) }, t("chat.report")));
   const atBottom = el.chatList.scrollHeight - el.chatList.scrollTop - el.chatList.clientHeight < 40;
   el.chatList.append(li);
   while (el.chatList.children.length > 200) el.chatList.firstElementChild.remove();
   if (atBottom || mine) el.chatList.scrollTop = el.chatList.scrollHeight;
+}
+
+/** The mark on my own message while the guard holds it for a moderator (nobody else sees it),
+ * and after: "rejected" and "expired" (no moderator decided in time) stay visible only to me. */
+function heldBadge(status) {
+  return h("span", { class: `held-badge held-${status}`, testid: "held-badge", dataset: { i18n: `chat.held.${status}` } },
+    t(`chat.held.${status}`));
+}
+
+/** `chat:held {id, room_id, status}`: a moderator approved or rejected my held message, or it expired. */
+function heldDecided(d) {
+  if (d?.room_id && d.room_id !== roomId) return;
+  const li = el.chatList.querySelector(`[data-id="${CSS.escape(String(d?.id ?? ""))}"]`);
+  if (!li || !li.classList.contains("mine")) return;
+  li.querySelector(".held-badge")?.remove();
+  li.dataset.held = d.status;
+  if (d.status === "approved") {
+    li.classList.remove("held");  // now an ordinary message, which the room has received too
+    return;
+  }
+  li.classList.add("held");
+  li.querySelector(".text").after(heldBadge(d.status === "expired" ? "expired" : "rejected"));
 }
 
 async function report(m) {
@@ -537,6 +561,7 @@ function wire() {
   socket.on("order:update", (d) => trackOrder(d?.order ?? d));
   socket.on("aftersale:update", (c) => afterSales.onCase(c));
   socket.on("chat:message", (m) => { if (!m.room_id || m.room_id === roomId) renderMessage(m); });
+  socket.on("chat:held", heldDecided);
   socket.on("chat:deleted", (d) => {
     const li = el.chatList.querySelector(`[data-id="${CSS.escape(String(d.id))}"]`);
     li?.remove();
