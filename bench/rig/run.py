@@ -194,12 +194,13 @@ def run_rig(cfg: RigConfig, say: Callable[[str], None] = print) -> dict[str, Any
             svc.start_nginx(apps)
             tl("balancer up", url=svc.lb_url)
             _drive(cfg, svc, tl, record, work)
-    except RigError as e:
-        record["problems"].append(f"rig: {e}")
-        tl("rig failed", error=str(e).splitlines()[0])
     except KeyboardInterrupt as e:
         record["problems"].append(f"interrupted ({e or 'Ctrl-C'})")
         tl("interrupted")
+    except Exception as e:  # the rig's own failure: recorded as such, never mistaken for a verdict
+        what = str(e) if isinstance(e, RigError) else f"{type(e).__name__}: {e}"
+        record["problems"].append(f"rig: {what}")
+        tl("rig failed", error=(what.splitlines() or [""])[0])
     finally:
         if svc is not None and record["verdict"] != "ok":
             record["log_tails"] = {name: tail(s.log, 20) for name, s in svc.started.items()}
