@@ -25,6 +25,8 @@ def parser() -> argparse.ArgumentParser:
                    help="seconds after the traffic began (default: 30%% of --duration)")
     p.add_argument("--redis-restart-at", type=float, default=None,
                    help="seconds after the traffic began (default: 60%% of --duration)")
+    p.add_argument("--redis-cluster", action="store_true",
+                   help="a Redis Cluster of three masters (LIVE_REDIS_CLUSTER=1) instead of one redis-server")
     p.add_argument("--redis-down", type=float, default=1.0, help="seconds Redis stays stopped")
     p.add_argument("--revive-after", type=float, default=None, help="restart the killed host this long after the kill")
     p.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
@@ -51,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     cfg = RigConfig(scenario=a.scenario, viewers=a.viewers, duration=a.duration, apps=a.apps, workers=a.workers,
                     kill=a.kill, kill_at=a.kill_at, redis_restart_at=a.redis_restart_at, redis_down_s=a.redis_down,
+                    redis_cluster=a.redis_cluster,
                     revive_after=a.revive_after, load_args=extra, server_env=server_env,
                     load_timeout=a.load_timeout, record=a.record, keep=a.keep)
     record = run_rig(cfg)

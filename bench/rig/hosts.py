@@ -4,6 +4,7 @@ them from outside (every probe runs inside a namespace with ``ip netns exec``)."
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob
 import os
 import shutil
@@ -94,6 +95,7 @@ class Services:
     payment_secret: str = field(default_factory=lambda: "rig-pay-" + os.urandom(12).hex())
     started: dict[str, Service] = field(default_factory=dict)
     extra_env: dict[str, str] = field(default_factory=dict)  # settings the scenario needs on every host
+    redis_cluster: bool = False
 
     def _spawn(self, name: str, host: Host, cmd: list[str], env: dict[str, str] | None = None,
                cwd: Path | None = None) -> Service:
@@ -119,37 +121,65 @@ class Services:
 
     # --- Redis -----------------------------------------------------------------------------
     @property
+    def redis_ports(self) -> list[int]:
+        """One port, or three for a Redis Cluster (``--redis-cluster``): three masters, no replicas."""
+        return [REDIS_PORT + i for i in range(3)] if self.redis_cluster else [REDIS_PORT]
+
+    @property
     def redis_url(self) -> str:
         return f"redis://{self.hosts['redis'].addr}:{REDIS_PORT}/0"
 
-    def start_redis(self) -> Service:
-        """redis-server with AOF (everysec) in its own dir; a restart reads the same AOF back."""
+    def _redis_cli(self, port: int, *args: str) -> str:
         h = self.hosts["redis"]
-        d = self.work / "redis"
-        d.mkdir(exist_ok=True)
-        svc = self._spawn("redis", h, [self.tools["redis"], "--bind", h.addr, "--port", str(REDIS_PORT),
-                                       "--protected-mode", "no", "--appendonly", "yes", "--appendfsync", "everysec",
-                                       "--save", "", "--dir", str(d), "--maxclients", "20000"])
+        res = subprocess.run(in_ns(h.ns, ["redis-cli", "-h", h.addr, "-p", str(port), *args]),
+                             capture_output=True, text=True, timeout=60)
+        return res.stdout
 
-        def pong() -> bool:
-            res = subprocess.run(in_ns(h.ns, ["redis-cli", "-h", h.addr, "-p", str(REDIS_PORT), "ping"]),
-                                 capture_output=True, text=True)
-            return res.stdout.strip() == "PONG"
+    def _answers(self, port: int, *args: str, want: str) -> bool:
+        return want in self._redis_cli(port, *args)
 
-        self._wait("redis-server", pong, svc, 20)
-        return svc
+    def start_redis(self, first: bool = True) -> None:
+        """redis-server with AOF (everysec) in its own dir; a restart reads the same AOF (and, on a
+        cluster, its ``nodes.conf``) back. ``first``: a new cluster is created once its nodes answer."""
+        h = self.hosts["redis"]
+        nodes = []
+        for port in self.redis_ports:
+            d = self.work / f"redis-{port}"
+            d.mkdir(exist_ok=True)
+            cluster = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"] if self.redis_cluster else []
+            nodes.append((port, self._spawn(f"redis-{port}", h, [
+                self.tools["redis"], "--bind", h.addr, "--port", str(port), "--protected-mode", "no",
+                "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--dir", str(d),
+                "--maxclients", "20000", *cluster])))
+        for port, svc in nodes:
+            self._wait(f"redis-server :{port}", functools.partial(self._answers, port, "ping", want="PONG"), svc, 20)
+        if not self.redis_cluster:
+            return
+        if first:
+            out = self._redis_cli(REDIS_PORT, "--cluster", "create", *[f"{h.addr}:{p}" for p in self.redis_ports],
+                                  "--cluster-replicas", "0", "--cluster-yes")
+            if "All 16384 slots covered" not in out:
+                raise RigError(f"redis-cli --cluster create: {out.strip()[-300:]}")
+        for port, svc in nodes:
+            self._wait(f"redis cluster node :{port}",
+                       functools.partial(self._answers, port, "cluster", "info", want="cluster_state:ok"), svc, 30)
 
     def stop_redis(self) -> float:
-        """SIGTERM (Redis fsyncs its AOF and exits); the seconds it took."""
-        svc = self.started["redis"]
+        """SIGTERM to every node (Redis fsyncs its AOF and exits); the seconds it took."""
         t = time.monotonic()
-        svc.popen.terminate()
-        try:
-            svc.popen.wait(20)
-        except subprocess.TimeoutExpired:
-            svc.popen.kill()
-            svc.popen.wait(5)
+        procs = [self.started[f"redis-{p}"].popen for p in self.redis_ports]
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
         return time.monotonic() - t
+
+    def aof_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.work.glob("redis-*/**/*") if p.is_file() and "appendonly" in str(p))
 
     # --- PostgreSQL ------------------------------------------------------------------------
     @property
@@ -200,6 +230,7 @@ class Services:
             # The load generator mints every viewer from one address: the per-address guest limit is off.
             "LIVE_GUEST_RATE_PER_S": "1000000", "LIVE_GUEST_RATE_BURST": "1000000",
             "PYTHONPATH": str(ROOT),
+            **({"LIVE_REDIS_CLUSTER": "1"} if self.redis_cluster else {}),
             **self.extra_env,
         })
         return env

@@ -43,6 +43,7 @@ class RigConfig:
     kill_at: float | None = None
     redis_restart_at: float | None = None
     redis_down_s: float = 1.0
+    redis_cluster: bool = False  # three masters (one namespace) instead of one redis-server
     revive_after: float | None = None  # restart the killed host this long after the kill
     load_args: list[str] = field(default_factory=list)
     server_env: dict[str, str] = field(default_factory=dict)  # more settings on every app host
@@ -181,9 +182,10 @@ def run_rig(cfg: RigConfig, say: Callable[[str], None] = print) -> dict[str, Any
                                   for h in net.hosts.values()}
             tl("network up", bridge=net.bridge_ns, hosts=len(net.hosts))
             env = {**scenario_env(cfg), **cfg.server_env}
-            svc = Services(work, tools, net.hosts, workers=cfg.workers, extra_env=env)
+            svc = Services(work, tools, net.hosts, workers=cfg.workers, extra_env=env, redis_cluster=cfg.redis_cluster)
             svc.start_redis()
-            tl("redis up", url=svc.redis_url, aof="everysec")
+            tl("redis up", url=svc.redis_url, aof="everysec", cluster=f"{len(svc.redis_ports)} masters"
+               if cfg.redis_cluster else "no")
             svc.start_pg()
             tl("postgresql up", url=svc.database_url.replace("+asyncpg", ""))
             for a in apps:
@@ -298,8 +300,8 @@ def _inject(what: str, cfg: RigConfig, svc: Services, tl: Timeline, record: dict
         stop_s = svc.stop_redis()
         tl("redis stopped", how="SIGTERM (AOF fsynced)", took_s=round(stop_s, 2))
         time.sleep(cfg.redis_down_s)
-        aof = sum(p.stat().st_size for p in (svc.work / "redis").rglob("*") if p.is_file())
-        svc.start_redis()
+        aof = svc.aof_bytes()
+        svc.start_redis(first=False)
         tl("redis started from its AOF", aof_bytes=aof)
         record["faults"].append({"fault": "redis restart", "after_traffic_s": round(at, 2),
                                  "down_s": round(stop_s + cfg.redis_down_s, 2), "aof_bytes": aof,
