@@ -312,3 +312,20 @@ async def wait_healthy(url: str, timeout: float = 30) -> None:
                 pass
             await asyncio.sleep(0.1)
     raise TimeoutError(f"{url} not healthy within {timeout}s")
+
+
+def spawn_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """``live worker`` (the background loops) as a real separate process; see ``wait_worker``."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith("LIVE_")}
+    full.update(env)
+    full.setdefault("LIVE_LOG_LEVEL", "WARNING")
+    return subprocess.Popen([sys.executable, "-m", "live.ops.cli", "worker"], env=full, cwd=str(ROOT),
+                            stdout=subprocess.PIPE)
+
+
+async def wait_worker(p: subprocess.Popen[bytes], timeout: float = 60) -> str:
+    """The URL of a spawned worker's /healthz and /metrics, once it says it is ready."""
+    assert p.stdout is not None
+    line = await asyncio.wait_for(asyncio.to_thread(p.stdout.readline), timeout)
+    assert b"live worker is ready" in line, line
+    return line.decode().rsplit(" on ", 1)[1].rstrip(")\n")

@@ -57,6 +57,17 @@ async def test_author_sees_a_held_message_marked_until_it_is_decided(settings_fa
         await rejected.locator("[data-lang-toggle]").first.click()
         await expect(r_badge).to_have_text("Not approved · only you can see it")
         await screenshot(rejected, "viewer-phone-chat-held-rejected-en")
+        # The English top bar is wider than the Chinese one: on a phone nothing in it overlaps.
+        boxes = [await rejected.locator(sel).first.bounding_box()
+                 for sel in ("#room-streamer", "[data-testid='follow-button']", "[data-testid='notify-bell']",
+                             "#viewers-pill", "[data-lang-toggle]")]
+        assert all(b is not None for b in boxes), boxes
+        for i, a in enumerate(boxes):
+            for b in boxes[i + 1:]:
+                assert a is not None and b is not None
+                apart = (a["x"] + a["width"] <= b["x"] + 1 or b["x"] + b["width"] <= a["x"] + 1
+                         or a["y"] + a["height"] <= b["y"] + 1 or b["y"] + b["height"] <= a["y"] + 1)
+                assert apart, (a, b)
         await expect(approved.locator(f"[data-id='{r_id}']")).to_have_count(0)
 
         # Nobody decided: the review times out and the author is told.

@@ -12,13 +12,14 @@ import asyncio
 import importlib
 import inspect
 import logging
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
 from aiohttp import web
 
 from live.app.appkeys import SERVICES, SETTINGS, ServicesRef
-from live.app.services import open_services
+from live.app.services import Services, open_services
+from live.app.worker import workers_alive
 from live.core.settings import Settings
 from live.ops.embedded import EmbeddedRedis
 from live.transport import openapi, pages, routes_core, sio_rooms
@@ -91,8 +92,12 @@ async def _lifecycle(settings: Settings, ref: ServicesRef, embedded: EmbeddedRed
                     res = hook(svc)
                     if inspect.isawaitable(res):
                         await res
-                loops = [("bus", svc.bus.run), ("presence", svc.presence.run), *svc.loops]
+                # Single-process mode runs every loop; a serving process of a split deployment only
+                # its own side's, and a `live worker` the rest (docs/architecture.md, "Process roles").
+                specs = svc.run_loops(serving=True, background=settings.background_loops)
+                loops = [("bus", svc.bus.run), ("presence", svc.presence.run), *((s.name, s.run) for s in specs)]
                 tasks = [asyncio.create_task(loop(stop), name=name) for name, loop in loops]
+                svc.info["background"] = _background_info(svc)
                 if embedded is not None:
                     tasks.append(asyncio.create_task(_until(stop, embedded.supervise()), name="embedded-redis"))
                 if settings.use_redis_manager:
@@ -122,6 +127,18 @@ async def _lifecycle(settings: Settings, ref: ServicesRef, embedded: EmbeddedRed
             await mgr_redis.aclose()
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)
+
+
+def _background_info(svc: Services) -> Callable[[], Awaitable[dict[str, Any]]]:
+    """For /healthz: where the background loops run, and how many workers are alive."""
+    async def info() -> dict[str, Any]:
+        try:
+            alive: int | None = await workers_alive(svc)
+        except Exception:  # Redis away: the redis check says so
+            alive = None
+        return {"in_process": svc.settings.background_loops, "workers_alive": alive}
+
+    return info
 
 
 async def _until(stop: asyncio.Event, coro: Coroutine[Any, Any, None]) -> None:

@@ -5,7 +5,11 @@
 
 With no settings it runs on embedded defaults (its own redis-server, SQLite under ./var).
 With ``--workers N`` a supervisor starts the shared Redis (if embedded), migrates the database
-once, and runs N worker processes on the same port (SO_REUSEPORT).
+once, and runs N serving processes on the same port (SO_REUSEPORT) with no background loops,
+plus one ``live worker`` that runs them all (docs/operations.md, "Process roles"). It prints the
+banner once every child is ready, restarts a child that dies, and exits with one line if a child
+exits by itself during start-up or keeps dying (5 times in a minute). ``--no-background`` runs one serving
+process without background loops (a `live worker` elsewhere does that work).
 
 One instance per data dir: the server (or the supervisor) holds ``<data_dir>/live.lock`` for its
 lifetime whenever the data dir holds something only one instance may own (the embedded Redis,
@@ -35,6 +39,7 @@ from aiohttp import web
 
 import live
 from live.app.factory import create_app
+from live.app.ready import READY_FD_ENV, notify_ready
 from live.app.services import ADMIN_TOKEN_FILE, admin_token
 from live.core.settings import Settings, SettingsError, load_settings
 from live.ops.embedded import EmbeddedRedis, find_redis_server
@@ -60,8 +65,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help=f"port, 0 for any free one (default: {fields['port'].default}, or LIVE_PORT)")
     p.add_argument("--config", default=None, metavar="FILE",
                    help="a TOML file of settings, keys as in `live defaults` (default: none)")
-    p.add_argument("--workers", type=int, default=1, metavar="N",
-                   help="worker processes sharing the port, under one supervisor (default: 1)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="N serving processes sharing the port plus one background worker, under one "
+                   "supervisor (default: one process that does everything)")
+    p.add_argument("--no-background", action="store_true",
+                   help="serve only: run no background loop (persisters, sweepers, ...); a `live worker` "
+                   "runs them (the same as LIVE_BACKGROUND_LOOPS=false)")
     return p.parse_args(argv)
 
 
@@ -174,21 +183,46 @@ def serve(settings: Settings, sock: socket.socket, *, show_banner: bool = True) 
     loop = new_event_loop(settings.event_loop)
     asyncio.set_event_loop(loop)
     app = create_app(settings)
-    if show_banner:
-        async def ready(_app: web.Application) -> None:  # on_startup runs after the services opened
+
+    def ready(_message: str) -> None:  # run_app calls it once the services are open and the port listens
+        notify_ready()
+        if show_banner:
             print(banner(settings, url), flush=True)
 
-        app.on_startup.append(ready)
-    web.run_app(app, sock=sock, print=None, shutdown_timeout=5, handle_signals=True, loop=loop)
+    web.run_app(app, sock=sock, print=ready, shutdown_timeout=5, handle_signals=True, loop=loop)
+
+
+# --- the supervisor ---------------------------------------------------------------------------
+RESTARTS_PER_MINUTE = 5  # a child that dies more often than this is not going to get better
+
+
+class Child:
+    """One supervised process: a serving process or the background worker."""
+
+    def __init__(self, kind: str, cmd: list[str], env: dict[str, str], ready_fd: int) -> None:
+        self.kind, self.cmd, self.env, self.ready_fd = kind, cmd, env, ready_fd
+        self.deaths: list[float] = []
+        self.proc = self.start()
+
+    def start(self) -> subprocess.Popen[bytes]:
+        env = {**self.env, READY_FD_ENV: str(self.ready_fd)}
+        self.proc = subprocess.Popen(self.cmd, env=env, pass_fds=(self.ready_fd,))
+        return self.proc
+
+    def crash_looping(self, now: float) -> bool:
+        self.deaths = [t for t in self.deaths if now - t < 60] + [now]
+        return len(self.deaths) > RESTARTS_PER_MINUTE
 
 
 def supervise(settings: Settings, args: argparse.Namespace) -> int:
-    """Run ``settings.workers`` processes on one port; own the embedded Redis if any."""
+    """Run ``settings.workers`` serving processes on one port and one background worker; own the
+    embedded Redis if any. Returns 0 after a Ctrl-C/SIGTERM, 1 when a child could not start or
+    kept dying."""
     from live.core import db as dbmod
 
     bind(settings.host, settings.port).close()  # a busy port is refused here, not in N workers
     env = dict(os.environ)
-    # Workers import this installation of ``live`` whatever their working directory.
+    # Children import this installation of ``live`` whatever their working directory.
     package_root = str(Path(live.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
     embedded = None
@@ -204,15 +238,20 @@ def supervise(settings: Settings, args: argparse.Namespace) -> int:
         await engine.dispose()
 
     asyncio.run(migrate())
+    config = ["--config", args.config] if args.config else []
     # -P: the working directory is not put on sys.path (a folder named ``live`` there must not win).
-    cmd = [sys.executable, "-P", "-m", "live.app.main", "--worker"]
-    if args.config:
-        cmd += ["--config", args.config]
-    cmd += ["--host", settings.host, "--port", str(settings.port)]
-    procs = [subprocess.Popen(cmd, env=env) for _ in range(settings.workers)]
-    log.info("supervisor: %d workers on %s", len(procs), base_url(settings.host, settings.port))
-    print(banner(settings, base_url(settings.host, settings.port)), flush=True)
+    serving_cmd = [sys.executable, "-P", "-m", "live.app.main", "--worker", *config,
+                   "--host", settings.host, "--port", str(settings.port)]
+    worker_cmd = [sys.executable, "-P", "-m", "live.ops.cli", *config, "worker", "--host", "127.0.0.1", "--port", "0"]
+    serving_env = {**env, "LIVE_BACKGROUND_LOOPS": "false"}
+    read_fd, ready_fd = os.pipe()
+    os.set_blocking(read_fd, False)
+    children = [Child("serving process", serving_cmd, serving_env, ready_fd) for _ in range(settings.workers)]
+    children.append(Child("background worker", worker_cmd, env, ready_fd))
+    url = base_url(settings.host, settings.port)
+    log.info("supervisor: %d serving processes and 1 background worker on %s", settings.workers, url)
     stopping = False
+    code = 0
 
     def on_signal(signum: int, _frame: object) -> None:
         nonlocal stopping
@@ -220,34 +259,57 @@ def supervise(settings: Settings, args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    ready: set[int] = set()
+    announced = False
+    buf = b""
     try:
         while not stopping:
-            for i, p in enumerate(procs):
-                if p.poll() is not None:
-                    log.error("worker %s exited with %s; restarting", p.pid, p.returncode)
-                    procs[i] = subprocess.Popen(cmd, env=env)
-            time.sleep(0.5)
+            with contextlib.suppress(BlockingIOError):
+                buf += os.read(read_fd, 4096)
+            *lines, buf = buf.split(b"\n")
+            ready.update(int(line) for line in lines if line.strip().isdigit())
+            if not announced and all(c.proc.pid in ready for c in children):
+                announced = True
+                print(banner(settings, url), flush=True)
+            now = time.monotonic()
+            for c in children:
+                rc = c.proc.poll()
+                if rc is None:
+                    continue
+                if not announced and rc >= 0:  # it gave up by itself (settings, a backend): it would again
+                    print(f"live-server: a {c.kind} exited with code {rc} during start-up (its log is above); "
+                          "stopping", file=sys.stderr, flush=True)
+                    return 1
+                if c.crash_looping(now):
+                    print(f"live-server: a {c.kind} died {RESTARTS_PER_MINUTE + 1} times within a minute "
+                          f"(last code {rc}); stopping", file=sys.stderr, flush=True)
+                    return 1
+                log.error("supervisor: %s %s exited with code %s; restarting it", c.kind, c.proc.pid, rc)
+                c.start()
+            time.sleep(0.2)
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGINT)
-        for p in procs:
+        for c in children:
+            if c.proc.poll() is None:
+                c.proc.send_signal(signal.SIGINT)
+        for c in children:
             try:
-                p.wait(15)
+                c.proc.wait(15)
             except subprocess.TimeoutExpired:
-                p.kill()
+                c.proc.kill()
+        os.close(read_fd)
+        os.close(ready_fd)
         if embedded is not None:
             embedded.stop()
-    return 0
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    worker = "--worker" in argv  # internal: a process started by the supervisor
+    worker = "--worker" in argv  # internal: a serving process started by the supervisor
     args = parse_args([a for a in argv if a != "--worker"])
     try:
-        settings = load_settings(args.config, host=args.host, port=args.port,
-                                 workers=args.workers if args.workers > 1 else None)
+        settings = load_settings(args.config, host=args.host, port=args.port, workers=args.workers,
+                                 background_loops=False if args.no_background else None)
     except SettingsError as e:
         print(f"live-server: {e}", file=sys.stderr)
         return 2
@@ -262,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
                     find_redis_server()
                 except RuntimeError as e:
                     raise StartError(str(e)) from None
-            if settings.workers > 1:
+            if args.workers is not None:
                 announce(base_url(settings.host, settings.port))
                 return supervise(settings, args)
             sock = bind(settings.host, settings.port)

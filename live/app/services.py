@@ -18,7 +18,7 @@ import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -53,6 +53,21 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 Loop = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+Check = Callable[[], Awaitable[bool]]
+
+# Where a background loop runs (docs/architecture.md, "Process roles"):
+#   "serving"    needs this process's sockets or memory (its connections, its video, what it sold);
+#   "background" works on shared state only (streams, SQL, deadlines): a `live worker` runs it;
+#   "both"       each process runs its own copy (it pushes what that very process changed).
+Side = Literal["serving", "background", "both"]
+
+
+class LoopSpec(NamedTuple):
+    name: str
+    run: Loop
+    side: Side
+    # A /healthz check that only means something where the loop runs (a persister's health).
+    health: tuple[str, Check] | None = None
 
 # Lua scripts of the foundation (presence, rate limits, push coalescing); domains add theirs.
 FOUNDATION_SCRIPTS = ["bucket", "presence_join", "presence_leave", "presence_reap", "coalesce"]
@@ -110,12 +125,30 @@ class Services:
     webhooks: WebhookService = field(init=False)
     governance: Governance = field(init=False)
     audit: Audit = field(init=False)
-    # Background loops to run while the app serves: (name, loop(stop_event)).
-    loops: list[tuple[str, Loop]] = field(default_factory=list)
+    # Background loops, tagged with the side they belong to; ``run_loops`` picks this role's.
+    loops: list[LoopSpec] = field(default_factory=list)
     # Called, newest first, when the services close (after loops are stopped).
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     # Extra readiness checks for /healthz: name -> coroutine returning True when healthy.
-    health: dict[str, Callable[[], Awaitable[bool]]] = field(default_factory=dict)
+    health: dict[str, Check] = field(default_factory=dict)
+    # Facts /healthz shows without failing on them: name -> coroutine returning a JSON value.
+    info: dict[str, Callable[[], Awaitable[Any]]] = field(default_factory=dict)
+
+    def add_loop(self, name: str, run: Loop, side: Side, *, health: tuple[str, Check] | None = None) -> None:
+        """Register a background loop (see ``Side``); its ``health`` check is installed only in
+        the processes that run it."""
+        self.loops.append(LoopSpec(name, run, side, health))
+
+    def run_loops(self, *, serving: bool, background: bool) -> list[LoopSpec]:
+        """The loops of a process that serves clients (``serving``) and/or does the shared
+        background work (``background``), in registration order; installs their health checks."""
+        chosen = [spec for spec in self.loops
+                  if spec.side == "both" or (serving and spec.side == "serving")
+                  or (background and spec.side == "background")]
+        for spec in chosen:
+            if spec.health is not None:
+                self.health[spec.health[0]] = spec.health[1]
+        return chosen
 
 
 class NullPusher:
@@ -131,7 +164,9 @@ class NullPusher:
         return None
 
 
-Role = Literal["server", "cli"]
+# "server": serves clients (with or without the background loops, ``background_loops``);
+# "worker": the background loops only (``live worker``); "cli": a command, runs no loop.
+Role = Literal["server", "worker", "cli"]
 
 
 @contextlib.asynccontextmanager
@@ -140,19 +175,21 @@ async def open_services(settings: Settings, domains: Domains, *, redis_url: str,
     """Open Redis, the database (migrated when ``role`` is ``"server"``), the scripts and every
     domain of ``domains`` (``live.app.factory.DOMAINS``: (domain module, transport module) pairs,
     of which only the domain modules are imported here); close them, newest first, on exit.
-    Background loops are listed in ``svc.loops`` but not started: the server runs them, a command
-    does not.
+    Background loops are listed in ``svc.loops`` but not started: the server and the worker pick
+    theirs with ``svc.run_loops``, a command runs none.
 
     A command (``role="cli"``) gets a ``NullPusher`` and a process id of its own; it never joins
-    presence (no heartbeat), so it is invisible to the servers beside it.
+    presence (no heartbeat), so it is invisible to the servers beside it. A worker
+    (``role="worker"``) has a process id of its own kind too and no presence either: it holds
+    no connections.
     """
-    proc_id = (f"{socket.gethostname()}-{os.getpid()}-{new_id()[-6:]}" if role == "server"
-               else f"cli-{os.getpid()}")
+    host = f"{socket.gethostname()}-{os.getpid()}-{new_id()[-6:]}"
+    proc_id = {"server": host, "worker": f"worker-{host}"}.get(role, f"cli-{os.getpid()}")
     redis = make_redis(redis_url, settings, cluster=settings.redis_cluster)
     engine = dbmod.make_engine(settings.resolved_database_url)
     svc: Services | None = None
     try:
-        if role == "server":
+        if role in ("server", "worker"):
             await dbmod.migrate(engine)
         scripts = Scripts(redis, script_names(domains))
         db = dbmod.make_sessionmaker(engine)

@@ -257,10 +257,11 @@ def install(svc: Services) -> None:
     """Build the after-sales service (fulfilment, payments, cases) and its loops."""
     after = AfterSales(svc)
     svc.aftersales = after
-    svc.loops += [("aftersales-persister", after.post.persister.run), ("aftersales-sweeper", after.sweeper_loop),
-                  ("aftersales-register", after.register_once)]
 
     async def persister_ok() -> bool:
         return after.post.persister.healthy
 
-    svc.health["aftersales_persister"] = persister_ok
+    svc.add_loop("aftersales-persister", after.post.persister.run, "background",
+                 health=("aftersales_persister", persister_ok))
+    svc.add_loop("aftersales-sweeper", after.sweeper_loop, "background")
+    svc.add_loop("aftersales-register", after.register_once, "background")

@@ -534,20 +534,25 @@ def install(svc: Services) -> None:
     svc.images = flash.images
     svc.rooms.cards = flash
     svc.bus.subscribe(keys.CH_CARD_HINTS, flash.on_hint)
-    svc.loops += [("flash-stock", flash.push_stock_loop), ("flash-scheduler", flash.scheduler_loop),
-                  ("order-persister", orders.persister.run), ("order-sweeper", orders.sweeper_loop),
-                  ("reconcile", orders.reconcile_loop), ("fence-check", orders.fence_loop)]
 
     async def persister_ok() -> bool:
         return orders.persister.healthy
+
+    # Sides: docs/architecture.md, "Process roles". flash-stock pushes the cards this process
+    # changed (its own buys, or its sweeper's releases); fence-check keeps this process's buys
+    # from running on a Redis that fell behind SQL.
+    svc.add_loop("flash-stock", flash.push_stock_loop, "both")
+    svc.add_loop("flash-scheduler", flash.scheduler_loop, "background")
+    svc.add_loop("order-persister", orders.persister.run, "background", health=("order_persister", persister_ok))
+    svc.add_loop("order-sweeper", orders.sweeper_loop, "background")
+    svc.add_loop("reconcile", orders.reconcile_loop, "background")
+    svc.add_loop("fence-check", orders.fence_loop, "serving")
 
     if flash.text_reader is not None:
         reader = flash.text_reader
         svc.closers.append(lambda: asyncio.to_thread(reader.close))
         if svc.settings.ocr_frame_interval_s > 0:
-            svc.loops.append(("ocr-frames", _frame_sampler(svc, reader).run))
-
-    svc.health["order_persister"] = persister_ok
+            svc.add_loop("ocr-frames", _frame_sampler(svc, reader).run, "serving")  # reads this process's video
 
 
 def _frame_sampler(svc: Services, reader: TextReader) -> FrameSampler:

@@ -344,6 +344,7 @@ def install(svc: Services) -> None:
         dead_key=lambda _: keys.CHAT_DEAD, on_dead=lambda _: svc.metrics.dead_letters.labels("chat").inc(),
         batch=s.persister_batch, claim_idle_ms=s.persister_claim_idle_ms, max_deliveries=s.persister_max_deliveries,
         gather_s=s.persister_gather_ms / 1000)
-    svc.loops.append(("chat-persister", consumer.run))
-    svc.loops.append(("guard-hold-expiry", moderation.expiry_loop))
+    svc.add_loop("chat-persister", consumer.run, "background")
+    # A conditional UPDATE ... WHERE status = 'held' RETURNING: one expiry, one push, any number of copies.
+    svc.add_loop("guard-hold-expiry", moderation.expiry_loop, "background")
     svc.closers.append(moderation.close)

@@ -201,14 +201,17 @@ class RoomService:
                 ended.append(room_id)
         return ended
 
-    async def run_idle(self, stop: asyncio.Event) -> None:
-        """The loop: mark the rooms hosted here, end the ones nobody hosts; until ``stop``.
-        Its first pass runs at start-up, which ends what a previous run left live."""
+    async def run_idle(self, stop: asyncio.Event, *, mark: bool = True, end: bool = True) -> None:
+        """The loop: mark the rooms hosted here (``mark``: a serving process), end the ones nobody
+        hosts (``end``: background work); until ``stop``. Its first pass runs at start-up, which
+        ends what a previous run left live."""
         interval = max(0.2, min(5.0, self.idle_end_s / 4))
         while not stop.is_set():
             try:
-                await self.mark_hosts()
-                await self.end_idle()
+                if mark:
+                    await self.mark_hosts()
+                if end:
+                    await self.end_idle()
             except Exception as e:
                 log_loop_error(log, "room idle loop error", e)
             with contextlib.suppress(TimeoutError):
@@ -296,4 +299,6 @@ def install(svc: Services) -> None:
     """Rooms end by themselves: the idle loop (a clean stop deregisters the process in
     presence, which is all a restart needs to see that nobody hosts its rooms any more)."""
     svc.rooms.idle_end_s = svc.settings.room_idle_end_s
-    svc.loops.append(("rooms-idle", svc.rooms.run_idle))
+    rooms = svc.rooms
+    svc.add_loop("rooms-hosts", lambda stop: rooms.run_idle(stop, end=False), "serving")  # this process's hosts
+    svc.add_loop("rooms-idle", lambda stop: rooms.run_idle(stop, mark=False), "background")

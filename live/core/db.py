@@ -55,6 +55,23 @@ def _upgrade(conn: Connection, url: str) -> None:
 async def migrate(engine: AsyncEngine) -> None:
     """Bring the schema to the newest revision (safe to run from several processes)."""
     url = engine.url.render_as_string(hide_password=False)
+    db_file = engine.url.database if engine.dialect.name == "sqlite" else None
+    if db_file and db_file != ":memory:":
+        # SQLite runs DDL outside a transaction: two processes starting at once both created
+        # the first tables ("table ... already exists"). One migrates, the others wait for it.
+        import filelock
+
+        lock = filelock.FileLock(f"{db_file}.migrate.lock", timeout=120, thread_local=False)  # taken in a thread
+        await asyncio.to_thread(lock.acquire)
+        try:
+            await _migrate(engine, url)
+        finally:
+            lock.release()
+        return
+    await _migrate(engine, url)
+
+
+async def _migrate(engine: AsyncEngine, url: str) -> None:
     async with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
             # Several workers start at once; one migrates, the others wait for it.

@@ -11,6 +11,7 @@ PREFIX = "live"
 
 # --- processes & presence ------------------------------------------------------------
 PROCS = f"{PREFIX}:procs"  # ZSET proc_id -> last heartbeat (ms)
+WORKERS = f"{PREFIX}:workers"  # ZSET proc_id of a `live worker` -> last heartbeat (ms)
 
 
 def proc_rooms(proc: str) -> str:

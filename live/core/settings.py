@@ -41,6 +41,9 @@ class Settings(BaseModel):
     redis_appendfsync: Literal["everysec", "always"] = "everysec"
     database_url: str = ""
     socketio_redis_manager: Literal["auto", "on", "off"] = "auto"
+    # false: a serving process runs no background loop (persisters, sweepers, ...): a `live worker`
+    # does (docs/operations.md, "Process roles").
+    background_loops: bool = True
     socket_ping_interval_s: float = Field(20.0, gt=0)
     socket_ping_timeout_s: float = Field(20.0, gt=0)
 
@@ -220,7 +223,8 @@ class Settings(BaseModel):
     def use_redis_manager(self) -> bool:
         """Whether Socket.IO fan-out goes through Redis pub/sub (needed across processes)."""
         if self.socketio_redis_manager == "auto":
-            return bool(self.redis_url) or self.workers > 1
+            # A serving process without background loops hears the pushes of a `live worker`.
+            return bool(self.redis_url) or self.workers > 1 or not self.background_loops
         return self.socketio_redis_manager == "on"
 
     def __repr__(self) -> str:  # secrets never reach a log line

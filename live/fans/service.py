@@ -104,5 +104,6 @@ def install(svc: Services) -> None:
     if svc.chat is not None:
         svc.chat.on_message.append(fans.lucky.on_chat)
     svc.bus.subscribe(keys.CH_FANS_LIVE, fans.notify.on_bus)
-    svc.loops += [("lucky-draw", fans.lucky.draw_loop), ("fans-regate", fans.regate_loop)]
+    svc.add_loop("lucky-draw", fans.lucky.draw_loop, "background")
+    svc.add_loop("fans-regate", fans.regate_loop, "background")
     svc.closers.append(fans.notify.close)

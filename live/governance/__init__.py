@@ -53,4 +53,4 @@ def install(svc: Any) -> None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), svc.settings.ledger_sweep_s)
 
-    svc.loops.append(("ledger-sweeper", sweep_loop))
+    svc.add_loop("ledger-sweeper", sweep_loop, "background")

@@ -398,4 +398,4 @@ def install(svc: Services) -> None:
     service = WebhookService(svc.db, svc.settings, svc.auth)
     sender = Sender(svc.db, svc.settings, svc.proc_id, service.wake, svc.metrics.registry)
     svc.webhooks = service
-    svc.loops.append(("webhook-sender", sender.run))
+    svc.add_loop("webhook-sender", sender.run, "background")

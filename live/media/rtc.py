@@ -551,7 +551,7 @@ def install(svc: Services) -> None:
     """Build the media service, stop it at shutdown and when a room ends."""
     media = MediaService(svc.settings, svc.metrics, svc.rooms)
     svc.media = media
-    svc.loops.append(("media", media.run))
+    svc.add_loop("media", media.run, "serving")
     svc.closers.append(media.close)
     svc.rooms.on_end.append(media.stop_room)
     svc.rooms.hosting.append(media.publishing_rooms)

@@ -5,6 +5,10 @@
     live rebuild CARD_ID           rebuild a card's Redis state from SQL (after Redis data loss)
     live admin-token               print the moderator token (LIVE_ADMIN_TOKEN or the generated one)
     live defaults                  print every setting with its default and meaning (a --config to copy)
+    live worker [--host H] [--port P]
+                                   run the background loops (persisters, sweepers, reconcile, webhooks, ...)
+                                   beside serving processes started with --no-background; /healthz and
+                                   /metrics on H:P (default 127.0.0.1, any free port); until Ctrl-C
 
 Each reads the same settings as the server (``--config`` file, ``LIVE_*`` environment) and opens
 the same services (``live.app.services.open_services``). With no ``LIVE_REDIS_URL`` it talks to
@@ -114,6 +118,19 @@ async def _rebuild(settings: Settings, card: str) -> int:
     return await with_services(settings, work)
 
 
+async def _worker(settings: Settings, host: str, port: int) -> int:
+    from live.app.factory import DOMAINS
+    from live.app.ready import notify_ready
+    from live.app.worker import run_worker
+
+    def ready(url: str) -> None:
+        print(f"live worker is ready (health and metrics on {url})", flush=True)
+        notify_ready()
+
+    await run_worker(settings, DOMAINS, redis_url=redis_url_for(settings), host=host, port=port, ready=ready)
+    return OK
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="live", description="live-commerce operations (exit 0 ok, 1 problem found, "
                                 "2 bad settings or a backend that cannot be reached)")
@@ -130,6 +147,10 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("card", help="the card id")
     sub.add_parser("admin-token", help="print the moderator token (LIVE_ADMIN_TOKEN, or the one generated "
                    "in the data dir at first start)")
+    w = sub.add_parser("worker", help="run the background loops (no clients): beside serving processes "
+                       "started with --no-background (docs/operations.md, \"Process roles\")")
+    w.add_argument("--host", default="127.0.0.1", help="address of /healthz and /metrics (default: 127.0.0.1)")
+    w.add_argument("--port", type=int, default=0, help="port of /healthz and /metrics (default: 0, any free one)")
     sub.add_parser("defaults", help="print every setting with its default and meaning (config/default.toml, "
                    "a starting point for --config)")
     return p
@@ -150,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_migrate(settings))
         if args.cmd == "reconcile":
             return asyncio.run(_reconcile(settings, args.card, args.json))
+        if args.cmd == "worker":
+            return _run_worker(settings, args.host, args.port)
         if args.cmd == "admin-token":
             from live.app.services import admin_token
 
@@ -162,6 +185,20 @@ def main(argv: list[str] | None = None) -> int:
     except UNREACHABLE_ERRORS as e:
         print(f"live: cannot reach a backend: {type(e).__name__}: {e}", file=sys.stderr)
         return UNREACHABLE
+
+
+def _run_worker(settings: Settings, host: str, port: int) -> int:
+    """The worker on the server's event loop kind (uvloop by default)."""
+    import logging
+
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
+    if settings.event_loop == "uvloop":
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(_worker(settings, host, port))
 
 
 if __name__ == "__main__":

@@ -70,7 +70,8 @@ async def healthz(request: web.Request) -> web.Response:
         # Which parts of the Socket.IO fast path run (live/transport/fanout.py).
         sio = getattr(svc.pusher, "sio", None)
         fast = sio.fast.parts() if isinstance(sio, LiveSocketServer) else {}
-        return json_response({"status": "ok", "event_loop": loop, "fast_path": fast})
+        info = dict(zip(svc.info, await asyncio.gather(*(fn() for fn in svc.info.values())), strict=True))
+        return json_response({"status": "ok", "event_loop": loop, "fast_path": fast, **info})
     return json_response({"status": "unavailable", "checks": results,
                           "error": {"code": "UNAVAILABLE", "message": "a backend does not answer"}}, status=503)
 
