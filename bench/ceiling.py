@@ -52,25 +52,32 @@ def run(port: int, requests: int = 100_000, clients: int = 50) -> dict[str, Any]
     sha = r.script_load(ours)
     r.hset(keys.card_state(CARD), mapping={"status": "on_sale", "stock": 10**9, "left": 10**9, "limit": 10**9,
                                           "price": 1990, "starts_ms": 0, "ends_ms": 0, "room": "bench"})
+    # The seventh key is the card's audience gate (fans); absent here: anyone may buy.
     our_keys = [keys.card_state(CARD), keys.card_bought(CARD), keys.card_requests(CARD), keys.card_orders(CARD),
-                keys.card_deadlines(CARD), keys.card_stream(CARD)]
+                keys.card_deadlines(CARD), keys.card_stream(CARD), keys.card_fans(CARD)]
     # buy.lua takes a batch: now, pay_by, seq floor, then (user, qty, request, order) per tap; one tap here.
     our_args = ["EVALSHA", sha, str(len(our_keys)), *our_keys, str(now), str(now + 900_000), "0",
                 "u__rand_int__", "1", "r__rand_int__", "o__rand_int__"]
-    node_sha = r.script_load(_node_script())
-    pk = [f"peer:{{card:{CARD}}}", f"peer:{{card:{CARD}}}:bought", f"peer:{{card:{CARD}}}:req",
-          f"peer:{{card:{CARD}}}:orders"]
-    r.hset(pk[0], mapping={"left": 10**9, "limit": 10**9, "status": "on_sale"})
-    node_args = ["EVALSHA", node_sha, "4", *pk, "u__rand_int__", "1", "r__rand_int__", "o__rand_int__", str(now)]
     # Sanity: one call of each succeeds before we time thousands.
     probe = r.evalsha(sha, len(our_keys), *our_keys, now, now + 900_000, 0, "probe-user", 1, "probe-req",
                       "probe-order")
     if probe[0] != b"OK":
         raise RuntimeError(f"buy.lua probe failed: {probe!r}")
     out: dict[str, Any] = {"requests": requests, "clients": clients}
+    # The peer's script is read from its checkout beside the project; without one (a worktree
+    # elsewhere) only our script is measured.
+    pk: list[str] = []
+    node_args: list[str] = []
+    if (NODE_SRC / "server.js").exists():
+        node_sha = r.script_load(_node_script())
+        pk = [f"peer:{{card:{CARD}}}", f"peer:{{card:{CARD}}}:bought", f"peer:{{card:{CARD}}}:req",
+              f"peer:{{card:{CARD}}}:orders"]
+        r.hset(pk[0], mapping={"left": 10**9, "limit": 10**9, "status": "on_sale"})
+        node_args = ["EVALSHA", node_sha, "4", *pk, "u__rand_int__", "1", "r__rand_int__", "o__rand_int__", str(now)]
     for pipeline in (1, 16):
         out[f"buy_lua_p{pipeline}"] = _redis_benchmark(port, requests, clients, pipeline, our_args)
-        out[f"node_lua_p{pipeline}"] = _redis_benchmark(port, requests, clients, pipeline, node_args)
+        if node_args:
+            out[f"node_lua_p{pipeline}"] = _redis_benchmark(port, requests, clients, pipeline, node_args)
     orders = r.hlen(keys.card_orders(CARD))
     out["orders_created"] = int(orders)
     # Free the memory the run took so later benchmarks on this Redis start clean.

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from live.community.guard import Guard
+from live.community.guard_model import NgramModel
 
 
 @dataclass(frozen=True)
@@ -98,9 +99,12 @@ def render(name: str, rep: Report) -> str:
     return "\n".join(lines)
 
 
-def flagger(guard: Guard, *, hold: bool) -> Callable[[str], bool]:
-    """True when the guard refuses ``text`` (blocks it, or with ``hold`` also holds it)."""
+def flagger(guard: Guard, *, hold: bool, chat: bool = False) -> Callable[[str], bool]:
+    """True when the guard refuses ``text`` (blocks it, or with ``hold`` also holds it). With
+    ``chat``, as chat reads a message (``verdict_with``: the learned signal joins the rules)."""
     verdict = getattr(guard, "verdict", None)
+    if chat:
+        verdict = lambda text: guard.verdict_with(text, [])  # noqa: E731
     if verdict is None:  # the v1 guard: a finding is a block
         return lambda text: guard.check(text) is not None
     if hold:
@@ -113,13 +117,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("files", nargs="+", type=Path)
     ap.add_argument("--hold", action="store_true", help="count messages held for review as refused")
     ap.add_argument("--errors", action="store_true", help="list misses and false alarms")
+    ap.add_argument("--rules-only", action="store_true",
+                    help="the rules alone, without the n-gram model chat adds (the v2 figures)")
     args = ap.parse_args(argv)
-    guard = Guard()
+    guard = Guard() if args.rules_only else Guard(model=NgramModel.load())
     for path in args.files:
         rows = load(path)
-        reports = [("block", evaluate(rows, flagger(guard, hold=False)))]
+        reports = [("block", evaluate(rows, flagger(guard, hold=False, chat=not args.rules_only)))]
         if args.hold:
-            reports.append(("block or hold", evaluate(rows, flagger(guard, hold=True))))
+            reports.append(("block or hold", evaluate(rows, flagger(guard, hold=True, chat=not args.rules_only))))
         for mode, rep in reports:
             print(render(f"{path.name} [{mode}]", rep))
             print()

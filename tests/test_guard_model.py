@@ -104,3 +104,20 @@ def test_training_set_is_what_its_generator_writes_and_covers_every_family() -> 
         assert ("pos", fam) in families
     for fam in ("ordinary", "hard_courier", "hard_kou", "hard_cs", "hard_warn", "hard_price", "hard_other"):
         assert ("neg", fam) in families
+
+
+def test_chat_reads_the_model_beside_the_rules() -> None:
+    """Chat's guard (``verdict_with``) refuses what only the model sees, names the model as the
+    signal, keeps the rules' titles-and-names check as it was, and does not act on an English
+    text the model scores above the hold line but was never trained for."""
+    from live.community.guard import Guard
+
+    rules, chat = Guard(), Guard(model=NgramModel.load())
+    text = "绿色泡泡 minijie7776"
+    assert rules.verdict_with(text, []).action == "allow"
+    v = chat.verdict_with(text, [])
+    assert v.action != "allow" and v.signals[0][0] == "model"
+    assert chat.check(text) is None  # titles and names: the rules alone
+    assert NgramModel.load().score("keep me") > T_HOLD  # why the Han rule exists
+    assert chat.verdict_with("keep me", []).action == "allow"
+    assert chat.verdict_with("加我微信 13812345678", []).action == "block"

@@ -266,7 +266,18 @@ class OrderService:
 
     # --- invariant ----------------------------------------------------------------------------------
     async def reconcile(self, card_id: str) -> dict[str, Any]:
-        """Check the stock invariant of one card across Redis and SQL; report every mismatch."""
+        """Check the stock invariant of one card across Redis and SQL; report every mismatch.
+
+        SQL is read before Redis, so a persister batch committed (and acknowledged) between the
+        two reads is in neither view and looks missing; a mismatch with nothing pending is
+        therefore read once more before it is reported (the second read sees that batch)."""
+        first = await self._reconcile_once(card_id)
+        if first["ok"] or first["pending_persist"] or first.get("fenced"):
+            return first
+        await asyncio.sleep(0.2)
+        return await self._reconcile_once(card_id)
+
+    async def _reconcile_once(self, card_id: str) -> dict[str, Any]:
         problems: list[str] = []
         async with self.svc.db() as s:
             card = await s.get(Card, card_id)

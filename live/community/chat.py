@@ -23,6 +23,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from live.community.guard import Guard, Verdict
+from live.community.guard_model import NgramModel
 from live.community.moderation import ModerationService
 from live.community.presence import Presence
 from live.community.rooms import RoomService
@@ -318,7 +319,7 @@ def install(svc: Services) -> None:
     """Build the guard, chat and moderation services, hook them into rooms and auth, and add
     the chat-log persister loop."""
     s = svc.settings
-    guard = Guard(banned_words=s.banned_words)
+    guard = Guard(banned_words=s.banned_words, model=NgramModel.load() if s.guard_model else None)
     chat_log = ChatLog(svc.redis, svc.db, history=s.chat_history, dialect=svc.engine.dialect.name)
     moderation = ModerationService(redis=svc.redis, scripts=svc.scripts, db=svc.db, pusher=svc.pusher,
                                    auth=svc.auth, rooms=svc.rooms, ratelimit=svc.ratelimit, metrics=svc.metrics,

@@ -173,6 +173,7 @@ class Settings(BaseModel):
     # --- guard (private trading, docs/guard.md) ---
     guard_window_messages: int = Field(3, ge=0, le=20)  # a user's last N messages read with the next one
     guard_window_s: int = Field(60, ge=1, le=3600)  # ... if sent within this many seconds
+    guard_model: bool = True  # the n-gram model as one more chat signal (docs/guard.md, "The learned signal")
     guard_hold_expiry_s: float = Field(4 * 3600.0, gt=0)  # a held message no moderator decided is dropped
     guard_hold_sweep_s: float = Field(30.0, gt=0)  # how often held messages are checked for expiry
     ocr_enabled: bool = True  # read the text in product photos and run the guard on it
