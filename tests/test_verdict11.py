@@ -244,3 +244,18 @@ async def test_the_deadlines_audit_names_missed_and_early_fires(api: Api, server
     d = got["deadlines"]
     assert (d["cases"], d["fired"], d["missed"], d["early"], d["double_fired"]) == (2, 1, 1, 1, 0)
     assert d["missed_cases"][0]["case_id"] == f"{card}-o1-c1" and d["early_steps"][0]["case_id"] == f"{card}-o2-c1"
+
+
+def test_webhook_delivery_still_under_way_passes_a_phase_but_not_the_end() -> None:
+    """At-least-once delivery converges: after a phase, events the server still has pending are
+    in flight; at the end every one must have arrived. A failed delivery fails either way."""
+    from live.loadtest.verdict11 import _webhooks
+
+    def window(pending: int, failed: int = 0) -> dict[str, Any]:
+        return {"h1": {"found": True, "event_ids": ["e1", "e2"], "events_by_type": {"order.paid": 2},
+                       "not_fanned_out": 0, "deliveries": {"pending": pending, "failed": failed}}}
+
+    assert _webhooks(window(pending=2), None, final=False).ok
+    assert not _webhooks(window(pending=2), None, final=True).ok
+    assert _webhooks(window(pending=0), None, final=True).ok
+    assert not _webhooks(window(pending=0, failed=1), None, final=False).ok

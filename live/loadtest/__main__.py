@@ -3,6 +3,8 @@
     python -m live.loadtest flash --url URL --viewers N --stock S [--taps T] [--limit L] [--json FILE]
     python -m live.loadtest chat  --url URL --viewers N [--messages M] [--interval S]
     python -m live.loadtest soak  --url URL --viewers N --duration S [--rate OPS]
+    python -m live.loadtest double11 [--timeline FILE] [--viewers N] [--procs P] [--time-factor F]
+                                     [--url URL --admin-token T --payment-secret S] [--json F] [--html F]
 
 Exit status: 0 when the run finished and the server's verdict is not "violated", 1 when it
 is violated, 2 on a usage error or a failed run.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from pathlib import Path
 
@@ -67,7 +70,80 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--stock", type=int, default=100000, help="units on the card")
     s.add_argument("--limit", type=int, default=1000, help="limit_per_user of the card")
     s.add_argument("--audit-timeout", type=float, default=60.0, help="wait this long for pending_persist == 0")
+
+    d = sub.add_parser("double11", formatter_class=fmt,
+                       help="the whole evening of a sale from a timeline, judged by the server's records")
+    d.add_argument("--timeline", type=Path, default=None, help="timeline TOML (default: the shipped double11.toml)")
+    d.add_argument("--viewers", type=int, default=None, help="viewers (default: the timeline's [scale] viewers)")
+    d.add_argument("--procs", type=int, default=1, help="spread viewers' sockets over this many processes")
+    d.add_argument("--time-factor", type=float, default=1.0, help="multiply every time of the timeline by this")
+    d.add_argument("--url", default="", help="server under test (default: start one with the timeline's [server])")
+    d.add_argument("--admin-token", default=os.environ.get("LIVE_ADMIN_TOKEN", ""),
+                   help="moderator credential of --url (default: $LIVE_ADMIN_TOKEN)")
+    d.add_argument("--payment-secret", default=os.environ.get("LIVE_PAYMENT_SECRET", ""),
+                   help="payment callback key of --url (default: $LIVE_PAYMENT_SECRET)")
+    d.add_argument("--server-workers", type=int, default=1, help="--workers of the server it starts itself")
+    d.add_argument("--server-env", action="append", default=[], metavar="LIVE_NAME=VALUE",
+                   help="a setting of the server it starts itself, e.g. LIVE_DATABASE_URL=postgresql+asyncpg://…")
+    d.add_argument("--timeout", type=float, default=30.0, help="seconds for each connect/ack")
+    d.add_argument("--judge-timeout", type=float, default=60.0,
+                   help="seconds the final judge may wait for the server's records to converge")
+    d.add_argument("--phase-judge-timeout", type=float, default=30.0,
+                   help="the same after each phase (short: a failing check must not hold up the show)")
+    d.add_argument("--seed", type=int, default=11, help="random seed of who does what")
+    d.add_argument("--json", type=Path, default=None, help="write the report as JSON here")
+    d.add_argument("--html", type=Path, default=None, help="write a self-contained HTML report here")
+    d.add_argument("--no-progress", action="store_true", help="no live progress")
+    d.add_argument("--quiet", action="store_true", help="no final table either")
     return p
+
+
+def double11_main(a: argparse.Namespace) -> int:
+    """``double11``: verdict first; exit 0 only when every check (per phase and final) holds."""
+    from live.loadtest.double11.driver import Double11Config
+    from live.loadtest.double11.driver import run as run_double11
+    from live.loadtest.double11.report import render as render_double11
+    from live.loadtest.double11.timeline import TimelineError, load
+    from live.loadtest.double11.ui import PhaseUi, render_verdict
+
+    try:
+        timeline = load(a.timeline)
+    except TimelineError as e:
+        print(f"timeline: {e}", file=sys.stderr)
+        return 2
+    if (a.viewers is not None and a.viewers < 1) or a.procs < 1 or a.time_factor <= 0:
+        print("viewers and procs must be ≥ 1, time-factor > 0", file=sys.stderr)
+        return 2
+    if a.url and not (a.admin_token and a.payment_secret):
+        print("--url needs --admin-token and --payment-secret (or LIVE_ADMIN_TOKEN, LIVE_PAYMENT_SECRET)",
+              file=sys.stderr)
+        return 2
+    server_env = dict(kv.split("=", 1) for kv in a.server_env if "=" in kv)
+    if len(server_env) != len(a.server_env) or any(not k.startswith("LIVE_") for k in server_env):
+        print("--server-env takes LIVE_NAME=VALUE", file=sys.stderr)
+        return 2
+    cfg = Double11Config(timeline=timeline, server_env=server_env,
+                         url=a.url, admin_token=a.admin_token, payment_secret=a.payment_secret,
+                         viewers=a.viewers or 0, procs=a.procs, time_factor=a.time_factor, timeout=a.timeout,
+                         judge_timeout=a.judge_timeout, phase_judge_timeout=a.phase_judge_timeout,
+                         server_workers=a.server_workers, seed=a.seed,
+                         progress=not (a.no_progress or a.quiet))
+    ui = PhaseUi(timeline, enabled=cfg.progress)
+    try:
+        with ui:
+            result = asyncio.run(run_double11(cfg, ui.update))
+    except KeyboardInterrupt:
+        return 2
+    except Exception as e:
+        print(f"double11 failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
+    if a.json is not None:
+        a.json.write_bytes(orjson.dumps(result.data, option=orjson.OPT_INDENT_2) + b"\n")
+    if a.html is not None:
+        a.html.write_text(render_double11(result.data, result.ack_times, result.latencies), encoding="utf-8")
+    if not a.quiet:
+        render_verdict(result.data, Console())
+    return 0 if result.data.get("verdict") == "ok" else 1
 
 
 def to_config(a: argparse.Namespace) -> LoadConfig:
@@ -92,6 +168,8 @@ def write_outputs(report: Report, json_path: Path | None, html_path: Path | None
 
 def main(argv: list[str] | None = None) -> int:
     a = parser().parse_args(argv)
+    if a.scenario == "double11":
+        return double11_main(a)
     if a.viewers < 1 or a.procs < 1 or (a.scenario == "flash" and (a.stock < 1 or a.taps < 1)):
         print("viewers, procs, stock and taps must be ≥ 1", file=sys.stderr)
         return 2

@@ -258,3 +258,29 @@ def render_html(data: dict[str, Any], latency_s: Sequence[float], acks_at_s: Seq
             f"<details><summary>Full report (JSON)</summary>"
             f"<pre>{html.escape(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())}</pre></details>"
             f"</body></html>")
+
+
+SERIES_COLOURS = ("#e4393c", "#2f7ed8", "#0a7a20", "#a60", "#7b3fb0", "#444", "#d6a400", "#1aa3a3")
+
+
+def series_chart(title: str, xs: Sequence[float], series: dict[str, Sequence[float]], ylabel: str,
+                 xlabel: str = "seconds since the show began") -> str:
+    """Several lines over one time axis (a legend under the chart names them by colour)."""
+    pts = [(name, list(ys)) for name, ys in series.items() if ys]
+    if not xs or not pts:
+        return _empty(title)
+    x_hi = max(xs) or 1.0
+    peak = max((max(ys) for _, ys in pts), default=0.0) or 1.0
+    plot_w, plot_h = W - PAD_L - PAD_R, H - PAD_B - PAD_T
+    paths = []
+    for k, (name, ys) in enumerate(pts):
+        colour = SERIES_COLOURS[k % len(SERIES_COLOURS)]
+        d = " ".join(f"{'M' if i == 0 else 'L'}{PAD_L + plot_w * x / x_hi:.1f},{H - PAD_B - plot_h * y / peak:.1f}"
+                     for i, (x, y) in enumerate(zip(xs, ys, strict=False)))
+        paths.append(f'<path d="{d}" fill="none" stroke="{colour}" stroke-width="2"><title>{html.escape(name)}'
+                     f"</title></path>")
+    xt = [(PAD_L + plot_w * k / 5, _secs(x_hi * k / 5)) for k in range(6)]
+    legend = " ".join(f'<span style="color:{SERIES_COLOURS[k % len(SERIES_COLOURS)]}">■ {html.escape(name)}</span>'
+                      for k, (name, _) in enumerate(pts))
+    return _frame(title, xlabel, ylabel, "".join(paths), xt, _yticks(peak)).replace(
+        "</svg></figure>", f"</svg><div>{legend}</div></figure>")
