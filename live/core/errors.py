@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from redis.exceptions import ClusterDownError, RedisClusterException, SlotNotCoveredError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
@@ -101,7 +102,9 @@ BY_CODE: dict[str, type[LiveError]] = {
 # --- "a backend is unavailable": one definition for HTTP and Socket.IO alike ---------------
 BACKEND_ERRORS: tuple[type[BaseException], ...] = (
     RedisConnectionError, RedisTimeoutError, OperationalError, InterfaceError, DisconnectionError,
-    PoolTimeoutError, TimeoutError, ConnectionError)
+    PoolTimeoutError, TimeoutError, ConnectionError,
+    # A Redis Cluster restarting or failing over: CLUSTERDOWN / MASTERDOWN / TRYAGAIN, a slot no node serves.
+    ClusterDownError, TryAgainError, SlotNotCoveredError)
 
 
 def backend_unavailable(exc: BaseException) -> bool:
@@ -109,6 +112,10 @@ def backend_unavailable(exc: BaseException) -> bool:
     pool exhausted): the caller answers ``UNAVAILABLE`` (retry), never ``INTERNAL``."""
     if isinstance(exc, BACKEND_ERRORS):
         return True
+    if isinstance(exc, RedisClusterException) and exc.__cause__ is not None:
+        # redis-py's "Redis Cluster cannot be connected" is raised *from* the connection error;
+        # other RedisClusterExceptions (a cross-slot command) are bugs and stay INTERNAL.
+        return backend_unavailable(exc.__cause__)
     return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
 
