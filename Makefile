@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
 .PHONY: run test install install-dev system-deps test-system-deps web-deps lint typecheck pytest-sqlite pytest-pg \
-	migrate reconcile rebuild admin-token defaults wheel clean bench
+	migrate reconcile rebuild admin-token defaults wheel clean bench rig
 
 # System packages (Debian/Ubuntu names), installed only when missing: "command-or-file:package".
 # `make run` needs redis-server and npm; `make test` also needs Chromium and CJK fonts (the
@@ -93,6 +93,10 @@ pytest-pg:
 
 bench: install-dev
 	$(BIN)/python -m bench
+
+# The multi-host rehearsal in network namespaces (needs root; installs nginx if missing).
+rig: install-dev
+	$(BIN)/python -m bench.rig
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
