@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import re
 import unicodedata
 from importlib import resources
@@ -29,7 +30,7 @@ T_HOLD = 0.92
 T_BLOCK = 0.99
 
 MODEL_FILE = "guard_model.json"
-NGRAM_MAX = 3
+NGRAM_MAX = 3  # features() builds the 1-, 2- and 3-grams explicitly: change both together
 
 _DIGIT = "0"
 # Digit-run lengths (digits joined across spaces, dots and dashes) bucketed: a price, a year,
@@ -101,8 +102,12 @@ def features(norm: str) -> set[str]:
     """The binary features of a normalised text: character 1-3-grams (with ``^``/``$`` at the
     ends) and digit-run lengths."""
     padded = f"^{norm.translate(_TO_DIGIT_CLASS)}$"
-    n = len(padded)
-    feats = {padded[i:i + size] for size in range(1, NGRAM_MAX + 1) for i in range(n - size + 1)}
+    # The 1-, 2- and 3-grams by C-level maps over shifted copies (the same set as slicing at every
+    # offset, about twice as fast: chat pays for this on every message).
+    two = list(map(operator.add, padded, padded[1:]))
+    feats = set(padded)
+    feats.update(two)
+    feats.update(map(operator.add, two, padded[2:]))
     if _RUN.search(norm):
         feats.update(_run_features(norm))
     return feats
