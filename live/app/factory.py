@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from live.app.appkeys import SERVICES, SETTINGS, ServicesRef
-from live.app.services import Services, open_services
+from live.app.services import Services, open_services, stop_tasks
 from live.app.worker import workers_alive
 from live.core.settings import Settings
 from live.ops.embedded import EmbeddedRedis
@@ -109,12 +109,7 @@ async def _lifecycle(settings: Settings, ref: ServicesRef, embedded: EmbeddedRed
                 log.info("serving as %s (redis %s)", svc.proc_id, "embedded" if embedded else "external")
                 yield
             finally:
-                stop.set()
-                if tasks:
-                    _, pending = await asyncio.wait(tasks, timeout=10)
-                    for t in pending:
-                        t.cancel()
-                    await asyncio.gather(*tasks, return_exceptions=True)
+                await stop_tasks(stop, tasks)
             # Leaving the block runs the closers (domains may still push), then closes Redis and SQL.
     finally:
         ref.set(None)

@@ -150,6 +150,31 @@ class Services:
                 self.health[spec.health[0]] = spec.health[1]
         return chosen
 
+    async def check_backends(self) -> dict[str, bool]:
+        """What /healthz reports, of a serving process or a worker: Redis answers a PING within
+        2 s, the database answers, and every installed health check holds (all run at once)."""
+
+        async def redis_ok() -> bool:
+            try:
+                async with asyncio.timeout(2):
+                    return bool(await self.redis.ping())
+            except Exception:
+                return False
+
+        checks: dict[str, Awaitable[bool]] = {"redis": redis_ok(), "database": dbmod.ping(self.engine)}
+        checks.update({name: fn() for name, fn in self.health.items()})
+        return dict(zip(checks, await asyncio.gather(*checks.values()), strict=True))
+
+
+async def stop_tasks(stop: asyncio.Event, tasks: list[asyncio.Task[Any]], timeout: float = 10) -> None:
+    """Ask the loops to stop (``stop``), give them ``timeout`` seconds, then cancel what is left."""
+    stop.set()
+    if tasks:
+        _, pending = await asyncio.wait(tasks, timeout=timeout)
+        for t in pending:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
 
 class NullPusher:
     """For commands: there are no clients to push to."""

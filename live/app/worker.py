@@ -27,9 +27,8 @@ from typing import Any
 import socketio
 from aiohttp import web
 
-from live.app.services import Domains, Services, open_services
+from live.app.services import Domains, Services, open_services, stop_tasks
 from live.core import keys
-from live.core.db import ping
 from live.core.metrics import CONTENT_TYPE_LATEST
 from live.core.push import room_channel, user_channel
 from live.core.settings import Settings
@@ -104,15 +103,7 @@ def ops_app(svc: Services) -> web.Application:
     app = web.Application()
 
     async def healthz(_request: web.Request) -> web.Response:
-        async def redis_ok() -> bool:
-            try:
-                async with asyncio.timeout(2):
-                    return bool(await svc.redis.ping())
-            except Exception:
-                return False
-
-        checks = {"redis": redis_ok(), "database": ping(svc.engine), **{n: f() for n, f in svc.health.items()}}
-        results = dict(zip(checks, await asyncio.gather(*checks.values()), strict=True))
+        results = await svc.check_backends()
         ok = all(results.values())
         body: dict[str, object] = {"status": "ok" if ok else "unavailable", "role": "worker",
                                    "proc_id": svc.proc_id, "checks": results}
@@ -166,11 +157,7 @@ async def run_worker(settings: Settings, domains: Domains, *, redis_url: str, ho
                 stop.set()
                 if runner is not None:
                     await runner.cleanup()
-                if tasks:
-                    _, pending = await asyncio.wait(tasks, timeout=10)
-                    for t in pending:
-                        t.cancel()
-                    await asyncio.gather(*tasks, return_exceptions=True)
+                await stop_tasks(stop, tasks)
     finally:
         await pusher.close()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -141,7 +141,8 @@ def raise_fd_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def _code(ack: Any) -> str:
+def ack_code(ack: Any) -> str:
+    """The error code of an ack (``BAD_ACK`` when it carries none)."""
     if isinstance(ack, dict):
         err = ack.get("error")
         if isinstance(err, dict) and err.get("code"):
@@ -279,7 +280,7 @@ class Worker:
                     if isinstance(ack, dict) and ack.get("ok"):
                         self.bump(JOINED)
                         return
-                    self.samples.connect_errors[f"JOIN_{_code(ack)}"] += 1
+                    self.samples.connect_errors[f"JOIN_{ack_code(ack)}"] += 1
                 self.bump(FAILED)
                 await v.sock.close()
 
@@ -341,7 +342,7 @@ class Worker:
             s.order_ids.append(str(order.get("id")))
             s.sold_acked += int(order.get("qty", 1))
         else:
-            s.errors[_code(ack)] += 1
+            s.errors[ack_code(ack)] += 1
         return True
 
     async def _chat_once(self, v: Viewer, text: str, op_lat: list[float] | None = None) -> bool:
@@ -356,7 +357,7 @@ class Worker:
             msg = ack.get("message") or {}
             s.chat_sent.append((str(msg.get("id")), t0))
         else:
-            s.errors[_code(ack)] += 1
+            s.errors[ack_code(ack)] += 1
         return True
 
     async def _chat(self, v: Viewer) -> None:
@@ -404,7 +405,7 @@ class Worker:
         self.samples.op_ack.append(t1)
         self.bump(ACKS)
         if not (isinstance(ack, dict) and ack.get("ok")):
-            self.samples.errors[f"JOIN_{_code(ack)}"] += 1
+            self.samples.errors[f"JOIN_{ack_code(ack)}"] += 1
 
     async def _rejoin(self, v: Viewer, lat: list[float]) -> bool:
         t0 = time.monotonic()

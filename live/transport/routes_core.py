@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
 from datetime import datetime
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from live.core.auth import USERNAME_RE, canonical_name
-from live.core.db import ping
 from live.core.errors import Forbidden, RateLimited, Unauthorized
 from live.core.metrics import CONTENT_TYPE_LATEST
 from live.transport.fanout import LiveSocketServer
@@ -54,16 +52,7 @@ class RoomIn(BaseModel):
 async def healthz(request: web.Request) -> web.Response:
     svc = services(request)
 
-    async def redis_ok() -> bool:
-        try:
-            async with asyncio.timeout(2):
-                return bool(await svc.redis.ping())
-        except Exception:
-            return False
-
-    checks: dict[str, Awaitable[bool]] = {"redis": redis_ok(), "database": ping(svc.engine)}
-    checks.update({name: fn() for name, fn in svc.health.items()})
-    results = dict(zip(checks, await asyncio.gather(*checks.values()), strict=True))
+    results = await svc.check_backends()
     ok = all(results.values())
     if ok:
         loop = "uvloop" if type(asyncio.get_running_loop()).__module__.startswith("uvloop") else "asyncio"

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from live.loadtest.client import ConnectRefused, Disconnected, LeanSocket, make_session
-from live.loadtest.worker import PHRASES, raise_fd_limit
+from live.loadtest.worker import PHRASES, ack_code, raise_fd_limit
 
 # Shared counters, one block of NSLOTS per crowd.
 OPEN, ACKS, ERRORS, NOTIFIED = range(4)
@@ -67,14 +67,6 @@ class ReadySamples:
     connect_s: list[float] = field(default_factory=list)
 
 
-def _code(ack: Any) -> str:
-    if isinstance(ack, dict):
-        err = ack.get("error")
-        if isinstance(err, dict) and err.get("code"):
-            return str(err["code"])
-    return "BAD_ACK"
-
-
 class Crowd:
     def __init__(self, plan: CrowdPlan, counters: MutableSequence[int], base: int) -> None:
         self.plan = plan
@@ -104,7 +96,7 @@ class Crowd:
                     await sock.connect({"token": token}, timeout=self.plan.timeout)
                     ack = await sock.call("room:join", {"room_id": room_id}, timeout=self.plan.timeout)
                     if not (isinstance(ack, dict) and ack.get("ok")):
-                        out.connect_errors[_code(ack)] += 1
+                        out.connect_errors[ack_code(ack)] += 1
                         await sock.close()
                         return
                 except ConnectRefused as e:
@@ -143,7 +135,7 @@ class Crowd:
         s.acked.append(time.monotonic())
         self.bump(ACKS)
         if not (isinstance(ack, dict) and ack.get("ok")):
-            s.errors[_code(ack)] += 1
+            s.errors[ack_code(ack)] += 1
             self.bump(ERRORS)
         return ack
 
@@ -159,7 +151,7 @@ class Crowd:
                     for backoff in (0.5, 1.0, 2.0):
                         # As the app does: UNAVAILABLE is "not now", and the same request_id
                         # can never make a second order.
-                        if _code(ack) != "UNAVAILABLE":
+                        if ack_code(ack) != "UNAVAILABLE":
                             break
                         await asyncio.sleep(backoff)
                         ack = await self._call(sock, "flash:buy", tap, s)
@@ -190,7 +182,7 @@ class Crowd:
                 for backoff in (1.0, 2.0, 4.0):
                     # UNAVAILABLE: the server did nothing with it (a client would send it again);
                     # the guard must still see it, or the blocked count cannot match what was sent.
-                    if _code(ack) != "UNAVAILABLE":
+                    if ack_code(ack) != "UNAVAILABLE":
                         break
                     await asyncio.sleep(backoff)
                     ack = await self._call(sock, "chat:send", {"room_id": room_id, "text": text}, s, patience=4)
