@@ -232,6 +232,13 @@ async def test_workers_flag_runs_serving_processes_and_one_worker_and_restarts_a
         workers = [pid for pid, cmd in kids.items() if "live.ops.cli" in cmd and " worker" in cmd]
         serving = [pid for pid, cmd in kids.items() if "live.app.main" in cmd]
         assert len(workers) == 1 and len(serving) == 2, kids
+        # A serving process can answer before the worker's first heartbeat: wait for it, then
+        # the count must be exactly one.
+        async def worker_seen() -> bool:
+            _, h = await get_json(url + "/healthz")
+            return bool(h["background"]["workers_alive"])
+
+        await until(worker_seen, 30, "the worker's first heartbeat")
         status, health = await get_json(url + "/healthz")
         assert health["background"] == {"in_process": False, "workers_alive": 1}, health
         subprocess.run(["kill", "-9", str(workers[0])], check=True)
