@@ -43,6 +43,17 @@ EVENTS = ("order.created", "order.paid", "order.shipped", "order.completed", "or
 MALFORMED = "missing or malformed X-Live-Signature"
 
 
+def sign(secret: str, body: bytes, t: int | None = None) -> str:
+    """An ``X-Live-Signature`` for ``body`` (the payment callbacks the rehearsal sends), the
+    scheme :func:`signature_problem` checks (the load tester imports nothing of the server)."""
+    t = int(time.time()) if t is None else t
+    return f"t={t},v1={_hmac(secret, t, body)}"
+
+
+def _hmac(secret: str, t: int, body: bytes) -> str:
+    return hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+
+
 def signature_problem(value: str, body: bytes, secret: str, tolerance_s: int = TOLERANCE_S) -> str | None:
     """Why ``value`` (an ``X-Live-Signature``) does not sign the raw ``body`` with ``secret``, or
     None when it does: ``t=<unix s>`` within ``tolerance_s`` of now and any ``v1`` equal to the hex
@@ -59,7 +70,7 @@ def signature_problem(value: str, body: bytes, secret: str, tolerance_s: int = T
         return MALFORMED
     if abs(time.time() - t) > tolerance_s:
         return "timestamp outside the tolerance"
-    want = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    want = _hmac(secret, t, body)
     if not any([hmac.compare_digest(want, s) for s in sigs]):
         return "bad signature"
     return None

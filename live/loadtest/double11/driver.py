@@ -13,8 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import hashlib
-import hmac
 import multiprocessing as mp
 import os
 import queue
@@ -44,7 +42,7 @@ from live.loadtest.client import LeanSocket, make_session
 from live.loadtest.double11 import crowd as crowd_mod
 from live.loadtest.double11.crowd import CrowdPlan, PhaseSamples, ReadySamples
 from live.loadtest.double11.timeline import CardSpec, Phase, Timeline
-from live.loadtest.receiver import WebhookReceiver
+from live.loadtest.receiver import WebhookReceiver, sign
 from live.loadtest.verdict11 import Check, Scope, judge
 
 WEBHOOK_EVENTS = ["order.created", "order.paid", "order.shipped", "order.completed", "order.refunded",
@@ -117,13 +115,6 @@ class Result:
     ack_times: list[float]  # since the show began
     latencies: list[float]
     samples: list[dict[str, Any]]
-
-
-def sign(secret: str, body: bytes, t: int | None = None) -> str:
-    """``X-Live-Signature`` of a provider callback, as the contract writes it (the load tester
-    is a client of the wire and imports nothing of the server)."""
-    t = int(time.time()) if t is None else t
-    return f"t={t},v1=" + hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
 
 
 class OwnServer:
