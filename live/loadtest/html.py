@@ -251,7 +251,11 @@ def render_html(data: dict[str, Any], latency_s: Sequence[float], acks_at_s: Seq
     parts.append('<h2>Charts</h2><div class="charts">' + "".join(charts) + "</div>")
     if data.get("client"):
         parts.append("<h2>Load tester cost</h2>" + _kv_table(list(data["client"].items())))
-    title = f"live.loadtest {data.get('scenario')} — {data.get('viewers')} viewers"
+    return page(f"live.loadtest {data.get('scenario')} — {data.get('viewers')} viewers", parts, data)
+
+
+def page(title: str, parts: list[str], data: dict[str, Any]) -> str:
+    """A self-contained report page: ``title``, the ``parts`` in order, then the whole JSON."""
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8>"
             f"<meta name=viewport content='width=device-width,initial-scale=1'><title>{html.escape(title)}</title>"
             f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>{''.join(parts)}"

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from live.loadtest.double11.driver import CASE_STATUSES
-from live.loadtest.html import CSS, _grid, _kv_table, acks_over_time, latency_histogram, series_chart
+from live.loadtest.html import _grid, _kv_table, acks_over_time, latency_histogram, page, series_chart
 
 
 def _checks_table(checks: Sequence[dict[str, Any]]) -> str:
@@ -61,10 +61,4 @@ def render(data: dict[str, Any], ack_times: Sequence[float], latencies: Sequence
                   st: [float(s.get("after_sales", {}).get(st, 0)) for s in samples] for st in CASE_STATUSES}, "cases")]
     marks = "".join(f"<li>{p['at_s']:.1f}s {html.escape(p['label'])}</li>" for p in data.get("phases") or [])
     parts.append(f'<h2>Timeline</h2><ul>{marks}</ul><div class="charts">{"".join(charts)}</div>')
-    title = f"live.loadtest double11 — {data.get('viewers')} viewers"
-    return (f"<!doctype html><html lang=en><head><meta charset=utf-8>"
-            f"<meta name=viewport content='width=device-width,initial-scale=1'><title>{html.escape(title)}</title>"
-            f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>{''.join(parts)}"
-            f"<details><summary>Full report (JSON)</summary>"
-            f"<pre>{html.escape(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())}</pre></details>"
-            f"</body></html>")
+    return page(f"live.loadtest double11 — {data.get('viewers')} viewers", parts, data)
