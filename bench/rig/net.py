@@ -17,6 +17,8 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 
+from live.ops.embedded import pid_alive
+
 SUBNET = "10.77.0"  # a private /24 that exists only on the bridge inside the rig's namespaces
 _NAME = re.compile(r"^rig(\d+)-[a-z0-9]+$")
 
@@ -44,16 +46,6 @@ def kill_all(ns: str, sig: int = signal.SIGKILL) -> list[int]:
     return pids
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def remove(*namespaces: str, grace_s: float = 3.0) -> None:
     """Stop every process in the namespaces (TERM to all, KILL to what is left after ``grace_s``)
     and delete them."""
@@ -77,7 +69,7 @@ def sweep_leftovers() -> list[str]:
     for line in out.splitlines():
         name = line.split()[0] if line.split() else ""
         m = _NAME.match(name)
-        if m and not _alive(int(m.group(1))):
+        if m and not pid_alive(int(m.group(1))):
             remove(name, grace_s=1.0)
             gone.append(name)
     return gone

@@ -52,7 +52,8 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (one we may not signal counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -68,7 +69,7 @@ def _stop_leftover(pidfile: Path) -> None:
         pid = int(pidfile.read_text().strip())
     except (FileNotFoundError, ValueError):
         return
-    if not _pid_alive(pid):
+    if not pid_alive(pid):
         return
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -79,7 +80,7 @@ def _stop_leftover(pidfile: Path) -> None:
     log.warning("stopping leftover embedded redis-server pid %s", pid)
     os.kill(pid, signal.SIGTERM)
     for _ in range(100):
-        if not _pid_alive(pid):
+        if not pid_alive(pid):
             return
         time.sleep(0.05)
     os.kill(pid, signal.SIGKILL)
