@@ -164,7 +164,8 @@ async def buys_inflight(proc: Proc, clients: int = 100, inflight: int = 4, cards
         go.set()
         results = []
         for _ in workers:
-            kind, payload = await asyncio.to_thread(out.get, True, clients * taps * timeout)
+            # Each client's taps take turns (at most ``timeout`` each); clients run side by side.
+            kind, payload = await asyncio.to_thread(out.get, True, taps * timeout)
             if kind != "ok":
                 raise RuntimeError(f"load process: {payload}")
             results.append(payload)

@@ -179,7 +179,11 @@ class Stack:
                      # streamer holds no socket here, must not end as idle meanwhile.
                      "LIVE_ROOM_IDLE_END_S": "3600", **env})
         log = self.dir / f"project-{port}.log"
-        p = subprocess.Popen([sys.executable, str(ROOT / "run_server.py"), "--port", str(port)], env=full,
+        # BENCH_PROFILE_SERVER=FILE: run the serving process under cProfile (exact call counts per
+        # ack; times are inflated ~2x), written to FILE when the bench stops it.
+        profile = os.environ.get("BENCH_PROFILE_SERVER")
+        prefix = ["-m", "cProfile", "-o", profile] if profile else []
+        p = subprocess.Popen([sys.executable, *prefix, str(ROOT / "run_server.py"), "--port", str(port)], env=full,
                              cwd=str(ROOT), stdout=log.open("wb"), stderr=subprocess.STDOUT)
         proc = Proc("project", p, f"http://127.0.0.1:{port}", log)
         self.procs.append(proc)

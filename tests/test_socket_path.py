@@ -30,6 +30,7 @@ class RawSocket:
         self.events: list[tuple[str, Any]] = []
         self._got_ack = asyncio.Event()
         self.answer_pings = True
+        self.pings = 0
         self._reader = asyncio.create_task(self._read())
 
     @classmethod
@@ -44,6 +45,7 @@ class RawSocket:
         async for msg in self.ws:
             data = msg.data
             if data == "2":
+                self.pings += 1
                 if self.answer_pings:
                     await self.ws.send_str("3")
             elif data.startswith("43"):
@@ -210,8 +212,14 @@ async def test_a_client_that_goes_silent_is_dropped_and_leaves_the_count(
                 await asyncio.sleep(0.1)
             assert (await api.ok("GET", f"/api/rooms/{room['id']}"))["viewers"] == 1
             # The one answering pings over the same seconds is still connected and served.
+            pings = talker.pings
             await asyncio.sleep(1.5)
             assert not talker.ws.closed
+            assert talker.pings >= pings + 2  # pinged every 0.5 s
+            # ... by the server's one pinger: no task per connection sleeps until its next ping.
+            sio = srv.services.pusher.sio
+            assert sio.pinger is not None and len(sio.pinger) >= 1
+            assert not [t for t in asyncio.all_tasks() if "_send_ping" in repr(t.get_coro())]
             await talker.send(buy_frame(7, "no-such-card"))
             acks = await talker.wait_acks(2)
             assert acks[1][0] == 7 and acks[1][1][0]["error"]["code"] == "NOT_FOUND"
@@ -257,7 +265,7 @@ async def test_the_fast_path_is_on_and_actually_runs(api: Api, server: RunningSe
     silently: every part must be on (start-up probe), and frames must have gone the fast way."""
     health = await api.ok("GET", "/healthz")
     assert health["fast_path"] == {"session": True, "direct_write": True, "short_path": True,
-                                   "encode_once": True, "handshake_guard": True}, health
+                                   "encode_once": True, "handshake_guard": True, "shared_pinger": True}, health
     sio = server.services.pusher.sio
     assert not sio.fast.missing
     before = (sio.stats.direct_frames, sio.stats.short_path_events)
@@ -283,7 +291,7 @@ async def test_the_fast_path_is_on_and_actually_runs(api: Api, server: RunningSe
     assert sio.stats.direct_frames >= before[0] + 3  # their acks and the push went straight out
     async with aiohttp.ClientSession() as session, session.get(server.url + "/metrics") as r:
         text = await r.text()
-    for part in ("session", "direct_write", "short_path", "encode_once", "handshake_guard"):
+    for part in ("session", "direct_write", "short_path", "encode_once", "handshake_guard", "shared_pinger"):
         assert f'live_fastpath_enabled{{part="{part}"}} 1.0' in text
 
 
@@ -332,6 +340,14 @@ def test_the_probe_turns_off_exactly_the_parts_whose_internals_are_missing() -> 
     fast = probe(sio)
     assert not fast.short_path and fast.session and fast.encode_once
     assert any("_binary_packet" in m for m in fast.missing)
+    from engineio.async_socket import AsyncSocket
+    ping_source = AsyncSocket.schedule_ping
+    try:  # python-engineio pings some other way: the server-wide pinger stays out of it
+        AsyncSocket.schedule_ping = lambda self: None  # type: ignore[method-assign]
+        assert not probe(sio).shared_pinger
+    finally:
+        AsyncSocket.schedule_ping = ping_source  # type: ignore[method-assign]
+    assert probe(sio).shared_pinger
     sio.eio._async = {k: v for k, v in sio.eio._async.items() if k != "websocket"}
     fast = probe(sio)
     assert not fast.session and not fast.direct_write and not fast.encode_once

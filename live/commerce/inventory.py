@@ -274,10 +274,15 @@ def _state(vals: StateFields) -> CardState | None:
 
 
 class BuyBatcher:
-    """Gathers the taps on one card that arrive in the same event-loop tick into one script call.
+    """Gathers the taps on one card into one script call.
 
     Under a storm, hundreds of taps share one round trip and one EVALSHA: less Python per tap,
-    fewer pool connections, and Redis runs one script instead of hundreds.
+    fewer pool connections, and Redis runs one script instead of hundreds. Batches form by
+    themselves: a card's taps go to Redis at once when no call for that card is out (the first
+    tap of a quiet card waits for nothing but the end of the current event-loop tick), and while
+    one is out they gather and go together the moment it returns — so the busier the card, the
+    larger its batches, with no timer and no added wait beyond the call already in flight. A
+    batch of ``max_batch`` goes at once even then.
     """
 
     def __init__(self, inventory: Inventory, pay_window_ms: int, max_batch: int = 256) -> None:
@@ -285,6 +290,7 @@ class BuyBatcher:
         self._pay_window_ms = pay_window_ms
         self._max = max_batch
         self._pending: dict[str, list[tuple[tuple[str, int, str, str], asyncio.Future[Result]]]] = {}
+        self._out: dict[str, int] = {}  # card -> script calls in flight
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def buy(self, card_id: str, user_id: str, qty: int, request_id: str, order_id: str) -> Result:
@@ -293,31 +299,46 @@ class BuyBatcher:
         batch = self._pending.get(card_id)
         if batch is None:
             batch = self._pending[card_id] = []
-            loop.call_soon(self._flush, card_id)
+            if card_id not in self._out:
+                loop.call_soon(self._flush, card_id)
         batch.append(((user_id, qty, request_id, order_id), fut))
         if len(batch) >= self._max:
-            self._flush(card_id)
+            self._start(card_id)
         return await fut
 
     def _flush(self, card_id: str) -> None:
+        if card_id not in self._out:  # else the call in flight starts this batch as it returns
+            self._start(card_id)
+
+    def _start(self, card_id: str) -> None:
         batch = self._pending.pop(card_id, None)
         if not batch:
             return
+        self._out[card_id] = self._out.get(card_id, 0) + 1
         task = asyncio.get_running_loop().create_task(self._run(card_id, batch))
         self._tasks.add(task)  # keep a reference until done
         task.add_done_callback(self._tasks.discard)
+
+    def _returned(self, card_id: str) -> None:
+        left = self._out.pop(card_id, 0) - 1
+        if left > 0:
+            self._out[card_id] = left
+        else:
+            self._start(card_id)  # what gathered meanwhile
 
     async def _run(self, card_id: str, batch: list[tuple[tuple[str, int, str, str], asyncio.Future[Result]]]) -> None:
         now = now_ms()
         try:
             results = await self._inv.buy_many(card_id, [t for t, _ in batch], now, now + self._pay_window_ms)
         except BaseException as e:
+            self._returned(card_id)
             for _, fut in batch:
                 if not fut.done():
                     fut.set_exception(e if isinstance(e, Exception) else RuntimeError("cancelled"))
             if not isinstance(e, Exception):
                 raise
             return
+        self._returned(card_id)
         for (_, fut), res in zip(batch, results, strict=True):
             if not fut.done():
                 fut.set_result(res)

@@ -32,11 +32,13 @@ import asyncio
 import inspect
 import logging
 import struct
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
+import engineio
 import orjson
 import socketio
 from aiohttp import web
@@ -89,6 +91,7 @@ class EioQueue(Protocol):
 
 class EioReasons(Protocol):
     TRANSPORT_CLOSE: str
+    PING_TIMEOUT: str
     SERVER_DISCONNECT: str
 
 
@@ -113,7 +116,9 @@ class EioSocket(Protocol):
     connected: bool
     upgraded: bool
     upgrading: bool
+    closing: bool
     closed: bool
+    last_ping: float | None
 
     async def receive(self, pkt: EioPacket) -> None: ...
     async def close(self, wait: bool = True, abort: bool = False, reason: str | None = None) -> None: ...
@@ -121,7 +126,7 @@ class EioSocket(Protocol):
 
 eio_pkt = cast(EioPacketModule, eio_packet)
 
-PARTS = ("session", "direct_write", "short_path", "encode_once", "handshake_guard")
+PARTS = ("session", "direct_write", "short_path", "encode_once", "handshake_guard", "shared_pinger")
 
 
 @dataclass
@@ -133,6 +138,7 @@ class FastPath:
     * ``short_path``: storm events are parsed and acked without python-socketio's decoder.
     * ``encode_once``: a broadcast is encoded once and queued for each recipient.
     * ``handshake_guard``: Engine.IO sessions not signed in to Socket.IO are capped and timed out.
+    * ``shared_pinger``: one task sends every connection's Engine.IO pings (:class:`Pinger`).
     """
 
     session: bool = False
@@ -140,11 +146,13 @@ class FastPath:
     short_path: bool = False
     encode_once: bool = False
     handshake_guard: bool = False
+    shared_pinger: bool = False
     missing: list[str] = field(default_factory=list)
 
     def parts(self) -> dict[str, bool]:
         on = {"session": self.session, "direct_write": self.direct_write, "short_path": self.short_path,
-              "encode_once": self.encode_once, "handshake_guard": self.handshake_guard}
+              "encode_once": self.encode_once, "handshake_guard": self.handshake_guard,
+              "shared_pinger": self.shared_pinger}
         return {p: bool(on[p]) for p in PARTS}
 
 
@@ -193,12 +201,13 @@ def probe(server: socketio.AsyncServer) -> FastPath:
         session_missing.append("engineio.AsyncServer._async['websocket']")
     session_missing += _params(EngineIOWebSocket.__init__, "handler", "server")
     session_missing += _has(eio, "sockets", "ping_interval", "ping_timeout", "max_http_buffer_size", "reason")
-    session_missing += _has(_get(eio, "reason", object), "TRANSPORT_CLOSE")
+    session_missing += _has(_get(eio, "reason", object), "TRANSPORT_CLOSE", "PING_TIMEOUT")
     session_missing += _has(AsyncSocket, "receive", "close")
     session_missing += _params(AsyncSocket.close, "wait", "abort", "reason")
     try:  # instance fields are set in __init__: look at a real (unregistered) socket
         sample = AsyncSocket(eio, "fast-path-probe")
-        session_missing += _has(sample, "queue", "connected", "upgraded", "upgrading", "closed", "sid", "server")
+        session_missing += _has(sample, "queue", "connected", "upgraded", "upgrading", "closing", "closed", "sid",
+                                "server", "last_ping")
         session_missing += _has(sample.queue, "put_nowait", "get_nowait", "qsize", "empty", "task_done", "join")
     except Exception as e:
         session_missing.append(f"AsyncSocket(server, sid): {e}")
@@ -218,13 +227,24 @@ def probe(server: socketio.AsyncServer) -> FastPath:
     if _get(_eio_handler(eio, "connect"), "__func__") is not type(server)._handle_eio_connect:
         guard_missing.append("engineio 'connect' handler is not the server's _handle_eio_connect")
 
+    pinger_missing = _has(AsyncSocket, "schedule_ping", "_send_ping")
+    pinger_missing += _has(eio, "start_background_task")
+    if not isinstance(eio, LiveEngineIO):
+        pinger_missing.append("the server's Engine.IO is not LiveEngineIO")
+    try:  # schedule_ping hands its socket's _send_ping to the server's start_background_task
+        if "start_background_task(self._send_ping)" not in inspect.getsource(AsyncSocket.schedule_ping):
+            pinger_missing.append("AsyncSocket.schedule_ping does not start _send_ping")
+    except (OSError, TypeError):
+        pinger_missing.append("AsyncSocket.schedule_ping (source)")
+
     fast = FastPath(
         session=not session_missing,
         direct_write=not session_missing,  # only sockets whose session we run are written to
         short_path=not short_missing,
         encode_once=not emit_missing and not session_missing,
         handshake_guard=not guard_missing,
-        missing=session_missing + short_missing + emit_missing + guard_missing,
+        shared_pinger=not pinger_missing,
+        missing=session_missing + short_missing + emit_missing + guard_missing + pinger_missing,
     )
     return fast
 
@@ -263,14 +283,24 @@ class FastPathCollector(Collector):
                                 value=len(self._server.pending))
 
 
-def ws_frame(payload: bytes) -> bytes:
-    """An unmasked, uncompressed websocket text frame (RFC 6455 §5.2) carrying ``payload``."""
+def ws_frame(payload: bytes, opcode: int = 0x1) -> bytes:
+    """An unmasked, uncompressed websocket frame (RFC 6455 §5.2) carrying ``payload``: text
+    (opcode 1, the default) or binary (2)."""
     n = len(payload)
+    head = 0x80 | opcode
     if n < 126:
-        return bytes((0x81, n)) + payload
+        return bytes((head, n)) + payload
     if n < 65536:
-        return struct.pack("!BBH", 0x81, 126, n) + payload
-    return struct.pack("!BBQ", 0x81, 127, n) + payload
+        return struct.pack("!BBH", head, 126, n) + payload
+    return struct.pack("!BBQ", head, 127, n) + payload
+
+
+def packet_frame(pkt: EioPacket) -> bytes:
+    """The websocket frame of one Engine.IO packet."""
+    encoded = pkt.encode()
+    if isinstance(encoded, str):
+        return ws_frame(encoded.encode())
+    return ws_frame(encoded, 0x2)
 
 
 class DirectWebSocket(EngineIOWebSocket):
@@ -286,9 +316,13 @@ class DirectWebSocket(EngineIOWebSocket):
     python-engineio (4.x, ``AsyncSocket._websocket_handler``) reads a websocket with a new task
     and a timer per message and drains the send queue through ``wait_for`` (another task per
     wait); idle, that is two pending tasks, two timers and their futures per connection, several
-    KB each for 10,000 viewers. :meth:`_session` is the same protocol (upgrade probe, writer
-    draining the socket's queue, reader until close or silence, then Engine.IO's own close),
-    reading with aiohttp's receive timeout and a plain ``queue.get``. For a short-path event the
+    KB each for 10,000 viewers. :meth:`_session` is the same protocol (upgrade probe, the socket's
+    queue drained onto the websocket, reader until close, then Engine.IO's own close) with no
+    task of its own: once upgraded, the send queue writes each packet straight to the websocket
+    as it is put (:meth:`SendQueue.attach`), and the reader waits without a timer (aiohttp's
+    receive timeout costs a timer per frame; a silent client is found by Engine.IO's ping check,
+    whose disconnect aborts the websocket — ``LiveSocketServer._handle_eio_disconnect``).
+    For a short-path event the
     handler runs right where the frame was read and its ack is written, then reading goes on; so
     one connection's short-path events are served one at a time, in the order sent — except
     events registered ``concurrent`` (buys): those run in a task each, up to the server's
@@ -433,6 +467,7 @@ class DirectWebSocket(EngineIOWebSocket):
         if s.connected:  # an upgrade from long-polling
             if not await self._upgrade(s):
                 return
+            s.queue = SendQueue.taking_over(s.queue)  # unless a long-poll still waits on it
         else:
             s.connected = True
             s.upgraded = True
@@ -451,13 +486,17 @@ class DirectWebSocket(EngineIOWebSocket):
                     break
             await self.close()
 
-        writer_task = asyncio.ensure_future(writer())
-        silence = s.server.ping_interval + s.server.ping_timeout
+        queue = s.queue
+        writer_task: asyncio.Future[None] | None = None
+        if isinstance(queue, SendQueue):
+            queue.attach(self._put)  # from now on a packet put is a packet written
+        else:  # Engine.IO's own queue (a long-poll still waits on it): a writer drains it
+            writer_task = asyncio.ensure_future(writer())
         while True:
             try:
-                data = await self._next(silence)
+                data = await self._next(None)
             except Exception:
-                break  # closed, broken, or nothing heard (not even a pong) for ping_interval + ping_timeout
+                break  # closed or broken (a silent client: Engine.IO's ping check aborts the socket)
             try:
                 await s.receive(eio_pkt.Packet(encoded_packet=data))
             except eio_exceptions.SocketIsClosedError:
@@ -466,9 +505,21 @@ class DirectWebSocket(EngineIOWebSocket):
                 log.warning("engine.io frame refused (%s): %s", s.sid, _short(e))
         if self._inflight:
             await self._drain_inflight()
-        await s.queue.put(None)  # let the writer finish
-        await writer_task
+        if writer_task is not None:
+            await s.queue.put(None)  # let the writer finish
+            await writer_task
+        else:
+            await self.close()
         await s.close(wait=False, abort=True, reason=s.server.reason.TRANSPORT_CLOSE)
+
+    def _put(self, pkt: EioPacket | None) -> None:
+        """An attached send queue's sink: write the packet now (None: the session is ending)."""
+        if pkt is None or self.closed:
+            return
+        try:
+            self.write(packet_frame(pkt))
+        except Exception:  # a closing transport: the reader sees the close and ends the session
+            log.debug("write to a closing websocket dropped", exc_info=True)
 
 
 class OneLine(logging.Filter):
@@ -512,13 +563,14 @@ class SendQueue:
     Waiters share one future; each awaits it through ``asyncio.shield`` so that cancelling one
     waiter (a ``wait_for`` timing out) never cancels the others."""
 
-    __slots__ = ("_done", "_items", "_ready", "_unfinished", "nbytes")
+    __slots__ = ("_done", "_items", "_ready", "_sink", "_unfinished", "nbytes")
 
     def __init__(self) -> None:
         self._items: deque[EioPacket | None] = deque()
         self._ready: asyncio.Future[None] | None = None  # set when an item arrives
         self._unfinished = 0
         self._done: asyncio.Future[None] | None = None  # set when every item was task_done()
+        self._sink: Callable[[EioPacket | None], None] | None = None  # see attach()
         self.nbytes = 0
 
     @classmethod
@@ -541,7 +593,20 @@ class SendQueue:
     def qsize(self) -> int:
         return len(self._items)
 
+    def attach(self, sink: Callable[[EioPacket | None], None]) -> None:
+        """From now on hand every packet put straight to ``sink`` (the websocket's writer),
+        those already queued first, in order: a websocket session needs no writer task."""
+        while self._items:
+            item = self.get_nowait()
+            sink(item)
+            self.task_done()
+        self._sink = sink
+
     def put_nowait(self, item: EioPacket | None) -> None:
+        sink = self._sink
+        if sink is not None:
+            sink(item)
+            return
         self._items.append(item)
         self.nbytes += _size(item)
         self._unfinished += 1
@@ -616,6 +681,75 @@ class _Encoded(eio_packet.Packet):
         return self.wire
 
 
+PING = eio_pkt.Packet(eio_pkt.PING)
+
+
+class Pinger:
+    """Every connection's Engine.IO pings, from one task.
+
+    python-engineio pings each client from a task of its own (``AsyncSocket._send_ping``:
+    sleep ``ping_interval``, send PING; started again at each PONG): 10,000 viewers, 10,000
+    sleeping tasks with their timers, about 2 KB each. Every socket waits the same interval, so
+    their pings fall due in the order they were asked for: one deque of (due, socket) and one
+    task that sleeps until the first is due. What a ping does is Engine.IO's own: skip a socket
+    that is closing or closed, set ``last_ping`` (Engine.IO's service task closes a socket whose
+    PONG does not come within ``ping_timeout``), send PING."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._due: deque[tuple[float, EioSocket]] = deque()
+        self._task: asyncio.Task[None] | None = None
+
+    def __len__(self) -> int:
+        return len(self._due)
+
+    def schedule(self, s: EioSocket) -> None:
+        loop = asyncio.get_running_loop()
+        self._due.append((loop.time() + self.interval, s))
+        if self._task is None or self._task.done():
+            self._task = loop.create_task(self._run())
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        due = self._due
+        while due:
+            when, s = due[0]
+            delay = when - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+                continue
+            due.popleft()
+            if s.closing or s.closed:
+                continue
+            s.last_ping = time.time()
+            try:
+                s.queue.put_nowait(PING)
+            except Exception:  # one socket's trouble never stops the others' pings
+                log.debug("ping to %s failed", s.sid, exc_info=True)
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        self._due.clear()
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+class LiveEngineIO(engineio.AsyncServer):
+    """python-engineio's server, whose per-socket ping tasks become one :class:`Pinger`
+    (``AsyncSocket.schedule_ping`` asks the server to start ``socket._send_ping`` as a
+    background task: that one request is served by the pinger; every other is Engine.IO's)."""
+
+    live_pinger: Pinger | None = None
+
+    def start_background_task(self, target: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        pinger = self.live_pinger
+        if pinger is not None and not args and getattr(target, "__func__", None) is AsyncSocket._send_ping:
+            pinger.schedule(cast(EioSocket, _get(target, "__self__")))
+            return None
+        return super().start_background_task(target, *args, **kwargs)
+
+
 class LiveSocketServer(socketio.AsyncServer):
     """python-socketio's server with a short path for the events that carry a storm.
 
@@ -656,6 +790,12 @@ class LiveSocketServer(socketio.AsyncServer):
             # This server's Engine.IO uses DirectWebSocket (no global patching) and knows us.
             eio.live_sio = self
             eio._async = {**eio._async, "websocket": DirectWebSocket}
+        self.pinger: Pinger | None = None
+        if self.fast.shared_pinger:
+            self.pinger = cast(LiveEngineIO, eio).live_pinger = Pinger(eio.ping_interval)
+
+    def _engineio_server_class(self) -> type[engineio.AsyncServer]:
+        return LiveEngineIO
 
     def log_fast_path(self) -> None:
         """One line at start-up saying which parts of the fast path are on, and why not."""
@@ -691,6 +831,12 @@ class LiveSocketServer(socketio.AsyncServer):
         if timer is not None:
             timer.cancel()
         await super()._handle_eio_disconnect(eio_sid, reason)
+        if reason == self.eio.reason.PING_TIMEOUT:
+            # Engine.IO's ping check gave up on a silent client: end the websocket session too
+            # (its reader waits without a timer) — the connection is most likely dead anyway.
+            ws = self.live_direct_ws.get(eio_sid)
+            if ws is not None:
+                ws.abort()
 
     def _handshake_expired(self, eio_sid: str) -> None:
         if self.pending.pop(eio_sid, None) is None:
@@ -717,6 +863,8 @@ class LiveSocketServer(socketio.AsyncServer):
         task.add_done_callback(self._tasks.discard)
 
     async def cancel_background(self) -> None:
+        if self.pinger is not None:
+            await self.pinger.stop()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
