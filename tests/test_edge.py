@@ -344,3 +344,18 @@ async def test_migration_0003_keeps_old_colliding_usernames_working(settings_fac
             assert (status, body["error"]["code"]) == (409, "CONFLICT")
     finally:
         await asyncio.to_thread(fresh.drop)
+
+
+@pytest.mark.parametrize("payload, where", [
+    ({"card_id": "c1", "qty": 1, "note": "a\x00b"}, "payload.note"),     # flat: the quick look
+    ({"card_id": "c1", "k\ud800": 1}, "payload"),                         # a key
+    ({"items": [{"text": "ok"}, {"text": "\ud83d"}]}, "payload.items.text"),  # nested: the walk
+])
+def test_check_storable_names_where_an_unstorable_string_is(payload: dict[str, Any], where: str) -> None:
+    from live.core.errors import Invalid
+    from live.transport.http import check_storable
+
+    check_storable({"card_id": "c1", "qty": 1, "ok": True, "none": None, "price": 1.5}, "payload")
+    with pytest.raises(Invalid) as e:
+        check_storable(payload, "payload")
+    assert e.value.message.startswith(f"{where}:")

@@ -15,13 +15,23 @@ def test_iso_ms_writes_what_iso_writes() -> None:
         assert iso_ms(ms) == iso(datetime.fromtimestamp(ms / 1000, UTC)), ms
 
 
-def test_random_hex_is_unique_refills_and_refetches_after_a_fork() -> None:
+def test_random_hex_is_unique_refills_and_a_forked_child_refetches() -> None:
     r = RandomHex(chunk=16)  # 32 digits per fetch: refills every two 12-digit ids
     ids = [r.take(12) for _ in range(20_000)]
     assert len(set(ids)) == len(ids)
     assert all(len(i) == 12 and int(i, 16) >= 0 for i in ids)
-    before = r.take(12)
-    r._pid = os.getpid() + 1  # as if this object had been copied into a forked child
-    buf = r._buf
+    # A forked child must not hand out the digits the parent hands out next.
+    r = RandomHex()
     r.take(12)
-    assert r._buf != buf and r._pid == os.getpid() and before not in r._buf
+    parents_next = r._buf[r._at:r._at + 12]
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        os.write(write, r.take(12).encode())
+        os._exit(0)
+    os.close(write)
+    childs = os.read(read, 64).decode()
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert len(childs) == 12 and childs != parents_next
+    assert r.take(12) == parents_next

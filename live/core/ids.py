@@ -2,27 +2,39 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import time
+import weakref
 from datetime import UTC, datetime
 
 
 class RandomHex:
     """Random hex digits from the OS's CSPRNG, fetched in bulk: one ``getrandom`` call per
-    ~500 ids instead of one per id (the buy path makes an id per tap). Refetched after a fork,
-    so two processes never share a buffer."""
+    ~500 ids instead of one per id (the buy path makes an id per tap). Forgotten in a forked
+    child (``os.register_at_fork``), so two processes never share a buffer — without asking
+    the kernel for the pid on every id."""
 
     def __init__(self, chunk: int = 4096) -> None:
         self._chunk = chunk
         self._buf = ""
         self._at = 0
-        self._pid = 0
+        me = weakref.ref(self)
+
+        def forget_in_child() -> None:
+            r = me()
+            if r is not None:
+                r.forget()
+
+        os.register_at_fork(after_in_child=forget_in_child)
+
+    def forget(self) -> None:
+        self._buf, self._at = "", 0
 
     def take(self, digits: int) -> str:
         end = self._at + digits
-        if end > len(self._buf) or self._pid != os.getpid():
+        if end > len(self._buf):
             self._buf = os.urandom(max(self._chunk, digits)).hex()
-            self._pid = os.getpid()
             self._at, end = 0, digits
         out = self._buf[self._at:end]
         self._at = end
@@ -56,7 +68,14 @@ def iso(dt: datetime | None) -> str | None:
 
 def iso_ms(ms: int) -> str:
     """Epoch milliseconds as :func:`iso` writes them (``2026-11-25T15:04:05.123Z``)."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
+    seconds, millis = divmod(ms, 1000)
+    return f"{_iso_second(seconds)}.{millis:03d}Z"
+
+
+@functools.lru_cache(maxsize=256)
+def _iso_second(seconds: int) -> str:
+    # A storm's orders are made within the same few seconds: format each second once.
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
 
 
 def aware(dt: datetime) -> datetime:

@@ -78,8 +78,18 @@ def principal(request: web.Request) -> Principal:
 UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
 
 
+_SCALARS = (int, float, bool, type(None))
+
+
 def check_storable(value: Any, where: str = "body") -> None:
     """``Invalid`` if any string in ``value`` (nested lists and objects, keys too) is unstorable."""
+    if type(value) is dict:  # the usual payload, one flat object: one look at each string
+        search = UNSTORABLE.search
+        for k, v in value.items():
+            if type(k) is not str or search(k) or not (type(v) in _SCALARS or (type(v) is str and not search(v))):
+                break  # something to look into: the full walk below names where
+        else:
+            return
     stack: list[tuple[str, Any]] = [(where, value)]
     while stack:
         path, v = stack.pop()

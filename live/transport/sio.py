@@ -15,8 +15,6 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import orjson
 import socketio
-from prometheus_client import Counter as MetricCounter
-from prometheus_client import Histogram
 from pydantic import BaseModel, ValidationError
 
 from live.app.appkeys import ServicesRef
@@ -31,6 +29,7 @@ from live.core.errors import (
     Unavailable,
     backend_unavailable,
 )
+from live.core.metrics import CounterChild, HistogramChild
 from live.core.push import room_channel, user_channel
 from live.core.settings import Settings
 from live.transport.fanout import FanoutManager, FanoutRedisManager, FastPathCollector, LiveSocketServer
@@ -180,11 +179,14 @@ class SocketApp:
         def deco(fn: Handler) -> Handler:
             self.events[name] = (model, (fn.__doc__ or name).strip().splitlines()[0])
             # Metric children per event, looked up once per running app (labels() is not free).
-            children: dict[int, tuple[MetricCounter, Histogram]] = {}
+            children: dict[int, tuple[CounterChild, HistogramChild]] = {}
+            ref = self._ref
+            clock = time.perf_counter
 
             async def wrapped(sid: str, *args: object) -> dict[str, Any]:
-                t0 = time.perf_counter()
-                metrics = self.svc.metrics
+                t0 = clock()
+                svc = ref.get()
+                metrics = svc.metrics
                 mine = children.get(id(metrics))
                 if mine is None:
                     children.clear()
@@ -196,7 +198,7 @@ class SocketApp:
                     if token_who is None:
                         raise Unauthorized("not connected")
                     # The current role, not the one the token was signed with.
-                    who = await self.svc.auth.current(token_who)
+                    who = await svc.auth.current(token_who)
                     if len(args) > 1:
                         raise Invalid("expected one payload object")
                     data = args[0] if args else None
@@ -226,7 +228,7 @@ class SocketApp:
                     metrics.errors.labels("socket", "INTERNAL").inc()
                     return {"ok": False, "error": {"code": "INTERNAL", "message": "internal error"}}
                 finally:
-                    mine[1].observe(time.perf_counter() - t0)
+                    mine[1].observe(clock() - t0)
 
             self.sio.on_direct(name, wrapped, concurrent=concurrent)
             return fn
