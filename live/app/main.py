@@ -38,6 +38,7 @@ import orjson
 from aiohttp import web
 
 import live
+from live.app import heap
 from live.app.factory import create_app
 from live.app.ready import READY_FD_ENV, notify_ready
 from live.app.services import ADMIN_TOKEN_FILE, admin_token
@@ -185,6 +186,7 @@ def serve(settings: Settings, sock: socket.socket, *, show_banner: bool = True) 
     app = create_app(settings)
 
     def ready(_message: str) -> None:  # run_app calls it once the services are open and the port listens
+        heap.settle(settings.gc_young_threshold)
         notify_ready()
         if show_banner:
             print(banner(settings, url), flush=True)

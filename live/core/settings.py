@@ -151,6 +151,11 @@ class Settings(BaseModel):
     # "uvloop" (libuv's event loop: cheaper socket I/O, tasks and timers on the buy path) or
     # "asyncio" (the standard library's).
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
+    # Python's cyclic garbage collector (live.app.heap): once a process has started, what it built
+    # (modules, models, pools) is frozen out of collection and the youngest generation is
+    # collected every ``gc_young_threshold`` new objects instead of Python's 700. 0: Python's
+    # defaults, nothing frozen.
+    gc_young_threshold: int = Field(20_000, ge=0)
 
     # --- bounds and edge limits (docs in config/default.toml) ---
     socket_send_budget_bytes: int = Field(1024 * 1024, ge=4096)

@@ -119,11 +119,13 @@ async def _rebuild(settings: Settings, card: str) -> int:
 
 
 async def _worker(settings: Settings, host: str, port: int) -> int:
+    from live.app import heap
     from live.app.factory import DOMAINS
     from live.app.ready import notify_ready
     from live.app.worker import run_worker
 
     def ready(url: str) -> None:
+        heap.settle(settings.gc_young_threshold)
         print(f"live worker is ready (health and metrics on {url})", flush=True)
         notify_ready()
 
