@@ -368,7 +368,7 @@ class FlashService:
                 raise Unavailable("order record missing; retry")
             if res.code == "OK":
                 try:
-                    room_id = await self.room_of(card_id)
+                    room_id = self._card_rooms.get(card_id) or await self.room_of(card_id)
                     self.mark_dirty(card_id, room_id)
                     if res.left == 0:
                         await self.status_changed(room_id, card_id, "sold_out")
