@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -379,3 +380,28 @@ async def test_long_polling_frames_refused_in_one_line_each(
     records = [r for r in caplog.records if r.name != "aiohttp.access"]
     assert records and not [r for r in records if r.exc_info and r.levelno >= logging.WARNING]
     assert all(len(r.getMessage()) < 300 for r in records)
+
+
+async def test_an_idle_connection_costs_aiohttps_tasks_only(api: Api, server: RunningServer) -> None:
+    """Per connected viewer the server runs aiohttp's two tasks (the connection's, the request's)
+    and nothing else: no writer task (the send queue is attached to the websocket), no pinger
+    (one for the server), no read timer."""
+    def kinds() -> Counter[str]:
+        return Counter(t.get_coro().__qualname__ for t in asyncio.all_tasks())  # type: ignore[union-attr]
+
+    async with aiohttp.ClientSession() as session:
+        socks = [await RawSocket.open(session, server.url, (await api.guest())["token"]) for _ in range(3)]
+        try:
+            await asyncio.sleep(0.2)
+            before = kinds()
+            socks += [await RawSocket.open(session, server.url, (await api.guest())["token"]) for _ in range(20)]
+            await asyncio.sleep(0.2)
+            grown = kinds() - before
+            assert grown == Counter({"RequestHandler.start": 20, "RequestHandler._handle_request": 20,
+                                     "RawSocket._read": 20}), grown  # the last: this test's clients
+            sio = server.services.pusher.sio
+            queues = [sio.eio.sockets[sid].queue for sid in list(sio.live_direct_ws)]
+            assert len(queues) >= 23 and all(getattr(q, "_sink", None) is not None for q in queues)
+        finally:
+            for s in socks:
+                await s.close()
