@@ -270,6 +270,7 @@ async def test_the_fast_path_is_on_and_actually_runs(api: Api, server: RunningSe
     sio = server.services.pusher.sio
     assert not sio.fast.missing
     before = (sio.stats.direct_frames, sio.stats.short_path_events)
+    taskless = sio.stats.taskless_events
     s, room, card = await setup_sale(api, stock=5)
     viewer = await api.guest()
     async with aiohttp.ClientSession() as session:
@@ -289,6 +290,7 @@ async def test_the_fast_path_is_on_and_actually_runs(api: Api, server: RunningSe
         finally:
             await sock.close()
     assert sio.stats.short_path_events >= before[1] + 2  # both events took the short path
+    assert sio.stats.taskless_events >= taskless + 1  # the buy without a task of its own
     assert sio.stats.direct_frames >= before[0] + 3  # their acks and the push went straight out
     async with aiohttp.ClientSession() as session, session.get(server.url + "/metrics") as r:
         text = await r.text()

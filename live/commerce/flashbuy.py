@@ -15,6 +15,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, cast
@@ -24,7 +25,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy import select
 
 from live.commerce.inventory import SCRIPTS as SCRIPTS  # the domain's Lua: its Redis side's, listed there
-from live.commerce.inventory import BuyBatcher, CardState, Inventory
+from live.commerce.inventory import BuyBatcher, CardState, Inventory, Result
 from live.commerce.views import FENCED_MESSAGE, money, order_view
 from live.core import keys
 from live.core.auth import Principal
@@ -55,6 +56,9 @@ if TYPE_CHECKING:
     from live.media.rtc import MediaService
 
 log = logging.getLogger(__name__)
+
+# What buy_now hands a tap's outcome to: the ack, or the error to answer with.
+Reply = Callable[[dict[str, Any] | BaseException], None]
 
 
 def cents(price: Decimal) -> int:
@@ -112,6 +116,7 @@ class FlashService:
         # Acks kept as JSON bytes: 200,000 of them as dicts were ~400,000 objects for Python's
         # garbage collector to walk on every full collection.
         self._accepted: OrderedDict[tuple[str, str, str], bytes] = OrderedDict()
+        self._replying: set[asyncio.Future[dict[str, Any]]] = set()  # buy_now's tasks, until they reply
         self.orders: OrderService  # set by install()
 
     # --- listing --------------------------------------------------------------------------
@@ -325,6 +330,67 @@ class FlashService:
     # --- buying ------------------------------------------------------------------------------
     async def buy(self, who: Principal, card_id: str, qty: int, request_id: str) -> dict[str, Any]:
         """Take stock for one tap. Returns ``{"order", "left"}`` or raises the contract's error."""
+        prior = self._admit(who, card_id, qty, request_id)
+        if prior is not None:
+            return prior
+        return await self._take(who, card_id, qty, request_id, None)
+
+    def buy_now(self, who: Principal, card_id: str, qty: int, request_id: str, reply: Reply) -> None:
+        """:meth:`buy` without a task of its own, for the socket's short path: ``reply`` gets the
+        ack (or the error) — at once when no Redis call is needed, else as the card's batch
+        returns. Whatever must be waited for beyond that (this process's first tap on a card
+        loads its seq floor; a lost or fenced card is rebuilt and tried again; a room lookup, the
+        sold-out push) goes on in a task running the same steps as :meth:`buy`."""
+        try:
+            prior = self._admit(who, card_id, qty, request_id)
+        except Exception as e:
+            reply(e)
+            return
+        if prior is not None:
+            reply(prior)
+            return
+        if self.inventory.floors.get(card_id) is None:
+            self._spawn(self._take(who, card_id, qty, request_id, None), reply)
+            return
+
+        def landed(res: Result | BaseException) -> None:
+            if isinstance(res, BaseException):
+                if isinstance(res, RedisConnectionError):
+                    self.orders.redis_trouble()
+                reply(res)
+                return
+            try:
+                ack = self._settle_now(who, card_id, request_id, res)
+            except Exception as e:
+                reply(e)
+                return
+            if ack is None:
+                self._spawn(self._take(who, card_id, qty, request_id, res), reply)
+            else:
+                reply(ack)
+
+        self.batcher.submit(card_id, who.id, qty, request_id, self._order_id(card_id), landed)
+
+    def _spawn(self, work: Coroutine[Any, Any, dict[str, Any]], reply: Reply) -> None:
+        task = asyncio.ensure_future(work)
+        self._replying.add(task)
+
+        def done(t: asyncio.Future[dict[str, Any]]) -> None:
+            self._replying.discard(t)
+            if t.cancelled():
+                reply(Unavailable("the server is shutting down; retry with the same request_id"))
+            else:
+                exc = t.exception()
+                reply(exc if exc is not None else t.result())
+
+        task.add_done_callback(done)
+
+    def _order_id(self, card_id: str) -> str:
+        return f"{card_id}-{RANDOM.take(12)}"
+
+    def _admit(self, who: Principal, card_id: str, qty: int, request_id: str) -> dict[str, Any] | None:
+        """What a tap is refused before it goes to Redis (the contract's error, raised), or the
+        ack of a retried request this process already accepted; None: on to Redis."""
         if not 1 <= qty <= self.settings.max_qty_per_buy:
             raise Invalid(f"qty: an integer from 1 to {self.settings.max_qty_per_buy}")
         known = self.unavailable.get(card_id)
@@ -338,15 +404,23 @@ class FlashService:
         if not self.buckets.take(who.id):
             self._count("rate_limited")
             raise RateLimited("too many taps; slow down")
-        for _ in range(3):
-            if self.inventory.floors.get(card_id) is None:
-                await self._load_floor(card_id)
-            order_id = f"{card_id}-{RANDOM.take(12)}"
-            try:
-                res = await self.batcher.buy(card_id, who.id, qty, request_id, order_id)
-            except RedisConnectionError:
-                self.orders.redis_trouble()  # Redis restarted or failed over? check at reconnect
-                raise
+        return None
+
+    async def _take(self, who: Principal, card_id: str, qty: int, request_id: str,
+                    res: Result | None) -> dict[str, Any]:
+        """The tap through Redis (``res``: its first answer, if it has one already), retried
+        after a rebuild when Redis lost the card or fenced it; then its ack."""
+        attempt = 0
+        while True:
+            attempt += 1
+            if res is None:
+                if self.inventory.floors.get(card_id) is None:
+                    await self._load_floor(card_id)
+                try:
+                    res = await self.batcher.buy(card_id, who.id, qty, request_id, self._order_id(card_id))
+                except RedisConnectionError:
+                    self.orders.redis_trouble()  # Redis restarted or failed over? check at reconnect
+                    raise
             if res.code in ("NOT_FOUND", "FENCED"):
                 # Redis lost the card, or it is fenced (being rebuilt, or behind what SQL or this
                 # process has seen): wait a bounded time for the rebuild from SQL, then try again.
@@ -358,24 +432,44 @@ class FlashService:
                 except TimeoutError:
                     self._count("fenced")
                     raise Unavailable(FENCED_MESSAGE) from None
-                if found:
+                if found and attempt < 3:
+                    res = None
                     continue
-            if res.code != "RETRY":
-                break
+            elif res.code == "RETRY" and attempt < 3:
+                res = None
+                continue
+            break
+        if res.code == "OK" and res.order is not None:
+            try:
+                room_id = self._card_rooms.get(card_id) or await self.room_of(card_id)
+                self.mark_dirty(card_id, room_id)
+                if res.left == 0:
+                    await self.status_changed(room_id, card_id, "sold_out")
+            except Exception:
+                # The order is taken: a failed push (Redis connection lost just now) must not
+                # turn it into an error the buyer would read as "not bought".
+                log.warning("pushes after order %s failed", res.order["id"], exc_info=True)
+        return self._ack(who, card_id, request_id, res)
+
+    def _settle_now(self, who: Principal, card_id: str, request_id: str, res: Result) -> dict[str, Any] | None:
+        """The ack of a first answer from Redis when nothing needs waiting for (raises the
+        contract's error for a refusal); None when :meth:`_take` must go on: a rebuild or retry,
+        or an order whose card's room is not known here yet or which sold the card out (a push)."""
+        if res.code in ("NOT_FOUND", "FENCED", "RETRY"):
+            return None
+        if res.code == "OK" and res.order is not None:
+            room_id = self._card_rooms.get(card_id)
+            if room_id is None or res.left == 0:
+                return None
+            self.mark_dirty(card_id, room_id)
+        return self._ack(who, card_id, request_id, res)
+
+    def _ack(self, who: Principal, card_id: str, request_id: str, res: Result) -> dict[str, Any]:
+        """A tap's final answer from Redis as its ack, or the contract's error."""
         self._count(res.code.lower())
         if res.code in ("OK", "DUP"):
             if res.order is None:
                 raise Unavailable("order record missing; retry")
-            if res.code == "OK":
-                try:
-                    room_id = self._card_rooms.get(card_id) or await self.room_of(card_id)
-                    self.mark_dirty(card_id, room_id)
-                    if res.left == 0:
-                        await self.status_changed(room_id, card_id, "sold_out")
-                except Exception:
-                    # The order is taken: a failed push (Redis connection lost just now) must not
-                    # turn it into an error the buyer would read as "not bought".
-                    log.warning("pushes after order %s failed", res.order["id"], exc_info=True)
             ack = {"order": order_view(card_id, res.order), "left": res.left}
             self._accepted[(card_id, who.id, request_id)] = orjson.dumps(ack)
             if len(self._accepted) > 200_000:

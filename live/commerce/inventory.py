@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -273,6 +274,10 @@ def _state(vals: StateFields) -> CardState | None:
                      int(seq or 0), fence)
 
 
+Tap = tuple[str, int, str, str]  # user, qty, request id, order id
+Waiter = asyncio.Future[Result] | Callable[[Result | BaseException], None]
+
+
 class BuyBatcher:
     """Gathers the taps on one card into one script call.
 
@@ -289,22 +294,27 @@ class BuyBatcher:
         self._inv = inventory
         self._pay_window_ms = pay_window_ms
         self._max = max_batch
-        self._pending: dict[str, list[tuple[tuple[str, int, str, str], asyncio.Future[Result]]]] = {}
+        self._pending: dict[str, list[tuple[Tap, Waiter]]] = {}
         self._out: dict[str, int] = {}  # card -> script calls in flight
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def buy(self, card_id: str, user_id: str, qty: int, request_id: str, order_id: str) -> Result:
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Result] = loop.create_future()
+        fut: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self.submit(card_id, user_id, qty, request_id, order_id, fut)
+        return await fut
+
+    def submit(self, card_id: str, user_id: str, qty: int, request_id: str, order_id: str,
+               waiter: asyncio.Future[Result] | Callable[[Result | BaseException], None]) -> None:
+        """Put one tap in its card's next batch; ``waiter`` (a future, or a function called with
+        the result or the error) learns how it went."""
         batch = self._pending.get(card_id)
         if batch is None:
             batch = self._pending[card_id] = []
             if card_id not in self._out:
-                loop.call_soon(self._flush, card_id)
-        batch.append(((user_id, qty, request_id, order_id), fut))
+                asyncio.get_running_loop().call_soon(self._flush, card_id)
+        batch.append(((user_id, qty, request_id, order_id), waiter))
         if len(batch) >= self._max:
             self._start(card_id)
-        return await fut
 
     def _flush(self, card_id: str) -> None:
         if card_id not in self._out:  # else the call in flight starts this batch as it returns
@@ -326,19 +336,32 @@ class BuyBatcher:
         else:
             self._start(card_id)  # what gathered meanwhile
 
-    async def _run(self, card_id: str, batch: list[tuple[tuple[str, int, str, str], asyncio.Future[Result]]]) -> None:
+    async def _run(self, card_id: str, batch: list[tuple[Tap, Waiter]]) -> None:
         now = now_ms()
         try:
             results = await self._inv.buy_many(card_id, [t for t, _ in batch], now, now + self._pay_window_ms)
         except BaseException as e:
             self._returned(card_id)
-            for _, fut in batch:
-                if not fut.done():
-                    fut.set_exception(e if isinstance(e, Exception) else RuntimeError("cancelled"))
+            err = e if isinstance(e, Exception) else RuntimeError("cancelled")
+            for _, waiter in batch:
+                _tell(waiter, err)
             if not isinstance(e, Exception):
                 raise
             return
         self._returned(card_id)
-        for (_, fut), res in zip(batch, results, strict=True):
-            if not fut.done():
-                fut.set_result(res)
+        for (_, waiter), res in zip(batch, results, strict=True):
+            _tell(waiter, res)
+
+
+def _tell(waiter: Waiter, outcome: Result | BaseException) -> None:
+    if isinstance(waiter, asyncio.Future):
+        if not waiter.done():
+            if isinstance(outcome, BaseException):
+                waiter.set_exception(outcome)
+            else:
+                waiter.set_result(outcome)
+        return
+    try:
+        waiter(outcome)
+    except Exception:  # one tap's bad callback never keeps the rest of its batch waiting
+        log.exception("a buy's callback failed")

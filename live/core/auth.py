@@ -189,19 +189,25 @@ class AuthService:
     # --- the current role -----------------------------------------------------------------
     async def current(self, who: Principal) -> Principal:
         """``who`` with the user's current role, or ``Unauthorized`` if the user is gone."""
+        known = self.current_now(who)
+        if known is not None:
+            return known
+        now = time.monotonic()
+        role = await self._load_role_once(who.id)
+        if len(self._roles) >= ROLE_CACHE_MAX:
+            self._roles.clear()
+        self._roles[who.id] = (now + self._role_cache_s, role)
+        return _with_role(who, role)
+
+    def current_now(self, who: Principal) -> Principal | None:
+        """:meth:`current` when this process knows the role (no wait); None when it must be
+        loaded (then await :meth:`current`)."""
         if who.id == ADMIN_ID and who.role == "moderator":
             return who
-        now = time.monotonic()
         hit = self._roles.get(who.id)
-        if hit is None or hit[0] < now:
-            role = await self._load_role_once(who.id)
-            if len(self._roles) >= ROLE_CACHE_MAX:
-                self._roles.clear()
-            hit = self._roles[who.id] = (now + self._role_cache_s, role)
-        role = hit[1]
-        if not role:
-            raise Unauthorized("this account no longer exists")
-        return who if role == who.role else Principal(who.id, who.name, role)
+        if hit is None or hit[0] < time.monotonic():
+            return None
+        return _with_role(who, hit[1])
 
     def forget_role(self, user_id: str) -> None:
         """Drop this process's cached role of ``user_id`` (a ``CH_ROLE`` notice)."""
@@ -357,3 +363,9 @@ class AuthService:
         if user is None:
             raise Unauthorized("user gone")
         return await self._issued(user)
+
+
+def _with_role(who: Principal, role: str) -> Principal:
+    if not role:
+        raise Unauthorized("this account no longer exists")
+    return who if role == who.role else Principal(who.id, who.name, role)

@@ -164,6 +164,7 @@ class FastPathStats:
     direct_frames: int = 0      # written straight to a websocket
     queued_frames: int = 0      # put on a send queue
     short_path_events: int = 0  # served without python-socketio's decoder
+    taskless_events: int = 0    # of those, served without a task of their own (buys: on_direct now=)
     refused_frames: int = 0     # malformed or unknown, answered INVALID
     slow_consumers_dropped: int = 0
     unauthenticated_refused: int = 0  # Engine.IO sessions refused: too many not signed in
@@ -268,6 +269,8 @@ class FastPathCollector(Collector):
         yield frames
         yield CounterMetricFamily("live_fastpath_short_path_events", "Socket.IO events served on the short path",
                                   value=s.short_path_events)
+        yield CounterMetricFamily("live_fastpath_taskless_events", "Short-path events served without a task of "
+                                  "their own (buys)", value=s.taskless_events)
         yield CounterMetricFamily("live_socket_refused_frames", "Malformed or unknown Socket.IO frames refused",
                                   value=s.refused_frames)
         yield CounterMetricFamily("live_socket_slow_consumers_dropped",
@@ -334,7 +337,7 @@ class DirectWebSocket(EngineIOWebSocket):
     transport: asyncio.Transport | None = None
     server: EioServer
     _eio_socket: EioSocket | None
-    _inflight: deque[asyncio.Task[str | None]] | None = None  # concurrent events, in arrival order
+    _inflight: deque[asyncio.Future[str | None]] | None = None  # concurrent events, in arrival order
 
     async def __call__(self, environ: dict[str, object]) -> web.WebSocketResponse:
         request = cast(web.Request, environ["aiohttp.request"])
@@ -416,7 +419,26 @@ class DirectWebSocket(EngineIOWebSocket):
             tasks = self._inflight = deque()  # only on connections that tap: idle ones pay nothing
         while len(tasks) >= sio.inflight_per_socket:
             await asyncio.wait((tasks[0],))
-        task = asyncio.get_running_loop().create_task(sio.answer(eio_sid, call))
+        loop = asyncio.get_running_loop()
+        now = sio.now_handlers.get(call[0])
+        if now is not None:
+            # No task: the handler replies when its result is in (a buy: as its batch returns);
+            # the reply fills this event's place in the line.
+            place: asyncio.Future[str | None] = loop.create_future()
+            tasks.append(place)
+            ack_id = call[2]
+
+            def reply(result: dict[str, Any]) -> None:
+                if not place.done():
+                    place.set_result(sio.ack_packet(ack_id, result))
+                    self._flush_acks(None)
+
+            if now(call[1], call[3], reply):
+                sio.stats.short_path_events += 1
+                sio.stats.taskless_events += 1
+                return
+            tasks.pop()
+        task = loop.create_task(sio.answer(eio_sid, call))
         tasks.append(task)
         task.add_done_callback(self._flush_acks)
 
@@ -652,6 +674,8 @@ class SendQueue:
 
 
 DirectHandler = Callable[..., Awaitable[object]]
+# A concurrent event served without a task: (sid, args, reply) -> False if it did nothing.
+NowHandler = Callable[[str, list[object], Callable[[dict[str, Any]], None]], bool]
 DirectCall = tuple[DirectHandler, str, str, list[object]]
 
 
@@ -774,6 +798,7 @@ class LiveSocketServer(socketio.AsyncServer):
         # Events of one connection registered concurrent=True served at once, at most (1: in turn).
         self.inflight_per_socket = inflight_per_socket
         self.concurrent_handlers: set[DirectHandler] = set()
+        self.now_handlers: dict[DirectHandler, NowHandler] = {}
         self.max_unauthenticated = max_unauthenticated
         self.handshake_timeout_s = handshake_timeout_s
         # Engine.IO sessions not yet connected to Socket.IO's "/" -> the timer that closes them.
@@ -869,15 +894,21 @@ class LiveSocketServer(socketio.AsyncServer):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def on_direct(self, event: str, handler: DirectHandler, concurrent: bool = False) -> None:
+    def on_direct(self, event: str, handler: DirectHandler, concurrent: bool = False,
+                  now: NowHandler | None = None) -> None:
         """Serve ``event`` on the short path (and on the stock one, for frames it does not take).
 
         ``concurrent``: a connection's events of this kind may be served side by side, acked as
         each finishes (for events whose handlers need no order between them, such as a buy:
-        its script is atomic and idempotent). Others are served one at a time, in order."""
+        its script is atomic and idempotent). Others are served one at a time, in order.
+        ``now``: for a concurrent event, a way to serve it without a task: ``now(sid, args,
+        reply) -> bool`` calls ``reply(result)`` at once or later, or returns False having done
+        nothing (then ``handler`` runs in a task)."""
         self.direct_events[event] = handler
         if concurrent:
             self.concurrent_handlers.add(handler)
+            if now is not None:
+                self.now_handlers[handler] = now
         self.on(event, handler)
 
     async def _handle_eio_message(self, eio_sid: str, data: object) -> None:
@@ -921,6 +952,15 @@ class LiveSocketServer(socketio.AsyncServer):
             await super()._send_packet(eio_sid, self.packet_class(
                 sio_packet.ACK, namespace="/", id=int(ack_id), data=[result]))
             return None
+
+    def ack_packet(self, ack_id: str, result: dict[str, Any]) -> str:
+        """The ack packet ``3<id>[result]`` of an event answered without a task."""
+        try:
+            return f"3{ack_id}" + orjson.dumps([result]).decode()
+        except TypeError:  # not plain JSON (a handler's bug): the contract's INTERNAL, logged
+            log.error("ack of event %s is not JSON: %r", ack_id, result)
+            return f"3{ack_id}" + orjson.dumps([{"ok": False, "error": {"code": "INTERNAL",
+                                                                        "message": "internal error"}}]).decode()
 
     def direct_call(self, eio_sid: str, data: object) -> DirectCall | Refusal | None:
         """``(handler, sid, ack id, args)`` when this Socket.IO packet can take the short path,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -287,7 +288,10 @@ async def media(request: web.Request) -> web.StreamResponse:
 def setup(app: web.Application, socket_app: SocketApp) -> None:
     app.router.add_routes(routes)
 
-    @socket_app.event("flash:buy", BuyIn, concurrent=True)
+    def buy_now(sid: str, who: Principal, p: BuyIn, reply: Callable[[dict[str, Any] | BaseException], None]) -> None:
+        socket_app.svc.flash.buy_now(who, p.card_id, p.qty, p.request_id, reply)
+
+    @socket_app.event("flash:buy", BuyIn, concurrent=True, now=buy_now)
     async def sio_buy(sid: str, who: Principal, p: BuyIn) -> dict[str, Any]:
         """Buy (one tap); the ack carries the order and the stock left."""
         return await socket_app.svc.flash.buy(who, p.card_id, p.qty, p.request_id)
