@@ -33,6 +33,9 @@ async def test_flash_report_agrees_with_server(server: RunningServer, api: Api, 
     assert d["acks"] == 200 and d["errors"] == {"SOLD_OUT": 150}
     assert d["client_view"] == {"acked_orders": 50, "distinct_acked_orders": 50, "acked_qty": 50}
     assert d["fanout_ms"]["received"] == 200 and 0 < d["fanout_ms"]["p50"] <= d["fanout_ms"]["max"]
+    # The delivery, timed from the first viewer's card: never longer than from the listing request.
+    assert 0 <= d["fanout_after_first_ms"]["p50"] <= d["fanout_after_first_ms"]["max"] <= d["fanout_ms"]["max"]
+    assert 0 <= d["fanout_before_answer"] <= 1
     assert 0 < d["latency_ms"]["p50"] <= d["latency_ms"]["p99"] <= d["latency_ms"]["max"]
     assert d["buys_per_s"] > 0
     card = await api.ok("GET", f"/api/cards/{d['card_id']}")
