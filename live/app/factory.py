@@ -25,8 +25,11 @@ from live.ops.embedded import EmbeddedRedis
 from live.transport import openapi, pages, routes_core, sio_rooms
 from live.transport.http import MIDDLEWARES
 from live.transport.sio import SioPusher, SocketApp, make_server
+from live.transport.upgrades import direct_upgrades
 
 log = logging.getLogger(__name__)
+
+SOCKETIO_PATH = "socket.io"  # served at /socket.io/
 
 # Domains after the foundation: (domain module, transport module). The domain module has
 # ``install(services)`` (builds its service, adds loops/closers) and may name its Lua files in a
@@ -48,7 +51,10 @@ DOMAINS: list[tuple[str, str]] = [
 
 def create_app(settings: Settings) -> web.Application:
     """An application for ``settings``; nothing is opened until it starts."""
-    app = web.Application(middlewares=MIDDLEWARES, client_max_size=settings.max_upload_bytes + 65536)
+    # A websocket upgrade of Socket.IO skips the other middlewares (their frames would stay
+    # suspended for the connection's whole life: live.transport.upgrades).
+    app = web.Application(middlewares=[direct_upgrades(f"/{SOCKETIO_PATH}/"), *MIDDLEWARES],
+                          client_max_size=settings.max_upload_bytes + 65536)
     app[SETTINGS] = settings
     ref = ServicesRef()
     app[SERVICES] = ref
@@ -56,7 +62,7 @@ def create_app(settings: Settings) -> web.Application:
     embedded = None if settings.redis_url else EmbeddedRedis(settings.data_dir, settings.redis_appendfsync)
     redis_url = settings.redis_url or (embedded.url if embedded else "")
     sio = make_server(settings, redis_url if settings.use_redis_manager else None)
-    sio.attach(app, socketio_path="socket.io")
+    sio.attach(app, socketio_path=SOCKETIO_PATH)
     socket_app = SocketApp(sio, ref)
 
     app.router.add_routes(routes_core.routes)

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import filelock
 import orjson
+from aiohttp import log as aiohttp_log
 from aiohttp import web
 
 import live
@@ -191,7 +192,11 @@ def serve(settings: Settings, sock: socket.socket, *, show_banner: bool = True) 
         if show_banner:
             print(banner(settings, url), flush=True)
 
-    web.run_app(app, sock=sock, print=ready, shutdown_timeout=5, handle_signals=True, loop=loop)
+    # aiohttp makes an access logger per connection (~110 bytes each, kept for a websocket's
+    # life); when its records would be dropped anyway, make none.
+    access_log = aiohttp_log.access_logger if aiohttp_log.access_logger.isEnabledFor(logging.INFO) else None
+    web.run_app(app, sock=sock, print=ready, shutdown_timeout=5, handle_signals=True, loop=loop,
+                access_log=access_log)
 
 
 # --- the supervisor ---------------------------------------------------------------------------

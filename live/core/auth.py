@@ -45,6 +45,9 @@ from live.core.models import User
 log = logging.getLogger(__name__)
 
 ROLES = ("viewer", "streamer", "moderator")
+# A role read from a token or from Redis is a new string each time; every principal and cache
+# entry keeps one of these three instead (~55 bytes less per connection and per cached user).
+_ROLE_CONSTANTS = {r: r for r in ROLES}
 ADMIN_ID = "admin"
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{3,32}$")
 # Names nobody may take (compared after canonicalisation, ignoring separators): they would
@@ -181,8 +184,9 @@ class AuthService:
             raise Unauthorized("token expired") from e
         except jwt.PyJWTError as e:
             raise Unauthorized("invalid token") from e
-        role = claims.get("role")
-        if role not in ROLES:
+        claimed = claims.get("role")
+        role = _ROLE_CONSTANTS.get(claimed) if isinstance(claimed, str) else None
+        if role is None:
             raise Unauthorized("invalid token")
         return Principal(str(claims["sub"]), str(claims.get("name", "")), role)
 
@@ -240,10 +244,11 @@ class AuthService:
         if self._redis is not None:
             cached = await self._redis.get(keys.user_role(user_id))
             if cached is not None:
-                return cached.decode() if isinstance(cached, bytes) else str(cached)
+                text = cached.decode() if isinstance(cached, bytes) else str(cached)
+                return _ROLE_CONSTANTS.get(text, text)
         async with self._db() as s:
             role = (await s.execute(select(User.role).where(User.id == user_id))).scalar_one_or_none()
-        role = role or ""
+        role = _ROLE_CONSTANTS.get(role, role) if role else ""
         if self._redis is not None:
             # NX: a role change that committed meanwhile has SET the newer value; never overwrite it.
             await self._redis.set(keys.user_role(user_id), role, nx=True, ex=ROLE_REDIS_TTL_S)
