@@ -399,8 +399,10 @@ async def test_an_idle_connection_costs_aiohttps_tasks_only(api: Api, server: Ru
             socks += [await RawSocket.open(session, server.url, (await api.guest())["token"]) for _ in range(20)]
             await asyncio.sleep(0.2)
             grown = kinds() - before
-            assert grown == Counter({"RequestHandler.start": 20, "RequestHandler._handle_request": 20,
-                                     "RawSocket._read": 20}), grown  # the last: this test's clients
+            # Kinds that grew with the connections (short-lived tasks of the app may come and go).
+            per_connection = {kind: n for kind, n in grown.items() if n >= 20}
+            assert per_connection == {"RequestHandler.start": 20, "RequestHandler._handle_request": 20,
+                                      "RawSocket._read": 20}, grown  # the last: this test's clients
             sio = server.services.pusher.sio
             queues = [sio.eio.sockets[sid].queue for sid in list(sio.live_direct_ws)]
             assert len(queues) >= 23 and all(getattr(q, "_sink", None) is not None for q in queues)
