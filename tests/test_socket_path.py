@@ -409,3 +409,27 @@ async def test_an_idle_connection_costs_aiohttps_tasks_only(api: Api, server: Ru
         finally:
             for s in socks:
                 await s.close()
+
+
+async def test_frames_of_one_turn_leave_in_one_write_in_order(api: Api, server: RunningServer) -> None:
+    """What one event-loop turn sends to one socket goes out in one write, in the order sent —
+    a broadcast included (it must not overtake frames gathered before it)."""
+    async with aiohttp.ClientSession() as session:
+        sock = await RawSocket.open(session, server.url, (await api.guest())["token"])
+        try:
+            sio = server.services.pusher.sio
+            await asyncio.sleep(0.1)
+            (eio_sid,) = [e for e in sio.live_direct_ws if sio.eio.sockets[e].queue is not None][-1:]
+            sid = sio.manager.sid_from_eio_sid(eio_sid, "/")
+            writes = sio.stats.writes
+            sio.deliver_text(eio_sid, '2["one",1]')
+            sio.deliver_text(eio_sid, '2["two",2]')
+            await sio.emit("three", 3, room=sid)  # a broadcast, in the same turn
+            for _ in range(50):
+                if len(sock.events) >= 3:
+                    break
+                await asyncio.sleep(0.02)
+            assert sock.events[-3:] == [("one", 1), ("two", 2), ("three", 3)]
+            assert sio.stats.writes == writes + 1
+        finally:
+            await sock.close()

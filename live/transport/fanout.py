@@ -162,6 +162,7 @@ class FastPathStats:
     lookups on the hot path; exported by :class:`FastPathCollector`)."""
 
     direct_frames: int = 0      # written straight to a websocket
+    writes: int = 0             # websocket writes those frames took (several frames, one write)
     queued_frames: int = 0      # put on a send queue
     short_path_events: int = 0  # served without python-socketio's decoder
     taskless_events: int = 0    # of those, served without a task of their own (buys: on_direct now=)
@@ -267,6 +268,9 @@ class FastPathCollector(Collector):
         frames.add_metric(["direct"], s.direct_frames)
         frames.add_metric(["queued"], s.queued_frames)
         yield frames
+        yield CounterMetricFamily("live_fastpath_writes", "Websocket writes of the frames sent straight to a "
+                                  "socket (frames one event-loop turn sends to one socket leave in one write)",
+                                  value=s.writes)
         yield CounterMetricFamily("live_fastpath_short_path_events", "Socket.IO events served on the short path",
                                   value=s.short_path_events)
         yield CounterMetricFamily("live_fastpath_taskless_events", "Short-path events served without a task of "
@@ -337,6 +341,8 @@ class DirectWebSocket(EngineIOWebSocket):
     transport: asyncio.Transport | None = None
     server: EioServer
     _eio_socket: EioSocket | None
+    _out: list[bytes] | None = None  # frames gathered this event-loop turn (see write)
+    _out_bytes = 0
     _inflight: deque[asyncio.Future[str | None]] | None = None  # concurrent events, in arrival order
 
     async def __call__(self, environ: dict[str, object]) -> web.WebSocketResponse:
@@ -368,14 +374,38 @@ class DirectWebSocket(EngineIOWebSocket):
         return self._sock is None or self._sock.closed or t is None or t.is_closing()
 
     def write(self, frame: bytes) -> None:
-        """Write one pre-built frame (see :func:`ws_frame`)."""
-        assert self.transport is not None
-        self.transport.write(frame)
+        """Send one pre-built frame (see :func:`ws_frame`) at the end of this event-loop turn:
+        what one turn sends to one socket (acks of several taps, a push) leaves in one write —
+        one system call instead of one per frame (:class:`Coalescer`)."""
+        out = self._out
+        if out is None:
+            self._out = [frame]
+            self.server.live_sio.coalescer.add(self)
+        else:
+            out.append(frame)
+        self._out_bytes += len(frame)
+
+    def flush(self) -> None:
+        """Write what this turn gathered (in order), in one call."""
+        out, self._out = self._out, None
+        self._out_bytes = 0
+        t = self.transport
+        if out and t is not None and not t.is_closing():
+            t.write(out[0] if len(out) == 1 else b"".join(out))
+
+    async def send(self, message: str | bytes) -> None:
+        self.flush()  # what was gathered goes first: frames never overtake each other
+        await super().send(message)
+
+    async def close(self) -> None:
+        self.flush()
+        await super().close()
 
     def buffered(self) -> int:
-        """Bytes written to this socket that the kernel has not taken yet."""
+        """Bytes sent to this socket that the kernel has not taken yet (gathered this turn, or
+        in the transport's buffer)."""
         t = self.transport
-        return 0 if t is None else t.get_write_buffer_size()
+        return self._out_bytes + (0 if t is None else t.get_write_buffer_size())
 
     def abort(self) -> None:
         """Drop the connection now, discarding whatever is buffered for it."""
@@ -715,6 +745,29 @@ class _Encoded(eio_packet.Packet):
 PING = eio_pkt.Packet(eio_pkt.PING)
 
 
+class Coalescer:
+    """The websockets written to in this event-loop turn, flushed once at its end (one
+    ``call_soon`` per turn, not per frame): each socket's frames leave in one write."""
+
+    def __init__(self, stats: FastPathStats) -> None:
+        self._dirty: list[DirectWebSocket] = []
+        self._stats = stats
+
+    def add(self, ws: DirectWebSocket) -> None:
+        if not self._dirty:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self._dirty.append(ws)
+
+    def flush(self) -> None:
+        dirty, self._dirty = self._dirty, []
+        self._stats.writes += len(dirty)
+        for ws in dirty:
+            try:
+                ws.flush()
+            except Exception:  # a closing transport: its session ends it
+                log.debug("flush to a closing websocket dropped", exc_info=True)
+
+
 class Pinger:
     """Every connection's Engine.IO pings, from one task.
 
@@ -816,6 +869,7 @@ class LiveSocketServer(socketio.AsyncServer):
         self.send_budget_bytes = send_budget_bytes
         self.send_budget_messages = send_budget_messages
         self.stats = FastPathStats()
+        self.coalescer = Coalescer(self.stats)
         self.fast = probe(self)
         eio = self.eio
         if self.fast.session:
@@ -1057,7 +1111,7 @@ class LiveSocketServer(socketio.AsyncServer):
             t = ws.transport
             ws_sock = ws._sock
             if (t is None or ws_sock is None or ws_sock.closed or t.is_closing() or not sock.queue.empty()
-                    or t.get_write_buffer_size() > fits):
+                    or ws._out is not None or t.get_write_buffer_size() > fits):
                 deliver(eio_sid, wire, frame)
                 continue
             try:
