@@ -35,7 +35,7 @@ from rich.table import Table
 from bench import ceiling
 from bench.inflight import buys_inflight
 from bench.loadbench import buys, fanout
-from bench.procs import Proc, Stack, machine, worker_role_available
+from bench.procs import Proc, Stack, machine, server_env, worker_role_available
 from live.loadtest.worker import raise_fd_limit
 
 TARGET_BUY_RATIO = 1.0       # project acks/s ÷ Node's, at least
@@ -76,17 +76,6 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--json", type=Path, default=Path("bench/results.json"))
     p.add_argument("--markdown", type=Path, default=None, help="also write the tables as Markdown here")
     return p.parse_args(argv)
-
-
-def server_env(pairs: list[str]) -> dict[str, str]:
-    """``["LIVE_X=1", …]`` → ``{"LIVE_X": "1"}``; only LIVE_ settings are accepted."""
-    env: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.startswith("LIVE_"):
-            raise SystemExit(f"--server-env wants LIVE_NAME=VALUE, got {pair!r}")
-        env[key] = value
-    return env
 
 
 def _ratio(a: float | None, b: float | None) -> str:

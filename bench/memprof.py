@@ -42,7 +42,7 @@ from typing import Any
 import orjson
 
 from bench.loadbench import Sampler, fanout
-from bench.procs import ROOT, Proc, Stack, machine
+from bench.procs import ROOT, Proc, Stack, machine, server_env
 from live.loadtest import Hooks, LoadConfig, run
 from live.loadtest.worker import raise_fd_limit
 
@@ -255,16 +255,6 @@ async def traced_run(stack: Stack, redis_url: str, a: argparse.Namespace, env: d
     print(f"\n(traced process RSS per viewer incl. session, tracemalloc's own overhead included — not a figure "
           f"to quote: {out['rss_kb_per_viewer_traced']} KB)")
     return out
-
-
-def server_env(pairs: list[str]) -> dict[str, str]:
-    env: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.startswith("LIVE_"):
-            raise SystemExit(f"--server-env wants LIVE_NAME=VALUE, got {pair!r}")
-        env[key] = value
-    return env
 
 
 async def main_async(a: argparse.Namespace) -> dict[str, Any]:

@@ -238,3 +238,14 @@ class Stack:
             yield self
         finally:
             self.close()
+
+
+def server_env(pairs: list[str]) -> dict[str, str]:
+    """``["LIVE_X=1", …]`` → ``{"LIVE_X": "1"}``; only LIVE_ settings are accepted."""
+    env: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.startswith("LIVE_"):
+            raise SystemExit(f"--server-env wants LIVE_NAME=VALUE, got {pair!r}")
+        env[key] = value
+    return env
