@@ -28,7 +28,7 @@ LAYERS: list[tuple[str, set[str]]] = [
                  "live.governance"}),
     ("container", {"live.app.services", "live.app.appkeys"}),
     ("transport", {"live.transport"}),
-    ("app", {"live.app.factory", "live.app.worker", "live.app.ready"}),
+    ("app", {"live.app.factory", "live.app.worker", "live.app.ready", "live.app.heap"}),
     ("entry points", {"live.app.main", "live.ops.cli", "live.__main__"}),
 ]
 # The load tester is a client: it talks HTTP and Socket.IO to a server and imports nothing of it.
