@@ -332,9 +332,10 @@ class DirectWebSocket(EngineIOWebSocket):
     For a short-path event the
     handler runs right where the frame was read and its ack is written, then reading goes on; so
     one connection's short-path events are served one at a time, in the order sent — except
-    events registered ``concurrent`` (buys): those run in a task each, up to the server's
-    ``inflight_per_socket``, so a client with several taps in flight has them served together
-    and acked as each finishes (as Node's Socket.IO does). Other frames go to Engine.IO's
+    events registered ``concurrent`` (buys): those are started and reading goes on, up to the
+    server's ``inflight_per_socket``, so a client with several taps in flight has them served
+    together and acked as each finishes (as Node's Socket.IO does) — through the event's ``now``
+    variant, with no task, when it has one, else in a task each. Other frames go to Engine.IO's
     ``receive`` unchanged.
     """
 
