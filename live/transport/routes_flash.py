@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -12,6 +11,7 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import BadHttpMessage
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from live.commerce.flashbuy import Reply
 from live.core.auth import Principal
 from live.core.errors import Invalid, NotFound
 from live.transport.http import (
@@ -288,7 +288,7 @@ async def media(request: web.Request) -> web.StreamResponse:
 def setup(app: web.Application, socket_app: SocketApp) -> None:
     app.router.add_routes(routes)
 
-    def buy_now(sid: str, who: Principal, p: BuyIn, reply: Callable[[dict[str, Any] | BaseException], None]) -> None:
+    def buy_now(sid: str, who: Principal, p: BuyIn, reply: Reply) -> None:
         socket_app.svc.flash.buy_now(who, p.card_id, p.qty, p.request_id, reply)
 
     @socket_app.event("flash:buy", BuyIn, concurrent=True, now=buy_now)
