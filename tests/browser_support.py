@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,12 @@ PHONE: dict[str, Any] = {
     "locale": "zh-CN",
 }
 DESKTOP: dict[str, Any] = {"viewport": {"width": 1280, "height": 800}, "locale": "zh-CN"}
+
+
+def streamer_name() -> str:
+    """A fresh username the chat guard never refuses: a random hex one (``s_fb05510c``) read as
+    a Facebook handle about once in 1,500 names and failed a browser test with "内容未通过审核"."""
+    return "s_" + "".join(random.choices("aeiou", k=12))
 
 
 def chromium_path() -> str:

@@ -10,7 +10,6 @@ import asyncio
 import io
 import re
 import time
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import pytest
 from PIL import Image
 from playwright.async_api import Page, expect
 
-from tests.browser_support import DESKTOP, PHONE, Pages, chromium, screenshot
+from tests.browser_support import DESKTOP, PHONE, Pages, chromium, screenshot, streamer_name
 from tests.support import Api, RunningServer, SioClient, run_app
 
 pytestmark = pytest.mark.browser
@@ -35,7 +34,7 @@ async def pages(server: RunningServer) -> AsyncIterator[Pages]:
 
 async def studio_signed_in(pages: Pages, device: dict[str, object] = DESKTOP) -> Page:
     studio = await pages.open("/studio", device, permissions=["camera", "microphone"])
-    await studio.get_by_label("用户名").fill(f"s_{uuid.uuid4().hex[:8]}")
+    await studio.get_by_label("用户名").fill(streamer_name())
     await studio.get_by_label("密码").fill("correct horse battery")
     await studio.get_by_role("button", name="注册主播").click()
     await expect(studio.get_by_role("button", name="开播")).to_be_visible()
@@ -521,7 +520,7 @@ async def test_report_button_is_readable(pages: Pages, api: Api) -> None:
 
 
 async def test_studio_resumes_its_live_room_after_signing_in_again(pages: Pages, api: Api) -> None:
-    username = f"s_{uuid.uuid4().hex[:8]}"
+    username = streamer_name()
     s = await api.streamer(username)
     room = await api.live_room(s["token"], "续播测试")
     studio = await pages.open("/studio", DESKTOP)
