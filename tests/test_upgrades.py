@@ -29,17 +29,32 @@ def awaiting(task: asyncio.Task[object]) -> list[str]:
     return names
 
 
-async def test_a_websocket_session_waits_in_no_http_middleware(settings_factory: Callable[..., Settings]) -> None:
+@pytest.mark.parametrize("detached", [True, False])
+async def test_a_websocket_session_waits_in_no_http_middleware(settings_factory: Callable[..., Settings],
+                                                                detached: bool) -> None:
+    """Taken over from aiohttp (the default, fast-path part ``detached``), a session waits
+    nowhere at all: no task of the request is left. Served on aiohttp's path (``detached`` off),
+    its loop waits in Engine.IO's route handler, reached past the middlewares."""
     async with run_app(settings_factory()) as srv, Api(srv.url) as api:
+        sio = srv.services.pusher.sio
+        sio.fast.detached = detached
+        taken = sio.stats.detached_sessions
         token = (await api.guest("upgrader"))["token"]
         client = SioClient()
         await client.connect(srv.url, token)
         try:
-            sessions = [awaiting(t) for t in asyncio.all_tasks()]
-            sessions = [s for s in sessions if "_session" in s]  # DirectWebSocket's session loop
-            assert len(sessions) == 1
-            assert "handle_request" in sessions[0]  # Engine.IO's route handler, reached directly
-            assert not MIDDLEWARES & set(sessions[0])
+            await asyncio.sleep(0.1)
+            tasks = [awaiting(t) for t in asyncio.all_tasks()]
+            sessions = [s for s in tasks if "_session" in s]  # DirectWebSocket's session loop
+            if detached:
+                assert sio.stats.detached_sessions == taken + 1
+                assert sessions == [] and not any("handle_request" in s for s in tasks), tasks
+            else:
+                assert sio.stats.detached_sessions == taken
+                assert len(sessions) == 1
+                assert "handle_request" in sessions[0]  # Engine.IO's route handler, reached directly
+                assert not MIDDLEWARES & set(sessions[0])
+            assert (await client.call("room:join", {"room_id": "nope"}))["ok"] is False  # still served
         finally:
             await client.close()
 

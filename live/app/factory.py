@@ -63,6 +63,11 @@ def create_app(settings: Settings) -> web.Application:
     redis_url = settings.redis_url or (embedded.url if embedded else "")
     sio = make_server(settings, redis_url if settings.use_redis_manager else None)
     sio.attach(app, socketio_path=SOCKETIO_PATH)
+
+    async def close_sockets(_app: web.Application) -> None:
+        await sio.close_detached()
+
+    app.on_shutdown.append(close_sockets)
     socket_app = SocketApp(sio, ref)
 
     app.router.add_routes(routes_core.routes)

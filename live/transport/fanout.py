@@ -41,7 +41,9 @@ from typing import Any, Protocol, cast
 import engineio
 import orjson
 import socketio
-from aiohttp import web
+from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp._websocket.reader import WebSocketDataQueue, WebSocketReader
+from aiohttp.web_protocol import RequestHandler
 from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
 from engineio.async_drivers.aiohttp import WebSocket as EngineIOWebSocket
@@ -126,7 +128,7 @@ class EioSocket(Protocol):
 
 eio_pkt = cast(EioPacketModule, eio_packet)
 
-PARTS = ("session", "direct_write", "short_path", "encode_once", "handshake_guard", "shared_pinger")
+PARTS = ("session", "direct_write", "short_path", "encode_once", "handshake_guard", "shared_pinger", "detached")
 
 
 @dataclass
@@ -139,6 +141,8 @@ class FastPath:
     * ``encode_once``: a broadcast is encoded once and queued for each recipient.
     * ``handshake_guard``: Engine.IO sessions not signed in to Socket.IO are capped and timed out.
     * ``shared_pinger``: one task sends every connection's Engine.IO pings (:class:`Pinger`).
+    * ``detached``: a websocket is taken over from aiohttp once open (needs ``session``;
+      :meth:`DirectWebSocket._detach`).
     """
 
     session: bool = False
@@ -147,12 +151,13 @@ class FastPath:
     encode_once: bool = False
     handshake_guard: bool = False
     shared_pinger: bool = False
+    detached: bool = False
     missing: list[str] = field(default_factory=list)
 
     def parts(self) -> dict[str, bool]:
         on = {"session": self.session, "direct_write": self.direct_write, "short_path": self.short_path,
               "encode_once": self.encode_once, "handshake_guard": self.handshake_guard,
-              "shared_pinger": self.shared_pinger}
+              "shared_pinger": self.shared_pinger, "detached": self.detached}
         return {p: bool(on[p]) for p in PARTS}
 
 
@@ -170,6 +175,7 @@ class FastPathStats:
     slow_consumers_dropped: int = 0
     unauthenticated_refused: int = 0  # Engine.IO sessions refused: too many not signed in
     handshakes_timed_out: int = 0     # Engine.IO sessions closed: never signed in to Socket.IO
+    detached_sessions: int = 0        # websockets taken over from aiohttp (DirectWebSocket._detach)
 
 
 def _has(obj: object, *names: str) -> list[str]:
@@ -239,6 +245,12 @@ def probe(server: socketio.AsyncServer) -> FastPath:
     except (OSError, TypeError):
         pinger_missing.append("AsyncSocket.schedule_ping (source)")
 
+    detach_missing = _has(web.BaseRequest, "protocol", "transport")
+    detach_missing += _has(RequestHandler, "connection_lost", "transport")
+    detach_missing += _has(web.WebSocketResponse(), "_reader")
+    detach_missing += _has(asyncio.Transport, "set_protocol")
+    detach_missing += inbox_check()
+
     fast = FastPath(
         session=not session_missing,
         direct_write=not session_missing,  # only sockets whose session we run are written to
@@ -246,7 +258,8 @@ def probe(server: socketio.AsyncServer) -> FastPath:
         encode_once=not emit_missing and not session_missing,
         handshake_guard=not guard_missing,
         shared_pinger=not pinger_missing,
-        missing=session_missing + short_missing + emit_missing + guard_missing + pinger_missing,
+        detached=not detach_missing and not session_missing,
+        missing=session_missing + short_missing + emit_missing + guard_missing + pinger_missing + detach_missing,
     )
     return fast
 
@@ -286,6 +299,9 @@ class FastPathCollector(Collector):
         yield CounterMetricFamily("live_socket_handshakes_timed_out",
                                   "Engine.IO sessions closed for not signing in to Socket.IO in time",
                                   value=s.handshakes_timed_out)
+        yield CounterMetricFamily("live_fastpath_detached_sessions", "Websockets taken over from aiohttp once "
+                                  "open (served without aiohttp's request state or a reader task)",
+                                  value=s.detached_sessions)
         yield GaugeMetricFamily("live_socket_unauthenticated", "Engine.IO sessions not (yet) signed in",
                                 value=len(self._server.pending))
 
@@ -310,7 +326,86 @@ def packet_frame(pkt: EioPacket) -> bytes:
     return ws_frame(encoded, 0x2)
 
 
-class DirectWebSocket(EngineIOWebSocket):
+class Inbox(WebSocketDataQueue):
+    """aiohttp's websocket parser's queue, handing each message to a detached
+    :class:`DirectWebSocket` the moment it is parsed, instead of queueing it for a reader task.
+
+    aiohttp's parser (``WebSocketReader``, compiled with Cython) calls its queue's ``feed_data``
+    for every message; a Python subclass's override is called, as for any ``cpdef`` method
+    (:func:`inbox_check` verifies it at start-up). Nothing is queued, so the queue's size (the
+    parser's cue to stall) stays 0: flow control is the session's (``pause_reading``)."""
+
+    def __init__(self, ws: DirectWebSocket, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(cast(Any, ws), 1 << 20, loop=loop)
+        self.ws = ws
+
+    def feed_data(self, data: Any, size: int) -> None:
+        self.ws.message(data)
+
+    def feed_eof(self) -> None:
+        pass  # the transport's connection_lost ends the session
+
+    def set_exception(self, exc: BaseException, exc_cause: BaseException | None = None) -> None:
+        self.ws.broken(exc)  # a protocol error or an oversized message: the parser is done
+
+
+def _masked_frame(payload: bytes, opcode: int) -> bytes:
+    """A client's (masked) frame, for :func:`inbox_check`."""
+    mask = b"\x01\x02\x03\x04"
+    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes((0x80 | opcode, 0x80 | len(payload))) + mask + body
+
+
+def inbox_check() -> list[str]:
+    """That aiohttp's websocket parser hands messages to :class:`Inbox` (what a detached session
+    reads with): a text frame and a ping parsed, in order, through the override."""
+    class Probe:
+        def __init__(self) -> None:
+            self.got: list[tuple[object, object]] = []
+
+        def message(self, msg: Any) -> None:
+            self.got.append((msg[0], msg[1]))
+
+        def broken(self, exc: BaseException) -> None:
+            self.got.append(("error", exc))
+
+    probe_ws = Probe()
+    try:
+        loop = asyncio.new_event_loop()
+        try:
+            parser = WebSocketReader(Inbox(cast(Any, probe_ws), loop), 1024, False, True)
+            parser.feed_data(_masked_frame(b"42[1]", 0x1) + _masked_frame(b"p", 0x9))
+        finally:
+            loop.close()
+    except Exception as e:
+        return [f"aiohttp websocket parser into Inbox: {e}"]
+    if probe_ws.got != [(WSMsgType.TEXT, "42[1]"), (WSMsgType.PING, b"p")]:
+        return [f"aiohttp websocket parser did not call Inbox.feed_data ({probe_ws.got!r})"]
+    return []
+
+
+class HandedOver(web.WebSocketResponse):
+    """The websocket response of a connection that may be taken over (:meth:`DirectWebSocket._detach`):
+    once it is, aiohttp's end of the request must not write a close frame on a connection that
+    is no longer its own."""
+
+    handed_over = False
+
+    async def write_eof(self) -> None:  # type: ignore[override]
+        if not self.handed_over:
+            await super().write_eof()
+
+
+class _Unparsed:
+    """A frame not looked at yet (see :meth:`DirectWebSocket.message`)."""
+
+
+UNPARSED = _Unparsed()
+BACKLOG_PAUSE = 64  # frames waiting for a detached session's lane: stop reading the socket
+BACKLOG_RESUME = 16  # ... and read again once it is down to this
+
+
+class DirectWebSocket(EngineIOWebSocket, asyncio.Protocol):
     """Engine.IO's aiohttp websocket, without per-message deflate, known by Engine.IO sid so a
     broadcast can write its one pre-built frame to it directly, serving the short-path events
     (see :class:`LiveSocketServer`) as they are read, and running the session with fewer tasks.
@@ -337,6 +432,11 @@ class DirectWebSocket(EngineIOWebSocket):
     together and acked as each finishes (as Node's Socket.IO does) — through the event's ``now``
     variant, with no task, when it has one, else in a task each. Other frames go to Engine.IO's
     ``receive`` unchanged.
+
+    A websocket-only connection does not stay in aiohttp's request at all: once open it is taken
+    over (:meth:`_detach`) and this object is its transport's protocol — frames are parsed as they
+    arrive and served right there (:meth:`message`), frames that must wait are served in order by a
+    task that lives only while some wait (:meth:`_run_lane`), and an idle connection has no task.
     """
 
     transport: asyncio.Transport | None = None
@@ -345,12 +445,21 @@ class DirectWebSocket(EngineIOWebSocket):
     _out: list[bytes] | None = None  # frames gathered this event-loop turn (see write)
     _out_bytes = 0
     _inflight: deque[asyncio.Future[str | None]] | None = None  # concurrent events, in arrival order
+    # Once detached (see _detach): aiohttp's frame parser feeding message(), the frames waiting
+    # for the lane (in order; (None, None) ends the session), the lane's task while it runs.
+    _sock: web.WebSocketResponse | None
+    _detached = False
+    _parser: WebSocketReader | None = None
+    _backlog: deque[tuple[str | bytes | None, object]] | None = None
+    _lane: asyncio.Task[None] | None = None
+    _reading_paused = False
+    _ended = False
 
     async def __call__(self, environ: dict[str, object]) -> web.WebSocketResponse:
         request = cast(web.Request, environ["aiohttp.request"])
         sio: LiveSocketServer = self.server.live_sio
-        self._sock = web.WebSocketResponse(max_msg_size=self.server.max_http_buffer_size, compress=False)
-        await self._sock.prepare(request)
+        sock = self._sock = HandedOver(max_msg_size=self.server.max_http_buffer_size, compress=False)
+        await sock.prepare(request)
         # The environ stays as it is: python-socketio hands the very same dict to get_environ().
         self.environ = environ
         self.transport = request.transport
@@ -361,18 +470,22 @@ class DirectWebSocket(EngineIOWebSocket):
             sio.live_direct_ws[sid] = self
         try:
             if isinstance(eio_socket, AsyncSocket):
-                await self._session(cast(EioSocket, eio_socket))
+                await self._session(cast(EioSocket, eio_socket), request)
             else:  # not the Engine.IO we know: its own loop
                 await self.handler(self)
         finally:
-            if sid is not None and sio.live_direct_ws.get(sid) is self:
+            if not self._detached and sid is not None and sio.live_direct_ws.get(sid) is self:
                 del sio.live_direct_ws[sid]
-        return self._sock
+        if self._detached:
+            self._sock = None  # aiohttp's request, and this response with it, end now
+        return sock
 
     @property
     def closed(self) -> bool:
         t = self.transport
-        return self._sock is None or self._sock.closed or t is None or t.is_closing()
+        if t is None or t.is_closing():
+            return True
+        return not self._detached and (self._sock is None or self._sock.closed)
 
     def write(self, frame: bytes) -> None:
         """Send one pre-built frame (see :func:`ws_frame`) at the end of this event-loop turn:
@@ -395,12 +508,27 @@ class DirectWebSocket(EngineIOWebSocket):
             t.write(out[0] if len(out) == 1 else b"".join(out))
 
     async def send(self, message: str | bytes) -> None:
+        if self._detached:
+            self.write(ws_frame(message.encode()) if isinstance(message, str) else ws_frame(message, 0x2))
+            return
         self.flush()  # what was gathered goes first: frames never overtake each other
         await super().send(message)
 
     async def close(self) -> None:
+        if self._detached:
+            self.close_now()
+            return
         self.flush()
         await super().close()
+
+    def close_now(self, code: int = WSCloseCode.OK) -> None:
+        """A detached websocket's close: what was gathered, a close frame, then the connection
+        (its ``connection_lost`` ends the session)."""
+        self.flush()
+        t = self.transport
+        if t is not None and not t.is_closing():
+            t.write(ws_frame(struct.pack("!H", code), 0x8))
+            t.close()
 
     def buffered(self) -> int:
         """Bytes sent to this socket that the kernel has not taken yet (gathered this turn, or
@@ -413,31 +541,199 @@ class DirectWebSocket(EngineIOWebSocket):
         if self.transport is not None:
             self.transport.abort()
 
+    # --- the detached session ----------------------------------------------------------------
+    def _detach(self, request: web.Request) -> bool:
+        """Take an open websocket over from aiohttp: from here the connection's transport talks
+        to this object (an ``asyncio.Protocol``), aiohttp's request ends and takes its state with
+        it (the parsed upgrade request, the request handler and its two tasks, the websocket
+        response: ~9 KB per viewer), and every frame is parsed by aiohttp's own parser and served
+        the moment it arrives (:meth:`message`), with no reader task: a task runs only while
+        frames wait to be served in order (:meth:`_run_lane`). False, with nothing changed, if
+        frames arrived before (a client that did not wait for Engine.IO's OPEN packet: served on
+        aiohttp's path)."""
+        sock = self._sock
+        t = request.transport
+        proto = request.protocol
+        pending: object = getattr(getattr(sock, "_reader", None), "_buffer", None)
+        if not isinstance(sock, HandedOver) or t is None or t.is_closing() or pending is None or pending:
+            return False
+        loop = asyncio.get_running_loop()
+        self._parser = WebSocketReader(Inbox(self, loop), self.server.max_http_buffer_size, False, True)
+        self.transport = t
+        self._detached = True
+        sock.handed_over = True
+        t.set_protocol(self)
+        proto.transport = None  # so that aiohttp, letting go, does not close the connection
+        proto.connection_lost(None)  # aiohttp forgets the connection; its request ends
+        # The request and its body stream are aiohttp's: they must not outlive it here.
+        self.environ.pop("aiohttp.request", None)
+        self.environ.pop("wsgi.input", None)
+        self.server.live_sio.stats.detached_sessions += 1
+        return True
+
+    def data_received(self, data: bytes) -> None:
+        parser = self._parser
+        if parser is not None and not self._ended:
+            parser.feed_data(data)
+
+    def eof_received(self) -> bool | None:
+        return None  # the transport closes itself; connection_lost ends the session
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._end()
+
+    def message(self, msg: Any) -> None:
+        """A message parsed by aiohttp's parser (``WSMessage``): served, answered or queued."""
+        if self._ended:
+            return
+        try:
+            kind = msg[0]
+            if kind == WSMsgType.TEXT or kind == WSMsgType.BINARY:
+                self._inbound(msg[1])
+            elif kind == WSMsgType.PING:
+                self.write(ws_frame(msg[1], 0xA))
+            elif kind == WSMsgType.CLOSE:
+                self.close_now()
+        except Exception:  # never into aiohttp's parser: it would stop parsing this connection
+            log.exception("websocket message failed")
+
+    def broken(self, exc: BaseException) -> None:
+        """aiohttp's parser refused the stream (a protocol error, an oversized message)."""
+        code = getattr(exc, "code", WSCloseCode.PROTOCOL_ERROR)
+        log.info("closing websocket (%s): %s", self._eio_socket.sid if self._eio_socket else "-", _short(exc))
+        self.close_now(code if isinstance(code, int) else WSCloseCode.PROTOCOL_ERROR)
+
+    def _inbound(self, data: str | bytes) -> None:
+        call: object = UNPARSED
+        if self._lane is None:  # nothing waits: a buy is served right here
+            call = self._serve_now(data)
+            if call is None:
+                return
+        backlog = self._backlog
+        if backlog is None:  # made when a frame must wait, dropped when none does (~0.6 KB idle)
+            backlog = self._backlog = deque()
+        backlog.append((data, call))
+        if self._lane is None:
+            self._lane = asyncio.get_running_loop().create_task(self._run_lane())
+        if len(backlog) >= BACKLOG_PAUSE and not self._reading_paused and self.transport is not None:
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def _serve_now(self, data: str | bytes) -> object:
+        """Serve a concurrent event (a buy) at once if it can be: None if served, else the
+        frame parsed as far as it was (:meth:`_handle` goes on from there)."""
+        s = self._eio_socket
+        if s is None or type(data) is not str or data[:2] != "42" or not s.upgraded or s.upgrading:
+            return UNPARSED
+        sio: LiveSocketServer = self.server.live_sio
+        call = sio.direct_call(s.sid, data[1:])
+        if (type(call) is tuple and call[0] in sio.concurrent_handlers and sio.inflight_per_socket > 1
+                and (self._inflight is None or len(self._inflight) < sio.inflight_per_socket)):
+            self._begin_concurrent(sio, s.sid, call)
+            return None
+        return call
+
+    async def _run_lane(self) -> None:
+        """Serve waiting frames one after another, in order (those needing a task: a join, a
+        chat message, an Engine.IO PONG; a buy over the connection's in-flight limit), then end."""
+        backlog = self._backlog
+        assert backlog is not None
+        try:
+            while backlog:
+                data, call = backlog.popleft()
+                if self._reading_paused and len(backlog) <= BACKLOG_RESUME and not self._ended:
+                    self._reading_paused = False
+                    if self.transport is not None:
+                        self.transport.resume_reading()
+                if data is None:
+                    await self._finish()
+                    return
+                if not await self._handle(data, call):
+                    self.abort()  # Engine.IO closed the socket: the connection goes too
+        except Exception:
+            log.exception("websocket session failed")
+            self.abort()
+        finally:
+            self._lane = None
+            if not backlog:
+                self._backlog = None
+
+    def _end(self) -> None:
+        """The connection is gone: once what was read is served, Engine.IO's close."""
+        if self._ended or not self._detached:
+            return
+        self._ended = True
+        if self._backlog is None:
+            self._backlog = deque()
+        self._backlog.append((None, None))
+        if self._lane is None:
+            self._lane = asyncio.get_running_loop().create_task(self._run_lane())
+
+    async def _finish(self) -> None:
+        s = self._eio_socket
+        sio: LiveSocketServer = self.server.live_sio
+        try:
+            if self._inflight:
+                await self._drain_inflight()
+            if s is not None:
+                await s.close(wait=False, abort=True, reason=s.server.reason.TRANSPORT_CLOSE)
+                # What Engine.IO's request handler does once a websocket session returns to it.
+                if self.server.sockets.get(s.sid) is s and s.closed:
+                    del self.server.sockets[s.sid]
+        finally:
+            if s is not None and sio.live_direct_ws.get(s.sid) is self:
+                del sio.live_direct_ws[s.sid]
+            self._parser = None  # its queue points back here
+
     async def wait(self) -> str | bytes:
         """The next frame that is not a short-path event (those are served here)."""
         return await self._next(None)
 
     async def _next(self, timeout: float | None) -> str | bytes:
-        sio: LiveSocketServer = self.server.live_sio
-        eio_socket = self._eio_socket
         while True:
             assert self._sock is not None
             msg = await self._sock.receive(timeout)
             data: object = msg.data
             if not isinstance(data, str | bytes):
                 raise OSError("websocket closed")
+            if not await self._short(data, UNPARSED):
+                return data
+
+    async def _short(self, data: str | bytes, call: object) -> bool:
+        """Serve ``data`` if it is a short-path event (``call``: its :meth:`direct_call`, when
+        parsed already); False if it is not one."""
+        sio: LiveSocketServer = self.server.live_sio
+        eio_socket = self._eio_socket
+        if call is UNPARSED:
             if (eio_socket is None or not isinstance(data, str) or data[:2] != "42"
                     or not eio_socket.upgraded or eio_socket.upgrading):
-                return data
+                return False
             call = sio.direct_call(eio_socket.sid, data[1:])
-            if call is None:
-                return data
-            if type(call) is tuple and call[0] in sio.concurrent_handlers and sio.inflight_per_socket > 1:
-                await self._start_concurrent(sio, eio_socket.sid, call)
-            else:
-                if self._inflight:
-                    await self._drain_inflight()  # in order after the concurrent ones before it
-                await sio.run_direct(eio_socket.sid, call)
+        if call is None or eio_socket is None:
+            return False
+        direct = cast(DirectCall | Refusal, call)
+        if type(direct) is tuple and direct[0] in sio.concurrent_handlers and sio.inflight_per_socket > 1:
+            await self._start_concurrent(sio, eio_socket.sid, direct)
+        else:
+            if self._inflight:
+                await self._drain_inflight()  # in order after the concurrent ones before it
+            await sio.run_direct(eio_socket.sid, direct)
+        return True
+
+    async def _handle(self, data: str | bytes, call: object) -> bool:
+        """One frame of the session: a short-path event served, anything else to Engine.IO.
+        False once Engine.IO has closed the socket."""
+        if await self._short(data, call):
+            return True
+        s = self._eio_socket
+        assert s is not None
+        try:
+            await s.receive(eio_pkt.Packet(encoded_packet=data))
+        except eio_exceptions.SocketIsClosedError:
+            return False
+        except Exception as e:  # a malformed frame: one line, the connection goes on
+            log.warning("engine.io frame refused (%s): %s", s.sid, _short(e))
+        return True
 
     async def _start_concurrent(self, sio: LiveSocketServer, eio_sid: str, call: DirectCall) -> None:
         """Serve an event registered as concurrent (a buy) in its own task, so the next frame is
@@ -446,10 +742,16 @@ class DirectWebSocket(EngineIOWebSocket):
         events came (each waits for those before it). At most ``inflight_per_socket`` per
         connection; past that, reading waits (the client is pushed back, nothing piles up)."""
         tasks = self._inflight
+        while tasks is not None and len(tasks) >= sio.inflight_per_socket:
+            await asyncio.wait((tasks[0],))
+        self._begin_concurrent(sio, eio_sid, call)
+
+    def _begin_concurrent(self, sio: LiveSocketServer, eio_sid: str, call: DirectCall) -> None:
+        """Start a concurrent event (room for it was checked): through the event's ``now``
+        variant, with no task, when it has one, else in a task."""
+        tasks = self._inflight
         if tasks is None:
             tasks = self._inflight = deque()  # only on connections that tap: idle ones pay nothing
-        while len(tasks) >= sio.inflight_per_socket:
-            await asyncio.wait((tasks[0],))
         loop = asyncio.get_running_loop()
         now = sio.now_handlers.get(call[0])
         if now is not None:
@@ -515,7 +817,7 @@ class DirectWebSocket(EngineIOWebSocket):
         finally:
             s.upgrading = False
 
-    async def _session(self, s: EioSocket) -> None:
+    async def _session(self, s: EioSocket, request: web.Request) -> None:
         """python-engineio's websocket session for socket ``s`` (see the class docstring)."""
         if s.connected:  # an upgrade from long-polling
             if not await self._upgrade(s):
@@ -525,6 +827,9 @@ class DirectWebSocket(EngineIOWebSocket):
             s.connected = True
             s.upgraded = True
             s.queue = SendQueue.taking_over(s.queue)
+            if isinstance(s.queue, SendQueue) and self.server.live_sio.fast.detached and self._detach(request):
+                s.queue.attach(self._put)  # the OPEN packet goes out; the connection is ours
+                return
 
         async def writer() -> None:
             queue = s.queue
@@ -546,16 +851,15 @@ class DirectWebSocket(EngineIOWebSocket):
         else:  # Engine.IO's own queue (a long-poll still waits on it): a writer drains it
             writer_task = asyncio.ensure_future(writer())
         while True:
+            assert self._sock is not None
             try:
-                data = await self._next(None)
+                data = await self._sock.receive()
             except Exception:
                 break  # closed or broken (a silent client: Engine.IO's ping check aborts the socket)
-            try:
-                await s.receive(eio_pkt.Packet(encoded_packet=data))
-            except eio_exceptions.SocketIsClosedError:
+            if not isinstance(data.data, str | bytes):
                 break
-            except Exception as e:  # a malformed frame: one line, the connection goes on
-                log.warning("engine.io frame refused (%s): %s", s.sid, _short(e))
+            if not await self._handle(data.data, UNPARSED):
+                break
         if self._inflight:
             await self._drain_inflight()
         if writer_task is not None:
@@ -949,6 +1253,20 @@ class LiveSocketServer(socketio.AsyncServer):
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def close_detached(self, timeout: float = 5.0) -> None:
+        """At shutdown, before aiohttp closes its connections: close the websockets taken over
+        from aiohttp (which no longer knows them), and wait until their sessions ended
+        (Engine.IO's and Socket.IO's disconnect run while the app's services are still open)."""
+        open_ws = [ws for ws in self.live_direct_ws.values() if ws._detached]
+        for ws in open_ws:
+            ws.close_now(WSCloseCode.GOING_AWAY)
+        deadline = time.monotonic() + timeout
+        while any(self.live_direct_ws.get(ws._eio_socket.sid) is ws for ws in open_ws if ws._eio_socket):
+            if time.monotonic() > deadline:
+                log.warning("websocket sessions still ending after %.0f s at shutdown", timeout)
+                break
+            await asyncio.sleep(0.02)
+
     async def cancel_background(self) -> None:
         if self.pinger is not None:
             await self.pinger.stop()
@@ -1111,8 +1429,8 @@ class LiveSocketServer(socketio.AsyncServer):
                 continue
             t = ws.transport
             ws_sock = ws._sock
-            if (t is None or ws_sock is None or ws_sock.closed or t.is_closing() or not sock.queue.empty()
-                    or ws._out is not None or t.get_write_buffer_size() > fits):
+            if (t is None or t.is_closing() or (not ws._detached and (ws_sock is None or ws_sock.closed))
+                    or not sock.queue.empty() or ws._out is not None or t.get_write_buffer_size() > fits):
                 deliver(eio_sid, wire, frame)
                 continue
             try:
