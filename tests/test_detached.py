@@ -115,3 +115,27 @@ async def test_shutdown_closes_taken_over_websockets(settings_factory: Callable[
             await sock.closed()
         assert sock.ws.close_code == aiohttp.WSCloseCode.GOING_AWAY
         assert not sio.live_direct_ws and not sio.eio.sockets
+
+
+async def test_a_buy_whose_handler_breaks_gets_internal_and_the_line_moves_on(api: Api, server: RunningServer,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug in a task-less handler (raised inside ``data_received``) answers that tap INTERNAL;
+    the acks after it are not stuck behind it."""
+    s, room, card = await setup_sale(api, stock=10)
+    sio = server.services.pusher.sio
+    buy = sio.direct_events["flash:buy"]
+
+    def broken(sid: str, args: list[object], reply: Callable[..., None]) -> bool:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setitem(sio.now_handlers, buy, broken)
+    async with aiohttp.ClientSession() as session:
+        sock = await RawSocket.open(session, server.url, (await api.guest())["token"])
+        try:
+            await sock.send(buy_frame(1, card["id"]))
+            await sock.send(f'422["room:join",{{"room_id":"{room["id"]}"}}]')
+            acks = await sock.wait_acks(2)
+            assert [i for i, _ in acks] == [1, 2]
+            assert acks[0][1][0]["error"]["code"] == "INTERNAL" and acks[1][1][0]["ok"] is True
+        finally:
+            await sock.close()
