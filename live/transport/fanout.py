@@ -606,32 +606,42 @@ class DirectWebSocket(EngineIOWebSocket, asyncio.Protocol):
     def _inbound(self, data: str | bytes) -> None:
         call: object = UNPARSED
         if self._lane is None:  # nothing waits: a buy is served right here
-            call = self._serve_now(data)
-            if call is None:
+            call = self._call_of(data)
+            if self._room_for(call):
+                assert self._eio_socket is not None
+                self._begin_concurrent(self.server.live_sio, self._eio_socket.sid, cast(DirectCall, call))
                 return
+        backlog = self._enqueue(data, call)
+        if len(backlog) >= BACKLOG_PAUSE and not self._reading_paused and self.transport is not None:
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def _enqueue(self, data: str | bytes | None, call: object) -> deque[tuple[str | bytes | None, object]]:
+        """Put a frame (None: the session's end) behind those waiting; the lane runs them."""
         backlog = self._backlog
         if backlog is None:  # made when a frame must wait, dropped when none does (~0.6 KB idle)
             backlog = self._backlog = deque()
         backlog.append((data, call))
         if self._lane is None:
             self._lane = asyncio.get_running_loop().create_task(self._run_lane())
-        if len(backlog) >= BACKLOG_PAUSE and not self._reading_paused and self.transport is not None:
-            self._reading_paused = True
-            self.transport.pause_reading()
+        return backlog
 
-    def _serve_now(self, data: str | bytes) -> object:
-        """Serve a concurrent event (a buy) at once if it can be: None if served, else the
-        frame parsed as far as it was (:meth:`_handle` goes on from there)."""
+    def _call_of(self, data: str | bytes) -> DirectCall | Refusal | None:
+        """The short-path call a frame carries (:meth:`LiveSocketServer.direct_call`), or None."""
         s = self._eio_socket
-        if s is None or type(data) is not str or data[:2] != "42" or not s.upgraded or s.upgrading:
-            return UNPARSED
-        sio: LiveSocketServer = self.server.live_sio
-        call = sio.direct_call(s.sid, data[1:])
-        if (type(call) is tuple and call[0] in sio.concurrent_handlers and sio.inflight_per_socket > 1
-                and (self._inflight is None or len(self._inflight) < sio.inflight_per_socket)):
-            self._begin_concurrent(sio, s.sid, call)
+        if s is None or not isinstance(data, str) or data[:2] != "42" or not s.upgraded or s.upgrading:
             return None
-        return call
+        return self.server.live_sio.direct_call(s.sid, data[1:])
+
+    def _concurrent(self, call: object) -> bool:
+        """A call of an event registered concurrent (a buy), served side by side with others."""
+        sio: LiveSocketServer = self.server.live_sio
+        return type(call) is tuple and call[0] in sio.concurrent_handlers and sio.inflight_per_socket > 1
+
+    def _room_for(self, call: object) -> bool:
+        """A concurrent call that can start now (the connection is under its in-flight limit)."""
+        tasks = self._inflight
+        return self._concurrent(call) and (tasks is None or len(tasks) < self.server.live_sio.inflight_per_socket)
 
     async def _run_lane(self) -> None:
         """Serve waiting frames one after another, in order (those needing a task: a join, a
@@ -663,11 +673,7 @@ class DirectWebSocket(EngineIOWebSocket, asyncio.Protocol):
         if self._ended or not self._detached:
             return
         self._ended = True
-        if self._backlog is None:
-            self._backlog = deque()
-        self._backlog.append((None, None))
-        if self._lane is None:
-            self._lane = asyncio.get_running_loop().create_task(self._run_lane())
+        self._enqueue(None, None)
 
     async def _finish(self) -> None:
         s = self._eio_socket
@@ -705,15 +711,12 @@ class DirectWebSocket(EngineIOWebSocket, asyncio.Protocol):
         sio: LiveSocketServer = self.server.live_sio
         eio_socket = self._eio_socket
         if call is UNPARSED:
-            if (eio_socket is None or not isinstance(data, str) or data[:2] != "42"
-                    or not eio_socket.upgraded or eio_socket.upgrading):
-                return False
-            call = sio.direct_call(eio_socket.sid, data[1:])
+            call = self._call_of(data)
         if call is None or eio_socket is None:
             return False
         direct = cast(DirectCall | Refusal, call)
-        if type(direct) is tuple and direct[0] in sio.concurrent_handlers and sio.inflight_per_socket > 1:
-            await self._start_concurrent(sio, eio_socket.sid, direct)
+        if self._concurrent(direct):
+            await self._start_concurrent(sio, eio_socket.sid, cast(DirectCall, direct))
         else:
             if self._inflight:
                 await self._drain_inflight()  # in order after the concurrent ones before it
